@@ -1,0 +1,144 @@
+"""Reading a config file, applying ``--set`` overrides, and reporting errors in one line.
+
+Usage::
+
+    cfg = load_config(Path("configs/smoke.toml"), ["calibration.num_solo=4"])
+
+Every failure raises :class:`ConfigError`, whose message names the file and the dotted key (or the
+TOML line) and fits on one line; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .schema import IMMUTABLE_KEYS, ZpdConfig
+
+SHIPPED_DIR = Path(__file__).resolve().parent
+"""Where the shipped TOML files live (``configs/`` in a checkout, ``zpd/configs`` when installed)."""
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used. ``str(err)`` is one line naming the file and key."""
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``dotted.key=value`` where value is a TOML literal; a bare word is taken as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # `--set learner.path=/m` means the string "/m"
+    return key.split("."), value
+
+
+def _set_dotted(data: dict[str, Any], parts: list[str], value: Any, origin: str) -> None:
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {'.'.join(parts)}: {part} is not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Relative paths in a config file are relative to that file."""
+    for section, key in (("learner", "path"), ("storage", "shared_dir")):
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            data[section][key] = str((base / Path(value)).resolve())
+
+
+def _format_validation(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{origin}: {loc}: {msg}{extra}"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> ZpdConfig:
+    """Load, override and validate. Raises ConfigError (one line) on any problem."""
+    data = read_toml(path)
+    _resolve_paths(data, path.resolve().parent)
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        _set_dotted(data, parts, value, f"--set {text}")
+    return validate(data, str(path))
+
+
+def validate(data: dict[str, Any], origin: str) -> ZpdConfig:
+    try:
+        cfg = ZpdConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, origin)) from None
+    if cfg.learner.path is not None and not (cfg.learner.path / "config.json").is_file():
+        raise ConfigError(f"{origin}: learner.path: {cfg.learner.path} is not an HF model directory (no config.json)")
+    return cfg
+
+
+def to_json(cfg: ZpdConfig) -> str:
+    return json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True)
+
+
+def _dotted(data: Any, key: str) -> Any:
+    node = data
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def immutable_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys that differ between two resolved configs and may not change mid-run."""
+    changed = []
+    for key in IMMUTABLE_KEYS:
+        if key == "domains.enabled":
+            old_set = sorted(k for k, v in (old.get("domains") or {}).items() if v.get("enabled"))
+            new_set = sorted(k for k, v in (new.get("domains") or {}).items() if v.get("enabled"))
+            if old_set != new_set:
+                changed.append("domains (the set of enabled domains)")
+        elif _dotted(old, key) != _dotted(new, key):
+            changed.append(key)
+    return changed
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """All dotted keys whose values differ (for the resume log)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        dotted = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(changed_keys(a, b, dotted + "."))
+        elif a != b:
+            out.append(dotted)
+    return out
+
+
+def deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(data)

@@ -1,0 +1,96 @@
+"""Round 0: the frozen eval sets, and a learner that can follow guidance at the easiest level.
+
+The embedded learner starts from random weights, so the bootstrap teaches it the task format: bare
+tasks up to ``bootstrap.max_solo_difficulty`` (what it may know alone) and guided tasks up to
+``bootstrap.max_guided_difficulty`` (so it can read guidance above what it knows alone, which is what
+opens a Zone of Proximal Development). Eval items never appear in it. A user's model
+(``learner.path``) is copied in as it is unless ``bootstrap.enabled``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from zpd.store.atomic import atomic_write_text
+from zpd.store.rounds import link_or_copy_tree, work_dir
+
+from .context import RunContext, rng_for
+from .train import run_trainer
+
+
+def make_eval_sets(ctx: RunContext) -> dict[str, int]:
+    """Each domain's frozen eval set, made once with a fixed seed (idempotent: existing sets are kept)."""
+    made = {}
+    for name, domain in ctx.domains.items():
+        if ctx.db.execute("SELECT count(*) FROM tasks WHERE fate = 'eval' AND domain = ?", [name]).fetchone()[0]:
+            continue
+        rng = rng_for(ctx.cfg.run.seed, "eval", name)
+        per_level = domain.cfg.eval_per_level
+        count = 0
+        for level in domain.eval_levels():
+            level_count = 0
+            for _ in range(per_level * 50):
+                if level_count == per_level:
+                    break
+                if ctx.insert_task(domain.make_task(level, rng), round_n=0, fate="eval") is not None:
+                    level_count += 1
+            count += level_count
+        made[name] = count
+    return made
+
+
+def bootstrap_examples(ctx: RunContext) -> list[dict]:
+    cfg = ctx.cfg.bootstrap
+    eval_hashes = {r[0] for r in ctx.db.execute("SELECT content_hash FROM tasks WHERE fate = 'eval'").fetchall()}
+    rng = rng_for(ctx.cfg.run.seed, "bootstrap")
+    names = sorted(ctx.domains)
+    out: list[dict] = []
+    tries = 0
+    while len(out) < cfg.num_examples and tries < cfg.num_examples * 50:
+        tries += 1
+        domain = ctx.domains[rng.choice(names)]
+        guided = rng.random() < cfg.guided_fraction
+        top = cfg.max_guided_difficulty if guided else cfg.max_solo_difficulty
+        task = domain.make_task(rng.uniform(domain.min_difficulty, max(domain.min_difficulty, top)), rng)
+        if task.content_hash in eval_hashes:
+            continue
+        prompt = domain.guided_prompt(task) if guided else task.prompt
+        out.append({"prompt": prompt, "response": task.answer, "domain": task.domain, "answer": task.answer})
+    return out
+
+
+def run(ctx: RunContext, round_n: int) -> None:
+    from zpd.trainer.model import create_learner, resolve_device
+
+    with ctx.db.atomic():
+        made = make_eval_sets(ctx)
+    ctx.log.info("eval sets", extra={"items": made})
+    work = work_dir(ctx.state_dir, round_n)
+    work.mkdir(parents=True, exist_ok=True)
+    base, out = work / "base", work / "learner"
+    result: dict = {"loss": None, "num_tokens": 0}
+    if not out.is_dir():
+        if not base.is_dir():
+            tmp = work / "base.tmp"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            if ctx.cfg.learner.path is not None:
+                link_or_copy_tree(ctx.cfg.learner.path, tmp)
+            else:
+                create_learner(tmp, ctx.cfg.learner, seed=ctx.cfg.run.seed)
+            tmp.rename(base)
+        cfg = ctx.cfg.bootstrap
+        if cfg.enabled and cfg.num_examples > 0:
+            data = bootstrap_examples(ctx)
+            atomic_write_text(work / "bootstrap.jsonl", "".join(json.dumps(r) + "\n" for r in data))
+            ctx.log.info("bootstrap training", extra={"examples": len(data)})
+            params = dict(epochs=cfg.epochs, batch_size=ctx.cfg.train.batch_size, learning_rate=cfg.learning_rate,
+                          weight_decay=ctx.cfg.train.weight_decay, seed=ctx.cfg.run.seed,
+                          device=resolve_device(ctx.cfg.learner.device))
+            result = run_trainer(ctx, backend="embedded-sft", learner=base, data=data, out=out, params=params)
+        else:
+            link_or_copy_tree(base, work / "learner.tmp")
+            (work / "learner.tmp").rename(out)
+    with ctx.db.atomic():
+        ctx.advance(round_n, "measure", train_loss=result.get("loss"), train_tokens=result.get("num_tokens", 0))

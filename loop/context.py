@@ -1,0 +1,131 @@
+"""What every phase is handed: the state directory, the store, the round's config, domains, metrics.
+
+Phases are plain functions ``run(ctx, round_n)`` that commit their outputs to the store in the same
+transaction that advances ``rounds.phase``; they never keep state of their own between calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from zpd.configs.schema import ZpdConfig
+from zpd.store import rounds as rounds_store
+
+from .domains.base import Domain, Task
+
+
+class Stopped(Exception):
+    """A stop was requested; the phase left the store at a safe point."""
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from the master seed and a purpose, e.g. (seed, round, 'synthesize', domain)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def rng_for(*parts: object) -> random.Random:
+    return random.Random(derive_seed(*parts))
+
+
+@dataclass
+class RunContext:
+    state_dir: Path
+    cfg: ZpdConfig
+    db: Database
+    domains: dict[str, Domain]
+    metrics: Any
+    log: logging.Logger
+    stop: threading.Event = field(default_factory=threading.Event)
+    beat: Callable[[], None] = lambda: None
+    """Called at progress points: feeds /healthz and the systemd watchdog."""
+    _generators: dict[str, Any] = field(default_factory=dict)
+
+    # -- stopping -----------------------------------------------------------------------
+    def check_stop(self) -> None:
+        if self.stop.is_set():
+            raise Stopped()
+
+    # -- learners -----------------------------------------------------------------------
+    def learner_dir(self, round_n: int) -> Path:
+        """Where round ``round_n``'s learner is: its committed directory, or its work dir before SNAPSHOT."""
+        committed = rounds_store.round_dir(self.state_dir, round_n) / "learner"
+        if committed.is_dir():
+            return committed
+        return rounds_store.work_dir(self.state_dir, round_n) / "learner"
+
+    def current_learner_round(self) -> int | None:
+        """The round whose learner is current: that of the newest committed round's promotion decision."""
+        row = self.db.execute(
+            "SELECT current_learner_round FROM rounds WHERE status = 'committed' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def generator(self, learner_dir: Path) -> Any:
+        """The embedded generator for a learner, loaded once and reused until ``release_generators``."""
+        key = str(learner_dir)
+        if key not in self._generators:
+            self.release_generators()
+            from zpd.trainer.generate import EmbeddedGenerator
+            from zpd.trainer.model import resolve_device
+
+            self._generators[key] = EmbeddedGenerator(
+                learner_dir, device=resolve_device(self.cfg.learner.device), batch_size=self.cfg.calibration.batch_size
+            )
+        return self._generators[key]
+
+    def release_generators(self) -> None:
+        for gen in self._generators.values():
+            gen.close()
+        self._generators.clear()
+
+    # -- rounds -------------------------------------------------------------------------
+    def round_row(self, round_n: int) -> dict[str, Any]:
+        return next(self.db.query("SELECT * FROM rounds WHERE id = ?", [round_n]))
+
+    def advance(self, round_n: int, next_phase: str, **fields: Any) -> None:
+        """Set the round's next phase (call inside the phase's final transaction)."""
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(
+            f"UPDATE rounds SET phase = ?{', ' + sets if sets else ''} WHERE id = ?",
+            [next_phase, *fields.values(), round_n],
+        )
+
+    # -- tasks --------------------------------------------------------------------------
+    def task_from_row(self, row: dict[str, Any]) -> Task:
+        return Task(
+            domain=row["domain"],
+            difficulty=row["difficulty"],
+            prompt=row["prompt"],
+            answer=row["answer"],
+            guidance=row["guidance"],
+            canonical=row["canonical"],
+            meta=json.loads(row["meta_json"] or "{}"),
+        )
+
+    def insert_task(self, task: Task, *, round_n: int, fate: str, parent_id: int | None = None) -> int | None:
+        """Insert a task unless one with the same content hash exists; returns its id or None (duplicate)."""
+        cur = self.db.execute(
+            """INSERT OR IGNORE INTO tasks (domain, difficulty, prompt, answer, guidance, canonical,
+                   content_hash, parent_id, round, fate, fate_round, meta_json)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [
+                task.domain, task.difficulty, task.prompt, task.answer, task.guidance, task.canonical,
+                task.content_hash, parent_id, round_n, fate, round_n if fate != "pending" else None,
+                json.dumps(task.meta, sort_keys=True),
+            ],
+        )
+        return cur.lastrowid if cur.rowcount else None
+
+    def known_hashes(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT content_hash FROM tasks").fetchall()}

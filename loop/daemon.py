@@ -1,0 +1,321 @@
+"""The daemon: ``zpd start``. Lock, open the store, serve metrics, then run rounds until told to stop.
+
+Order at start-up (DESIGN.md): the controller lock before anything else, so a second daemon is
+refused before it binds a port or writes a byte; then the store (migrations, reconcile with the
+disk), the config check against the run's, the metrics port, readiness. Signals only set a stop
+flag; the loop stops at the next safe point (between phases or batches; a training child is killed
+as a tree) and exits 0. A second signal aborts at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import zpd
+from zpd.configs.load import ConfigError, changed_keys, immutable_changes, to_json
+from zpd.configs.schema import ZpdConfig
+from zpd.store.db import StoreError, get_meta, open_store, set_meta
+from zpd.store.lock import ControllerLock, LockHeld
+from zpd.store.rounds import dir_bytes, round_dir
+
+from . import notify
+from .context import RunContext, Stopped
+from .domains.base import build_domains
+from .logs import CONTEXT, get_logger, setup_logging
+from .metrics import DaemonMetrics
+from .round import run_round
+from .snapshot import reconcile
+from .train import PhaseFailed
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_CORRUPT = 0, 1, 2, 3, 4
+COMPONENT_OF_PHASE = {"bootstrap": "trainer", "train": "trainer", "calibrate": "generator", "measure": "generator",
+                      "synthesize": "store", "snapshot": "store"}
+_ALLOWED_IN_FRESH_DIR = {"controller.lock", "logs", "state.db", "state.db-wal", "state.db-shm", "state.db-journal"}
+
+
+class StartError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def next_round(db) -> int:
+    row = db.execute("SELECT id FROM rounds WHERE status = 'running' ORDER BY id LIMIT 1").fetchone()
+    if row:
+        return row[0]
+    row = db.execute("SELECT max(id) FROM rounds WHERE status = 'committed'").fetchone()
+    return 0 if row[0] is None else row[0] + 1
+
+
+def last_committed(db) -> int | None:
+    return db.execute("SELECT max(id) FROM rounds WHERE status = 'committed'").fetchone()[0]
+
+
+class Daemon:
+    def __init__(self, state_dir: Path, cfg: ZpdConfig, rounds_target: int | None = None) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.cfg = cfg
+        self.rounds_target = rounds_target
+        self.stop = threading.Event()
+        self.lock = ControllerLock(self.state_dir)
+        self.log = get_logger()
+        self.metrics: DaemonMetrics | None = None
+        self.db = None
+        self.ctx: RunContext | None = None
+        self._signals = 0
+        self._last_beat = time.monotonic()
+        self._ready = False
+        self._started = time.monotonic()
+
+    # -- start-up ---------------------------------------------------------------------------
+    def _check_dir(self) -> None:
+        if self.state_dir.exists() and not self.state_dir.is_dir():
+            raise StartError(EXIT_USAGE, f"{self.state_dir}: not a directory")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    def _check_foreign(self) -> None:
+        if (self.state_dir / "state.db").exists():
+            return
+        foreign = sorted(p.name for p in self.state_dir.iterdir() if p.name not in _ALLOWED_IN_FRESH_DIR)
+        if foreign:
+            raise StartError(EXIT_CORRUPT, f"{self.state_dir}: not empty and not a zpd state directory "
+                                           f"(found {', '.join(foreign[:5])}); refusing to use it")
+
+    def _check_config(self) -> None:
+        new = json.loads(to_json(self.cfg))
+        stored = get_meta(self.db, "config_json")
+        if stored:
+            old = json.loads(stored)
+            bad = immutable_changes(old, new)
+            if bad:
+                raise StartError(EXIT_USAGE, f"config: {bad[0]} cannot change in a running state directory "
+                                             f"({self.state_dir}); start a new one or restore the old value")
+            changed = changed_keys(old, new)
+            if changed:
+                self.log.info("config changed on resume; applies from the next round", extra={"keys": changed})
+        with self.db.atomic():
+            set_meta(self.db, "config_json", to_json(self.cfg))
+
+    def _open(self) -> None:
+        self._check_dir()
+        try:
+            self.lock.acquire()
+        except LockHeld as exc:
+            raise StartError(EXIT_BUSY, str(exc)) from None
+        self._check_foreign()
+        setup_logging(self.state_dir / "logs", self.cfg.logging.level, self.cfg.logging.max_bytes,
+                      self.cfg.logging.backups)
+        try:
+            self.db = open_store(self.state_dir / "state.db")
+        except StoreError as exc:
+            raise StartError(EXIT_CORRUPT, str(exc)) from None
+        self.log.info("store opened", extra={"sqlite_version": sqlite3.sqlite_version, "state_dir": str(self.state_dir)})
+        fixed = reconcile(self.db, self.state_dir)
+        if fixed:
+            self.log.info("reconciled rounds committed on disk", extra={"rounds": fixed})
+        self._check_config()
+        domains = build_domains(self.cfg.domains)
+        self.metrics = DaemonMetrics(sorted(domains), zpd.__version__)
+        url = None
+        if self.cfg.metrics.enabled:
+            m = self.cfg.metrics
+            try:
+                url = self.metrics.serve(m.host, m.port, os.environ.get(m.token_env) or None,
+                                         ready=lambda: self._ready and not self.stop.is_set(), healthy=self._healthy)
+            except ValueError as exc:
+                raise StartError(EXIT_USAGE, f"config: metrics.host: {exc}") from None
+            except OSError as exc:
+                raise StartError(EXIT_FAILED, f"metrics.port: cannot listen on {m.host}:{m.port}: {exc}") from None
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO controller (id, pid, round, phase, metrics_url, started_at, updated_at) "
+                "VALUES (1, ?, ?, 'idle', ?, ?, ?)",
+                [os.getpid(), next_round(self.db), url, time.time(), time.time()],
+            )
+        self.ctx = RunContext(self.state_dir, self.cfg, self.db, domains, self.metrics, self.log, self.stop,
+                              beat=self.beat)
+        self._publish_committed()
+        self._ready = True
+        notify.notify("READY=1")
+        self.log.info("daemon ready", extra={"pid": os.getpid(), "metrics_url": url, "version": zpd.__version__})
+
+    # -- health -------------------------------------------------------------------------------
+    def beat(self) -> None:
+        self._last_beat = time.monotonic()
+        notify.notify("WATCHDOG=1")
+
+    def _healthy(self) -> bool:
+        return time.monotonic() - self._last_beat < max(600.0, self.cfg.train.timeout_seconds)
+
+    def _set_phase(self, phase: str, round_n: int | None = None) -> None:
+        self.beat()
+        if self.metrics:
+            self.metrics.set_phase(phase)
+        with self.db.atomic():
+            self.db.execute("UPDATE controller SET phase = ?, round = coalesce(?, round), updated_at = ? WHERE id = 1",
+                            [phase, round_n, time.time()])
+
+    def _publish_committed(self) -> None:
+        """Headline figures of the current learner, from the store, into the metrics."""
+        last = last_committed(self.db)
+        if last is None or self.metrics is None:
+            return
+        row = next(self.db.query("SELECT * FROM rounds WHERE id = ?", [last]))
+        cur = next(self.db.query("SELECT * FROM rounds WHERE id = ?", [row["current_learner_round"]]))
+        self.metrics.set_eval_accuracy(cur["eval_accuracy"] or 0.0)
+        self.metrics.set_exam(row["exam_accuracy"] or 0.0, row["exam_items"] or 0)
+        for domain, value in self.db.execute("SELECT domain, value FROM frontier WHERE round = ?",
+                                             [cur["id"]]).fetchall():
+            self.metrics.set_frontier(domain, value)
+
+    # -- signals ------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            self.log.info("stop requested; stopping at the next safe point", extra={"signal": signal.Signals(signum).name})
+            self.stop.set()
+            notify.notify("STOPPING=1")
+            if self.metrics:
+                self.metrics.set_phase("stopping")
+            try:
+                CONTEXT.phase = "stopping"
+                with self.db.atomic():
+                    self.db.execute("UPDATE controller SET phase = 'stopping', updated_at = ? WHERE id = 1", [time.time()])
+            except sqlite3.Error:
+                pass  # a write in flight in the main thread; status will see 'stopping' from metrics
+        else:
+            self.log.warning("second signal: aborting now")
+            import psutil
+
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    child.kill()
+                except psutil.Error:
+                    pass
+            os._exit(130)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _stop_condition(self) -> str | None:
+        run = self.cfg.run
+        if run.max_wall_seconds is not None and time.monotonic() - self._started >= run.max_wall_seconds:
+            return "run.max_wall_seconds reached"
+        if run.max_train_tokens is not None:
+            used = self.db.execute("SELECT coalesce(sum(train_tokens), 0) FROM rounds").fetchone()[0]
+            if used >= run.max_train_tokens:
+                return "run.max_train_tokens reached"
+        return None
+
+    def _disk_ok(self) -> bool:
+        last = last_committed(self.db)
+        if last is None or not round_dir(self.state_dir, last).is_dir():
+            return True
+        need = self.cfg.storage.min_free_ratio * dir_bytes(round_dir(self.state_dir, last))
+        free = shutil.disk_usage(self.state_dir).free
+        if free < need:
+            self.log.error("not enough free disk for another round; stopping cleanly",
+                           extra={"free_bytes": free, "needed_bytes": int(need)})
+            self.metrics.failure("store")
+            return False
+        return True
+
+    def _run_with_retries(self, n: int) -> bool:
+        """Run round n; True when committed. Raises Stopped."""
+        cfg = self.cfg.train
+        for attempt in range(cfg.max_retries + 1):
+            try:
+                run_round(self.ctx, n, on_phase=lambda p: self._set_phase(p, n))
+                return True
+            except Stopped:
+                raise
+            except Exception as exc:
+                phase = CONTEXT.phase
+                component = exc.component if isinstance(exc, PhaseFailed) else COMPONENT_OF_PHASE.get(phase, "store")
+                self.metrics.failure(component)
+                self.log.error("phase failed", extra={"component": component, "error": str(exc)[-2000:],
+                                                      "attempt": attempt + 1}, exc_info=not isinstance(exc, PhaseFailed))
+                with self.db.atomic():
+                    self.db.execute("UPDATE rounds SET failures = failures + 1, last_error = ? WHERE id = ?",
+                                    [str(exc)[-4000:], n])
+                if attempt < cfg.max_retries and self.stop.wait(cfg.retry_backoff_seconds * 2**attempt):
+                    raise Stopped() from None
+        self.metrics.round_finished("failed")
+        return False
+
+    def run(self) -> int:
+        try:
+            self._open()
+        except StartError:
+            self.lock.release()
+            raise
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        code = EXIT_OK
+        try:
+            code = self._loop()
+        finally:
+            self.ctx.release_generators()
+            self._set_phase("idle")
+            with self.db.atomic():
+                self.db.execute("UPDATE controller SET pid = NULL, updated_at = ? WHERE id = 1", [time.time()])
+            self.metrics.close()
+            self.lock.release()
+            self.log.info("daemon stopped", extra={"exit_code": code})
+        return code
+
+    def _loop(self) -> int:
+        backoff = self.cfg.train.retry_backoff_seconds
+        while True:
+            n = next_round(self.db)
+            if self.rounds_target is not None and n > self.rounds_target:
+                self.log.info("target round committed", extra={"rounds": self.rounds_target})
+                return EXIT_OK
+            reason = self._stop_condition()
+            if reason:
+                self.log.info("stopping: " + reason)
+                return EXIT_OK
+            if self.stop.is_set():
+                return EXIT_OK
+            if not self._disk_ok():
+                return EXIT_FAILED
+            self.metrics.set_round(n)
+            t0 = time.monotonic()
+            try:
+                committed = self._run_with_retries(n)
+            except Stopped:
+                self.metrics.round_finished("aborted")
+                self.log.info("stopped at a safe point", extra={"round": n})
+                return EXIT_OK
+            if committed:
+                self.metrics.round_finished("committed", time.time())
+                self._publish_committed()
+                self.log.info("round committed", extra={"round": n, "seconds": round(time.monotonic() - t0, 2)})
+                self.ctx.cfg = self.cfg  # the next round runs with the daemon's config
+                backoff = self.cfg.train.retry_backoff_seconds
+                continue
+            if self.rounds_target is not None:
+                self.log.error("round failed after its retries", extra={"round": n})
+                return EXIT_FAILED
+            self.log.error("round failed after its retries; waiting before trying again", extra={"wait_seconds": backoff})
+            if self.stop.wait(backoff):
+                return EXIT_OK
+            backoff = min(backoff * 2, 600.0)
+
+
+def start(state_dir: Path, cfg: ZpdConfig, rounds_target: int | None) -> int:
+    """Entry point of ``zpd start`` after argument parsing. Returns the exit code."""
+    daemon = Daemon(state_dir, cfg, rounds_target)
+    try:
+        return daemon.run()
+    except StartError as exc:
+        print(f"zpd start: {exc}", file=__import__("sys").stderr)
+        return exc.code
+    except ConfigError as exc:
+        print(f"zpd start: {exc}", file=__import__("sys").stderr)
+        return EXIT_USAGE

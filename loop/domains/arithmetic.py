@@ -1,0 +1,135 @@
+"""Arithmetic: integer expressions whose difficulty is one scalar over three knobs.
+
+difficulty = digits per operand + (operands - 2) + 0.5 if the expression has a '-'.
+So with the defaults (addition of two operands) difficulty 3 is three-digit addition.
+
+Guidance is a worked scaffold. ``columns`` (addition only) lists each column's sum, right to left,
+with the carry it takes in: ``7+8=15;5+6+1=12`` for 57+68; the learner still has to assemble the
+answer from the last digits. ``digits`` lists the answer's digits right to left (``5;2;1``): the
+learner has to reverse them. Deduplication is by canonical form: operands of an all-'+' expression
+are sorted ("23+45" and "45+23" are the same task; "23+45" and "23+46" are different).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from .base import Task, register
+
+
+def _operand(digits: int, rng: random.Random) -> int:
+    if digits == 1:
+        return rng.randint(0, 9)
+    return rng.randint(10 ** (digits - 1), 10**digits - 1)
+
+
+def column_scaffold(operands: list[int]) -> str:
+    """Right-to-left column sums with carries, e.g. [57, 68] -> '7+8=15;5+6+1=12'."""
+    width = max(len(str(x)) for x in operands)
+    padded = [str(x).zfill(width) for x in operands]
+    carry, steps = 0, []
+    for col in range(width - 1, -1, -1):
+        digits = [int(p[col]) for p in padded]
+        total = sum(digits) + carry
+        terms = "+".join(str(d) for d in digits) + (f"+{carry}" if carry else "")
+        steps.append(f"{terms}={total}")
+        carry = total // 10
+    return ";".join(steps)
+
+
+def digit_scaffold(value: int) -> str:
+    """The answer's digits right to left, e.g. 125 -> '5;2;1' (a leading '-' stays in front)."""
+    sign = "-" if value < 0 else ""
+    return sign + ";".join(reversed(str(abs(value))))
+
+
+class Arithmetic:
+    name = "arithmetic"
+
+    def __init__(self, cfg) -> None:  # cfg: zpd.configs.schema.ArithmeticConfig
+        self.cfg = cfg
+        self.min_difficulty = float(cfg.min_difficulty)
+        self.max_difficulty = float(cfg.max_difficulty)
+        self.guidance_style = cfg.guidance
+
+    # -- knobs <-> difficulty -------------------------------------------------------------
+    def _knob_choices(self, difficulty: float) -> list[tuple[int, int, bool]]:
+        """(digits, operands, has_minus) combinations whose difficulty is closest to the target."""
+        minus_options = [m for m in (False, True) if ("-" if m else "+") in self.cfg.operations]
+        combos = []
+        for operands in range(2, self.cfg.max_operands + 1):
+            for minus in minus_options:
+                base = (operands - 2) + (0.5 if minus else 0.0)
+                combos.append((max(1, round(difficulty - base)), operands, minus))
+        best = min(abs(self.difficulty_of(*c) - difficulty) for c in combos)
+        return [c for c in combos if abs(self.difficulty_of(*c) - difficulty) == best]
+
+    @staticmethod
+    def difficulty_of(digits: int, operands: int, minus: bool) -> float:
+        return digits + (operands - 2) + (0.5 if minus else 0.0)
+
+    def _clip(self, difficulty: float) -> float:
+        return min(self.max_difficulty, max(self.min_difficulty, difficulty))
+
+    # -- the Domain interface -------------------------------------------------------------
+    def make_task(self, difficulty: float, rng: random.Random) -> Task:
+        digits, operands, minus = rng.choice(self._knob_choices(self._clip(difficulty)))
+        return self._build(digits, operands, minus, rng)
+
+    def _build(self, digits: int, operands: int, minus: bool, rng: random.Random) -> Task:
+        values = [_operand(digits, rng) for _ in range(operands)]
+        ops = ["+"] * (operands - 1)
+        if minus:
+            if "+" in self.cfg.operations:
+                ops[rng.randrange(operands - 1)] = "-"
+            else:
+                ops = ["-"] * (operands - 1)
+            # Keep results non-negative: the first operand is the largest.
+            values.sort(reverse=True)
+            values[0] = max(values[0], sum(values[1:]) if ops.count("-") == len(ops) else values[0])
+            if len(str(values[0])) > digits:
+                values[0] = 10**digits - 1
+        return self.task_for(values, ops)
+
+    def task_for(self, values: list[int], ops: list[str]) -> Task:
+        """The task for an expression ``values[0] ops[0] values[1] ...``."""
+        expr = str(values[0]) + "".join(f"{op}{v}" for op, v in zip(ops, values[1:], strict=True))
+        result = values[0]
+        for op, v in zip(ops, values[1:], strict=True):
+            result = result + v if op == "+" else result - v
+        all_plus = all(op == "+" for op in ops)
+        canonical = "+".join(str(v) for v in sorted(values)) if all_plus else expr
+        guidance = column_scaffold(values) if all_plus and self.guidance_style == "columns" else digit_scaffold(result)
+        digits = max(len(str(v)) for v in values)
+        minus = not all_plus
+        return Task(
+            domain=self.name,
+            difficulty=self.difficulty_of(digits, len(values), minus),
+            prompt=expr,
+            answer=str(result),
+            guidance=guidance,
+            canonical=canonical,
+            meta={"digits": digits, "operands": len(values), "minus": minus},
+        )
+
+    def escalate(self, task: Task, rng: random.Random) -> Task:
+        return self.make_task(self._clip(task.difficulty + 1.0), rng)
+
+    def simplify(self, task: Task, rng: random.Random) -> Task:
+        return self.make_task(self._clip(task.difficulty - 1.0), rng)
+
+    def guided_prompt(self, task: Task) -> str:
+        return f"{task.prompt}|{task.guidance}"
+
+    def grade(self, task: Task, output: str) -> bool:
+        return output.strip() == task.answer
+
+    def eval_levels(self) -> list[float]:
+        lo, hi = math.ceil(self.min_difficulty), math.floor(self.max_difficulty)
+        return [float(d) for d in range(lo, hi + 1)]
+
+
+@register("arithmetic")
+def _make(cfg) -> Arithmetic:
+    return Arithmetic(cfg)

@@ -1,0 +1,86 @@
+"""The domain plug-in interface and its registry.
+
+A domain makes tasks at a difficulty, escalates or simplifies a task, gives guidance, grades an
+answer and deduplicates by a canonical form. Domains are pure logic: no model, no disk. A new domain
+is one module plus one ``@register("name")`` line (and its config section in ``configs/schema.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A prompt with a checkable answer. ``prompt`` is the bare task; ``guidance`` helps solve it."""
+
+    domain: str
+    difficulty: float
+    prompt: str
+    answer: str
+    guidance: str
+    canonical: str
+    """A canonical form: two tasks with the same canonical form are the same task."""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(f"{self.domain}\x00{self.canonical}".encode()).hexdigest()
+
+
+class Domain(Protocol):
+    name: str
+    min_difficulty: float
+    max_difficulty: float
+
+    def make_task(self, difficulty: float, rng: random.Random) -> Task:
+        """A task near ``difficulty`` (the task's own difficulty is what it really is)."""
+
+    def escalate(self, task: Task, rng: random.Random) -> Task:
+        """A related, harder task."""
+
+    def simplify(self, task: Task, rng: random.Random) -> Task:
+        """A related, easier task."""
+
+    def guided_prompt(self, task: Task) -> str:
+        """The prompt of a guided attempt: the task with its guidance."""
+
+    def grade(self, task: Task, output: str) -> bool:
+        """Whether ``output`` answers ``task`` correctly."""
+
+    def eval_levels(self) -> list[float]:
+        """Difficulties at which the frozen eval set is made (spanning the domain's range)."""
+
+
+DomainFactory = Callable[[Any], Domain]
+_REGISTRY: dict[str, DomainFactory] = {}
+
+
+def register(name: str) -> Callable[[DomainFactory], DomainFactory]:
+    def deco(factory: DomainFactory) -> DomainFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def build_domains(domains_cfg: Any) -> dict[str, Domain]:
+    """Instantiate every enabled domain of a ``DomainsConfig``."""
+    from . import arithmetic  # noqa: F401  (registers the built-in domains)
+
+    out: dict[str, Domain] = {}
+    for name in domains_cfg.enabled_names():
+        if name not in _REGISTRY:
+            raise KeyError(f"domains.{name}: no such domain is registered")
+        out[name] = _REGISTRY[name](getattr(domains_cfg, name))
+    return out
+
+
+def registered() -> list[str]:
+    from . import arithmetic  # noqa: F401
+
+    return sorted(_REGISTRY)

@@ -1,0 +1,112 @@
+"""MEASURE: the new learner takes the frozen eval set and the current exam; the exam evolves.
+
+* eval set: greedy, every item; accuracy overall and per domain (the fixed yardstick);
+* frontier probe: per domain, the difficulty where the eval-set solo accuracy crosses 0.5
+  (``estimate_frontier``), from the same answers;
+* exam: version N (this round's) is taken before graduation; items solved solo at
+  ``exam.graduate_ratio`` graduate;
+* promotion gate: a learner whose eval accuracy fell by more than ``measure.promotion_tolerance``
+  below the current learner's stays in its round but is not made current.
+
+All of it commits in one transaction with the phase advance.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from .context import RunContext, derive_seed
+from .exam import version_items
+
+
+def estimate_frontier(by_level: dict[float, float]) -> float:
+    """Difficulty at which solo accuracy crosses 0.5, linearly interpolated on the running minimum of
+    the accuracy curve (a virtual level one below the easiest is taken as solved)."""
+    levels = sorted(by_level)
+    if not levels:
+        return 0.0
+    prev_level, prev_acc = levels[0] - 1.0, 1.0
+    for level in levels:
+        acc = min(prev_acc, by_level[level])
+        if acc < 0.5:
+            return prev_level + (prev_acc - 0.5) / (prev_acc - acc) * (level - prev_level)
+        prev_level, prev_acc = level, acc
+    return levels[-1]
+
+
+def _answer(ctx: RunContext, learner, rows, n: int, temperature: float, seed: int) -> list[list[tuple[str, bool]]]:
+    tasks = [ctx.task_from_row(r) for r in rows]
+    if not tasks:
+        return []
+    outs = ctx.generator(learner).generate(
+        [t.prompt for t in tasks], n=n, temperature=temperature, max_tokens=ctx.cfg.measure.max_tokens, seed=seed
+    )
+    return [
+        [(c.text, ctx.domains[t.domain].grade(t, c.text)) for c in completions]
+        for t, completions in zip(tasks, outs, strict=True)
+    ]
+
+
+def run(ctx: RunContext, round_n: int) -> None:
+    learner = ctx.learner_dir(round_n)
+    row = ctx.round_row(round_n)
+    domains = list(ctx.domains)
+    ph = ",".join("?" * len(domains))
+    eval_rows = list(ctx.db.query(f"SELECT * FROM tasks WHERE fate = 'eval' AND domain IN ({ph}) ORDER BY id", domains))
+    eval_results = _answer(ctx, learner, eval_rows, 1, 0.0, derive_seed(ctx.cfg.run.seed, round_n, "eval"))
+    ctx.check_stop()
+    exam_ids = version_items(ctx.db, round_n)
+    exam_rows = [next(ctx.db.query("SELECT * FROM tasks WHERE id = ?", [i])) for i in exam_ids]
+    n_exam = ctx.cfg.exam.num_samples
+    exam_results = _answer(ctx, learner, exam_rows, n_exam, 0.0 if n_exam == 1 else ctx.cfg.calibration.temperature,
+                           derive_seed(ctx.cfg.run.seed, round_n, "exam"))
+    ctx.check_stop()
+
+    by_domain: dict[str, list[bool]] = defaultdict(list)
+    by_level: dict[str, dict[float, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for r, answers in zip(eval_rows, eval_results, strict=True):
+        ok = answers[0][1]
+        by_domain[r["domain"]].append(ok)
+        by_level[r["domain"]][r["difficulty"]].append(ok)
+    all_eval = [ok for oks in by_domain.values() for ok in oks]
+    eval_acc = sum(all_eval) / len(all_eval) if all_eval else 0.0
+    eval_by_domain = {d: sum(v) / len(v) for d, v in by_domain.items()}
+    frontier = {
+        d: estimate_frontier({lvl: sum(v) / len(v) for lvl, v in levels.items()}) for d, levels in by_level.items()
+    }
+    exam_rates = [sum(ok for _, ok in answers) / len(answers) for answers in exam_results]
+    exam_acc = sum(exam_rates) / len(exam_rates) if exam_rates else 0.0
+    graduated = [r["id"] for r, rate in zip(exam_rows, exam_rates, strict=True) if rate >= ctx.cfg.exam.graduate_ratio]
+
+    parent = row["parent_learner_round"]
+    promoted = True
+    if parent is not None:
+        prev = ctx.round_row(parent)["eval_accuracy"]
+        if prev is not None and eval_acc < prev - ctx.cfg.measure.promotion_tolerance:
+            promoted = False
+    current = round_n if promoted else parent
+
+    with ctx.db.atomic():
+        rows = []
+        for kind, src, results in (("eval", eval_rows, eval_results), ("exam", exam_rows, exam_results)):
+            for r, answers in zip(src, results, strict=True):
+                for i, (text, ok) in enumerate(answers):
+                    rows.append(dict(round=round_n, kind=kind, task_id=r["id"], sample_idx=i, output=text, correct=int(ok)))
+        ctx.db["measurements"].insert_all(rows, ignore=True)
+        for task_id in graduated:
+            ctx.db.execute("UPDATE exam_items SET graduated_round = ? WHERE task_id = ? AND graduated_round IS NULL",
+                           [round_n, task_id])
+        for d, value in frontier.items():
+            ctx.db.execute("INSERT OR REPLACE INTO frontier (round, domain, value) VALUES (?, ?, ?)", [round_n, d, value])
+        ctx.advance(round_n, "snapshot", eval_accuracy=eval_acc, eval_by_domain_json=json.dumps(eval_by_domain),
+                    exam_accuracy=exam_acc, exam_items=len(exam_rows), promoted=int(promoted),
+                    current_learner_round=current)
+    ctx.log.info(
+        "measured",
+        extra={"eval_accuracy": round(eval_acc, 4), "exam_accuracy": round(exam_acc, 4), "exam_items": len(exam_rows),
+               "graduated": len(graduated), "frontier": {d: round(v, 3) for d, v in frontier.items()},
+               "promoted": promoted},
+    )
+    if not promoted:
+        ctx.log.warning("promotion gate held the previous learner", extra={"current_learner_round": current})

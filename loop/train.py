@@ -1,0 +1,158 @@
+"""TRAIN: the round's ZPD tasks become training data, and a trainer backend makes the next learner.
+
+SFT (rejection-sampling fine-tuning): the prompt is the *bare* task and the target is the learner's
+own successful guided answer, so it learns to do alone what it could only do with help. GRPO: the
+bare task as an RL prompt with the verifiable answer as reward. Examples are inserted once per
+(round, task, kind) with their lineage (task, attempt, round); the trainer runs as a child process
+(timeout, kill as a tree on stop) and writes into ``work/round_N/learner.tmp``, renamed to
+``learner`` only when complete. A rerun after a kill therefore retrains from the same examples,
+or reuses a learner that was already complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from zpd.store.atomic import atomic_write_text
+from zpd.store.rounds import link_or_copy_tree, work_dir
+
+from .context import RunContext, Stopped, rng_for
+
+
+class PhaseFailed(RuntimeError):
+    """A phase failed in a way a retry may fix. ``component`` feeds zpd_failures_total."""
+
+    def __init__(self, component: str, message: str) -> None:
+        super().__init__(message)
+        self.component = component
+
+
+def example_kind(ctx: RunContext) -> str:
+    return "rl" if ctx.cfg.train.backend.endswith("grpo") else "sft"
+
+
+def build_examples(ctx: RunContext, round_n: int) -> int:
+    """Insert this round's training examples (idempotent); returns how many the round has."""
+    kind = example_kind(ctx)
+    with ctx.db.atomic():
+        rows = ctx.db.query(
+            """SELECT t.id AS task_id, t.prompt, t.answer,
+                      (SELECT a.id FROM attempts a WHERE a.task_id = t.id AND a.round = ? AND a.mode = 'guided'
+                         AND a.correct = 1 ORDER BY a.sample_idx LIMIT 1) AS attempt_id
+               FROM tasks t WHERE t.fate = 'zpd' AND t.fate_round = ? ORDER BY t.id""",
+            [round_n, round_n],
+        )
+        for row in list(rows):
+            if row["attempt_id"] is None:
+                continue
+            output = ctx.db.execute("SELECT output FROM attempts WHERE id = ?", [row["attempt_id"]]).fetchone()[0]
+            response = output.strip() if kind == "sft" else row["answer"]
+            ctx.db.execute(
+                """INSERT OR IGNORE INTO train_examples (round, task_id, attempt_id, kind, prompt, response)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                [round_n, row["task_id"], row["attempt_id"], kind, row["prompt"], response],
+            )
+    return ctx.db.execute("SELECT count(*) FROM train_examples WHERE round = ? AND kind = ?", [round_n, kind]).fetchone()[0]
+
+
+def training_set(ctx: RunContext, round_n: int) -> list[dict]:
+    """This round's examples plus a replay sample of earlier rounds' (seeded by round)."""
+    cfg, kind = ctx.cfg.train, example_kind(ctx)
+    new = list(
+        ctx.db.query(
+            """SELECT e.prompt, e.response, t.domain, t.answer FROM train_examples e JOIN tasks t ON t.id = e.task_id
+               WHERE e.round = ? AND e.kind = ? ORDER BY e.id""",
+            [round_n, kind],
+        )
+    )
+    old = list(
+        ctx.db.query(
+            """SELECT e.prompt, e.response, t.domain, t.answer FROM train_examples e JOIN tasks t ON t.id = e.task_id
+               WHERE e.round < ? AND e.kind = ? ORDER BY e.id""",
+            [round_n, kind],
+        )
+    )
+    rng = rng_for(ctx.cfg.run.seed, round_n, "replay")
+    replay = rng.sample(old, min(len(old), int(cfg.replay_ratio * len(new))))
+    data = new + replay
+    rng.shuffle(data)
+    return data[: cfg.max_examples]
+
+
+def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict], out: Path, params: dict) -> dict:
+    """Run one training job in a child process; returns its result (loss, num_tokens, ...) as a dict."""
+    from zpd.trainer.job import TrainJob, TrainJobFailed, TrainJobStopped, run_job
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data_path = out.parent / f"{out.name}.data.jsonl"
+    atomic_write_text(data_path, "".join(json.dumps(row) + "\n" for row in data))
+    tmp = out.parent / f"{out.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    job = TrainJob(
+        backend=backend, learner_dir=str(learner), out_dir=str(tmp), data_path=str(data_path),
+        params=params, result_path=str(out.parent / f"{out.name}.result.json"),
+    )
+    last_tokens = 0
+
+    def on_progress(event: dict) -> None:
+        nonlocal last_tokens
+        ctx.beat()
+        if event.get("event") == "step":
+            tokens = int(event.get("tokens", 0))
+            ctx.metrics.train_progress(float(event.get("loss", 0.0)), max(0, tokens - last_tokens))
+            last_tokens = tokens
+
+    ctx.release_generators()  # give the memory back before training
+    try:
+        result = run_job(job, timeout_seconds=ctx.cfg.train.timeout_seconds, on_progress=on_progress,
+                         should_stop=ctx.stop.is_set)
+    except TrainJobStopped:
+        raise Stopped() from None
+    except TrainJobFailed as exc:
+        raise PhaseFailed("trainer", f"training failed: {exc}") from None
+    tmp.rename(out)
+    return {"loss": result.loss, "num_tokens": result.num_tokens, "num_steps": result.num_steps, "seconds": result.seconds}
+
+
+def train_params(ctx: RunContext, round_n: int) -> dict:
+    from zpd.trainer.model import resolve_device
+
+    cfg = ctx.cfg.train
+    device = resolve_device(ctx.cfg.learner.device)
+    seed = rng_for(ctx.cfg.run.seed, round_n, "train").randrange(2**31)
+    if cfg.backend == "embedded-grpo":
+        return dict(num_samples=cfg.grpo_num_samples, steps=cfg.grpo_steps, prompts_per_step=cfg.grpo_prompts_per_step,
+                    learning_rate=cfg.learning_rate, max_tokens=ctx.cfg.calibration.max_tokens,
+                    temperature=max(ctx.cfg.calibration.temperature, 0.5), seed=seed, device=device)
+    return dict(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                weight_decay=cfg.weight_decay, seed=seed, device=device)
+
+
+def run(ctx: RunContext, round_n: int) -> None:
+    row = ctx.round_row(round_n)
+    parent = ctx.learner_dir(row["parent_learner_round"])
+    work = work_dir(ctx.state_dir, round_n)
+    out = work / "learner"
+    num_new = build_examples(ctx, round_n)
+    result: dict = {"loss": None, "num_tokens": 0}
+    if out.is_dir():  # trained before a kill that came ahead of the phase commit
+        result_file = work / "learner.result.json"
+        if result_file.is_file():
+            result = json.loads(result_file.read_text())
+    elif num_new < max(ctx.cfg.train.min_examples, 1):
+        ctx.log.info("too few new examples; the learner is kept", extra={"new_examples": num_new})
+        work.mkdir(parents=True, exist_ok=True)
+        link_or_copy_tree(parent, work / "learner.tmp")
+        (work / "learner.tmp").rename(out)
+    else:
+        data = training_set(ctx, round_n)
+        ctx.log.info("training", extra={"new_examples": num_new, "examples": len(data), "backend": ctx.cfg.train.backend})
+        result = run_trainer(ctx, backend=ctx.cfg.train.backend, learner=parent, data=data, out=out,
+                             params=train_params(ctx, round_n))
+    with ctx.db.atomic():
+        ctx.advance(round_n, "measure", train_loss=result.get("loss"), train_tokens=result.get("num_tokens", 0),
+                    num_train_examples=num_new)
+    ctx.log.info("trained", extra={"loss": result.get("loss"), "tokens": result.get("num_tokens")})

@@ -1,0 +1,213 @@
+"""The state database: one SQLite file (WAL) opened through sqlite-utils, with built-in migrations.
+
+One writer, the daemon (or a command holding the controller lock); readers open it read-only
+(``open_readonly``). Every phase commits its outputs in the same transaction that advances the
+round's ``phase``, which is what makes a phase idempotent under SIGKILL.
+
+Tables
+    meta              key/value: app marker, format version, the run config
+    rounds            one row per round: phase, status, timings, learner refs, headline figures
+    tasks             every task ever made (candidates, eval and exam items), unique by content hash
+    attempts          solo and guided attempts of calibration, unique per (task, round, mode, sample)
+    exam_items        exam membership; version v = items admitted <= v and not graduated before v
+    measurements      eval and exam answers of each round's learner
+    train_examples    training data, with lineage to task, attempt and round
+    frontier          per round and domain, the estimated frontier difficulty
+    controller        one row: what the running daemon is doing (for ``status``)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from sqlite_utils import Database, Migrations
+
+APP_ID = "zpd"
+FORMAT_VERSION = 1
+DB_NAME = "state.db"
+
+migrations = Migrations("zpd")
+
+
+@migrations()
+def m001_wal(db: Database) -> None:
+    pass  # WAL is switched on in open_store (it cannot run inside a migration's transaction)
+
+
+@migrations()
+def m002_schema(db: Database) -> None:
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute(
+        """CREATE TABLE rounds (
+            id INTEGER PRIMARY KEY,            -- the round number
+            status TEXT NOT NULL,              -- running | committed
+            phase TEXT NOT NULL,               -- the next phase to run (snapshot = about to commit)
+            started_at REAL, finished_at REAL,
+            parent_learner_round INTEGER,      -- whose learner this round started from
+            current_learner_round INTEGER,     -- whose learner is current once this round commits
+            promoted INTEGER,                  -- 1 if this round's learner passed the promotion gate
+            config_json TEXT,                  -- the resolved config this round runs with
+            timings_json TEXT NOT NULL DEFAULT '{}',
+            eval_accuracy REAL, eval_by_domain_json TEXT,
+            exam_accuracy REAL, exam_items INTEGER,
+            train_loss REAL, train_tokens INTEGER, num_train_examples INTEGER,
+            num_candidates INTEGER, num_duplicates INTEGER,
+            failures INTEGER NOT NULL DEFAULT 0, last_error TEXT
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY,
+            domain TEXT NOT NULL, difficulty REAL NOT NULL,
+            prompt TEXT NOT NULL, answer TEXT NOT NULL, guidance TEXT NOT NULL,
+            canonical TEXT NOT NULL, content_hash TEXT NOT NULL UNIQUE,
+            parent_id INTEGER REFERENCES tasks(id),
+            round INTEGER NOT NULL,            -- the round that made it
+            fate TEXT NOT NULL, fate_round INTEGER,
+            p_solo REAL, p_guided REAL,
+            meta_json TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+    db.execute("CREATE INDEX tasks_round_fate ON tasks(round, fate)")
+    db.execute("CREATE INDEX tasks_fate ON tasks(fate)")
+    db.execute(
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            task_id INTEGER NOT NULL REFERENCES tasks(id), round INTEGER NOT NULL,
+            learner_ref TEXT NOT NULL, role TEXT NOT NULL DEFAULT 'learner',
+            mode TEXT NOT NULL CHECK (mode IN ('solo', 'guided')), sample_idx INTEGER NOT NULL,
+            output TEXT NOT NULL, correct INTEGER NOT NULL, num_tokens INTEGER NOT NULL,
+            latency_seconds REAL NOT NULL, finish_reason TEXT NOT NULL,
+            UNIQUE (task_id, round, mode, sample_idx)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE exam_items (
+            task_id INTEGER PRIMARY KEY REFERENCES tasks(id),
+            domain TEXT NOT NULL, admitted_round INTEGER NOT NULL, graduated_round INTEGER
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE measurements (
+            id INTEGER PRIMARY KEY, round INTEGER NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('eval', 'exam')),
+            task_id INTEGER NOT NULL REFERENCES tasks(id), sample_idx INTEGER NOT NULL,
+            output TEXT NOT NULL, correct INTEGER NOT NULL,
+            UNIQUE (round, kind, task_id, sample_idx)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE train_examples (
+            id INTEGER PRIMARY KEY, round INTEGER NOT NULL,
+            task_id INTEGER NOT NULL REFERENCES tasks(id), attempt_id INTEGER REFERENCES attempts(id),
+            kind TEXT NOT NULL CHECK (kind IN ('sft', 'rl', 'bootstrap')),
+            prompt TEXT NOT NULL, response TEXT NOT NULL,
+            UNIQUE (round, task_id, kind)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE frontier (
+            round INTEGER NOT NULL, domain TEXT NOT NULL, value REAL NOT NULL, PRIMARY KEY (round, domain)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE controller (
+            id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER, round INTEGER, phase TEXT,
+            metrics_url TEXT, started_at REAL, updated_at REAL
+        )"""
+    )
+
+
+class StoreError(RuntimeError):
+    """The state database is corrupt, foreign or of a newer format (exit code 4)."""
+
+
+def _check_identity(db: Database, path: Path) -> None:
+    if "meta" not in db.table_names():
+        raise StoreError(f"{path}: not a zpd state database (no meta table); refusing to touch it")
+    meta = {r["key"]: r["value"] for r in db.query("SELECT key, value FROM meta")}
+    if meta.get("app") != APP_ID:
+        raise StoreError(f"{path}: not a zpd state database (app={meta.get('app')!r})")
+    if int(meta.get("format_version", "0")) > FORMAT_VERSION:
+        raise StoreError(
+            f"{path}: format version {meta['format_version']} is newer than this zpd understands ({FORMAT_VERSION})"
+        )
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    else:
+        conn = sqlite3.connect(str(path), timeout=10.0)
+    # Autocommit at the driver level: every write is either a single statement or inside an explicit
+    # ``db.atomic()`` block, never an implicit transaction left open by accident.
+    conn.isolation_level = None
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def open_store(path: Path) -> Database:
+    """Open (creating if absent) the daemon's read-write connection; apply migrations.
+
+    Raises StoreError when the file is not SQLite, fails ``quick_check``, or is not ours. An existing
+    file is never overwritten or "repaired".
+    """
+    path = Path(path)
+    fresh = not path.exists() or path.stat().st_size == 0
+    try:
+        conn = _connect(path, readonly=False)
+        if not fresh:
+            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if ok != "ok":
+                raise StoreError(f"{path}: database is corrupt (quick_check: {ok})")
+        db = Database(conn)
+        if not fresh:
+            tables = db.table_names()
+            if tables and "_sqlite_migrations" not in tables:
+                raise StoreError(f"{path}: not a zpd state database (foreign tables: {', '.join(tables[:5])})")
+            if "meta" in tables:
+                _check_identity(db, path)
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed round must survive power loss; writes are rare (a few per batch).
+        conn.execute("PRAGMA synchronous = FULL")
+        migrations.apply(db)
+        with db.atomic():
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('app', ?)", [APP_ID])
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?)", [str(FORMAT_VERSION)])
+        _check_identity(db, path)
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: cannot open state database: {exc}") from None
+
+
+def open_readonly(path: Path) -> Database:
+    """A read-only connection for ``status``, ``export``, ``serve``; works while the daemon writes."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: no state database")
+    try:
+        db = Database(_connect(path, readonly=True))
+        _check_identity(db, path)
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: cannot read state database: {exc}") from None
+
+
+def get_meta(db: Database, key: str) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    return row[0] if row else None
+
+
+def set_meta(db: Database, key: str, value: str) -> None:
+    db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])
+
+
+def backup_to(db: Database, dest: Path) -> None:
+    """A consistent copy via SQLite's backup API (never a file copy of a live database)."""
+    target = sqlite3.connect(str(dest))
+    try:
+        db.conn.backup(target)
+        target.execute("PRAGMA journal_mode = DELETE")  # a self-contained single file
+    finally:
+        target.close()

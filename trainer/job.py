@@ -1,0 +1,265 @@
+"""Training as a child process, so the daemon can time it out and kill it as a whole tree.
+
+    python -m zpd.trainer.job JOB.json
+
+The child prints one JSON line per event on stdout (``{"event": "start", "pid"}`` first, then
+``{"event": "step", "step", "total", "loss", "tokens"}``), writes ``result_path`` (the TrainResult as
+JSON) atomically at the end and exits 0; on any exception it prints the traceback on stderr and
+exits 1. ``run_job`` is the daemon side: it starts the child in a new session, streams its events,
+and kills the whole tree on stop, timeout or any error of its own, so no process outlives it.
+
+GRPO reward: the row's task is rebuilt from ``task_json`` (the ``Task`` fields) and graded by its
+domain, built by name with the default config (graders do not depend on the config). A row without
+``task_json`` is graded by exact match: ``1.0 if completion.strip() == answer else 0.0``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .result import TrainResult
+
+TERM_GRACE_SECONDS = 5.0
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class TrainJob:
+    backend: Literal["embedded-sft", "embedded-grpo"]
+    learner_dir: str
+    out_dir: str
+    data_path: str
+    """JSONL. sft rows: {"prompt", "response"}; grpo rows: {"prompt", "answer", "domain", "task_json"}."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of train_sft / train_grpo (epochs, batch_size, learning_rate, ..., seed, device)."""
+    result_path: str = ""
+
+
+class TrainJobFailed(RuntimeError):
+    """The child exited non-zero, timed out, or was killed. ``log_tail`` holds its last output lines."""
+
+    def __init__(self, message: str, log_tail: str = "", pid: int | None = None) -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+        self.pid = pid
+
+
+class TrainJobStopped(RuntimeError):
+    """``should_stop`` asked to stop; the child tree was killed."""
+
+    def __init__(self, message: str = "training stopped on request", pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+# -- child side ------------------------------------------------------------------------------------
+def _emit(event: dict) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _read_rows(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _grpo_reward(rows: list[dict]) -> Callable[[int, str], float]:
+    from zpd.configs.schema import DomainsConfig
+    from zpd.loop.domains.base import Task, build_domains
+
+    domains = build_domains(DomainsConfig())
+    tasks: list[Task | None] = []
+    for row in rows:
+        spec = row.get("task_json")
+        if spec is None or row.get("domain") not in domains:
+            tasks.append(None)
+            continue
+        tasks.append(Task(**(json.loads(spec) if isinstance(spec, str) else spec)))
+
+    def reward(index: int, text: str) -> float:
+        task = tasks[index]
+        if task is None:
+            return 1.0 if text.strip() == str(rows[index]["answer"]).strip() else 0.0
+        return 1.0 if domains[task.domain].grade(task, text) else 0.0
+
+    return reward
+
+
+def _run(job: TrainJob) -> TrainResult:
+    def on_step(step: int, total: int, loss: float, tokens: int) -> None:
+        _emit({"event": "step", "step": step, "total": total, "loss": loss, "tokens": tokens})
+
+    rows = _read_rows(job.data_path)
+    if job.backend == "embedded-sft":
+        from .sft import SFTExample, train_sft
+
+        examples = [SFTExample(r["prompt"], r["response"]) for r in rows]
+        return train_sft(Path(job.learner_dir), examples, Path(job.out_dir), on_step=on_step, **job.params)
+    if job.backend == "embedded-grpo":
+        from .grpo import train_grpo
+
+        return train_grpo(Path(job.learner_dir), [r["prompt"] for r in rows], _grpo_reward(rows),
+                          Path(job.out_dir), on_step=on_step, **job.params)
+    raise ValueError(f"unknown trainer backend {job.backend!r}")
+
+
+def run_job_child(job_path: Path) -> int:
+    """Run the job described in ``job_path``; 0 on success (result written), 1 on any error."""
+    _emit({"event": "start", "pid": os.getpid()})
+    try:
+        job = TrainJob(**json.loads(Path(job_path).read_text()))
+        result = _run(job)
+        _atomic_write_text(Path(job.result_path), json.dumps(asdict(result)))
+    except BaseException as exc:  # noqa: BLE001  (the parent only sees the exit code and the log)
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.write(f"training job failed: {type(exc).__name__}: {exc}\n")
+        sys.stderr.flush()
+        return 1
+    _emit({"event": "done"})
+    return 0
+
+
+# -- daemon side -----------------------------------------------------------------------------------
+def kill_tree(pid: int, grace_seconds: float = TERM_GRACE_SECONDS) -> None:
+    """TERM the process and all its descendants, wait ``grace_seconds``, KILL what is left."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        procs = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        procs = []
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_seconds)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace_seconds)
+    # The child leads its own session: anything it spawned that escaped the tree walk is still in it.
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _pump(stream, lines: queue.Queue) -> None:
+    for line in iter(stream.readline, ""):
+        lines.put(line.rstrip("\n"))
+    lines.put(None)
+
+
+def run_job(
+    job: TrainJob,
+    *,
+    timeout_seconds: float,
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    log_tail_lines: int = 50,
+) -> TrainResult:
+    """Run ``job`` in a child process and return its result.
+
+    Raises TrainJobFailed (non-zero exit, missing result, timeout) or TrainJobStopped (should_stop).
+    In every outcome, exceptions from the callbacks included, the child tree is gone on return.
+    """
+    result_path = Path(job.result_path)
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    result_path.unlink(missing_ok=True)
+    job_path = result_path.with_name(result_path.name + ".job.json")
+    _atomic_write_text(job_path, json.dumps(asdict(job)))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zpd.trainer.job", str(job_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
+    )
+    tail: collections.deque[str] = collections.deque(maxlen=log_tail_lines)
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout_seconds
+    finished = False
+    try:
+        eof = False
+        while True:
+            try:
+                line = lines.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                eof = True
+            elif line:
+                event = _parse_event(line)
+                if event is None:
+                    tail.append(line)
+                elif on_progress is not None:
+                    on_progress(event)
+            if eof and proc.poll() is not None:
+                break
+            if should_stop is not None and should_stop():
+                raise TrainJobStopped(pid=proc.pid)
+            if time.monotonic() > deadline:
+                raise TrainJobFailed(f"training timed out after {timeout_seconds:g} s", "\n".join(tail),
+                                     proc.pid)
+        finished = True
+    finally:
+        if not finished:
+            kill_tree(proc.pid)
+            proc.wait()
+        reader.join(timeout=1.0)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    if proc.returncode != 0:
+        raise TrainJobFailed(f"training exited with status {proc.returncode}", "\n".join(tail), proc.pid)
+    if not result_path.exists():
+        raise TrainJobFailed("training exited 0 without writing its result", "\n".join(tail), proc.pid)
+    return TrainResult(**json.loads(result_path.read_text()))
+
+
+def _parse_event(line: str) -> dict | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.stderr.write("usage: python -m zpd.trainer.job JOB.json\n")
+        sys.exit(2)
+    sys.exit(run_job_child(Path(sys.argv[1])))

@@ -1,0 +1,141 @@
+"""Rejection-sampling fine-tuning (SFT) of the embedded learner.
+
+    result = train_sft(learner_dir, [SFTExample("57+68", "125")], staging_dir, epochs=4,
+                       batch_size=32, learning_rate=1e-3)
+
+Each example is the chat-formatted user prompt followed by the response and ``<|im_end|>``; the loss
+is the token-mean cross-entropy on the response and end-of-turn tokens only (the model is not taught
+to write prompts). AdamW, a short linear warm-up then cosine decay to 10% of the peak, gradient norm
+clipped at 1.0, examples shuffled with ``seed``. The new model and tokenizer are saved into
+``out_dir`` (the caller passes a fresh staging directory and commits it).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .model import load_learner
+from .result import TrainResult
+from .schedule import default_warmup, warmup_cosine
+from .tokenizer import encode_user_prompts
+
+IGNORE = -100
+
+
+@dataclass(slots=True)
+class SFTExample:
+    prompt: str
+    """The user message (bare task, or guided prompt in the bootstrap)."""
+    response: str
+    """The assistant's answer (without the end-of-turn token: it is appended here)."""
+
+
+def encode_examples(tokenizer, examples: list[SFTExample]) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per example; labels are IGNORE on the prompt."""
+    prompts = encode_user_prompts(tokenizer, [e.prompt for e in examples])
+    responses = tokenizer([e.response for e in examples], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    out = []
+    for p, r in zip(prompts, responses, strict=True):
+        target = list(r) + [eos]
+        out.append((list(p) + target, [IGNORE] * len(p) + target))
+    return out
+
+
+def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """Right-padded input ids, attention mask and shifted-by-the-model labels."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (x, y) in enumerate(rows):
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    return ids, mask, labels
+
+
+def token_mean_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1, :]
+    target = labels[:, 1:]
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), ignore_index=IGNORE
+    )
+
+
+def epoch_order(num_examples: int, epochs: float, seed: int) -> list[int]:
+    """Indices for ``epochs`` passes (a fraction runs part of a last pass), each pass freshly shuffled."""
+    rng = random.Random(seed)
+    total = max(1, round(num_examples * epochs))
+    order: list[int] = []
+    while len(order) < total:
+        perm = list(range(num_examples))
+        rng.shuffle(perm)
+        order.extend(perm)
+    return order[:total]
+
+
+def train_sft(
+    learner_dir: Path,
+    examples: list[SFTExample],
+    out_dir: Path,
+    *,
+    epochs: float,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: str = "cpu",
+    on_step: Callable[[int, int, float, int], None] | None = None,
+) -> TrainResult:
+    """Fine-tune the learner at ``learner_dir`` on ``examples``; save the result into ``out_dir``.
+
+    ``on_step(step, total_steps, loss, tokens_so_far)`` is called after every optimiser step (1-based).
+    Deterministic for a seed on CPU.
+    """
+    if not examples:
+        raise ValueError("train_sft needs at least one example")
+    began = time.perf_counter()
+    torch.manual_seed(seed)
+    model, tokenizer = load_learner(Path(learner_dir), device)
+    model.train()
+    encoded = encode_examples(tokenizer, examples)
+    order = epoch_order(len(encoded), epochs, seed)
+    total_steps = math.ceil(len(order) / batch_size)
+    warmup = default_warmup(total_steps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
+                                  betas=(0.9, 0.98))
+    history: list[float] = []
+    num_tokens = 0
+    for step in range(total_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate * warmup_cosine(step, total_steps, warmup)
+        batch = [encoded[i] for i in order[step * batch_size : (step + 1) * batch_size]]
+        ids, mask, labels = (t.to(model.device) for t in collate(batch, tokenizer.pad_token_id))
+        loss = token_mean_loss(model, ids, mask, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        num_tokens += int(mask.sum())
+        history.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step + 1, total_steps, history[-1], num_tokens)
+    model.eval()
+    save_learner(model, tokenizer, Path(out_dir))
+    tail = history[-max(1, len(history) // 10) :]
+    return TrainResult(sum(tail) / len(tail), num_tokens, total_steps, time.perf_counter() - began, history)
+
+
+def save_learner(model, tokenizer, out_dir: Path) -> None:
+    """save_pretrained of model (safetensors) and tokenizer into ``out_dir`` (created if missing)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
