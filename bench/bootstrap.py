@@ -61,6 +61,7 @@ VARIANTS = {
     "columns-g4-8k": Variant("columns-g4-8k", num_examples=8000),
     "columns-g4-small": Variant("columns-g4-small", hidden=64, layers=2, heads=2, mlp=256),
     "columns-g4-c256": Variant("columns-g4-c256", candidates=256),
+    "digits-g4-e6": Variant("digits-g4-e6", guidance="digits", epochs=6.0, round_lr=3e-4, replay_ratio=2.0),
     "digits-g6-c256": Variant("digits-g6-c256", guidance="digits", max_guided=6.0, candidates=256),
 }
 

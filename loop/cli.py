@@ -3,6 +3,9 @@ so ``zpd --help`` and ``zpd status`` answer at once.
 
     zpd start   --config FILE --state-dir DIR [--rounds N] [--set dotted.key=value ...] [--from-snapshot PATH]
     zpd status  --state-dir DIR [--json]
+    zpd snapshot --state-dir DIR --out PATH
+    zpd rollback --state-dir DIR --round N
+    zpd export  --state-dir DIR --round N --what {train,exam,pretrain,review} --format {parquet,jsonl} --out PATH
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or config, 3 state directory busy,
 4 state directory corrupt, foreign or newer.
@@ -33,6 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="what a state directory holds and what its daemon is doing (read-only)")
     p.add_argument("--state-dir", required=True, type=Path)
     p.add_argument("--json", action="store_true", help="one JSON object")
+
+    p = sub.add_parser("snapshot", help="a portable archive of the last committed round (read-only)")
+    p.add_argument("--state-dir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="archive file to write (a tar)")
+
+    p = sub.add_parser("rollback", help="learner, exam and curriculum state back to round N")
+    p.add_argument("--state-dir", required=True, type=Path)
+    p.add_argument("--round", required=True, type=int, metavar="N")
+
+    p = sub.add_parser("export", help="a committed round's train/exam/pretrain/review set (read-only)")
+    p.add_argument("--state-dir", required=True, type=Path)
+    p.add_argument("--round", required=True, type=int, metavar="N")
+    p.add_argument("--what", required=True, choices=["train", "exam", "pretrain", "review"])
+    p.add_argument("--format", required=True, choices=["parquet", "jsonl"])
+    p.add_argument("--out", required=True, type=Path)
     return parser
 
 
@@ -47,12 +65,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"zpd start: config error: {exc}", file=sys.stderr)
         return 2
-    if args.from_snapshot is not None:
-        print("zpd start: --from-snapshot is not available in this build", file=sys.stderr)
-        return 2
     from zpd.loop.daemon import start
 
-    return start(args.state_dir, cfg, args.rounds)
+    return start(args.state_dir, cfg, args.rounds, from_snapshot=args.from_snapshot)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -67,7 +82,85 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"start": cmd_start, "status": cmd_status}
+def _committed_rounds(state_dir: Path) -> tuple[object, set[int]]:
+    from zpd.store.db import open_readonly
+    from zpd.store.rounds import committed_on_disk
+
+    db = open_readonly(state_dir / "state.db")
+    in_db = {r[0] for r in db.execute("SELECT id FROM rounds WHERE status = 'committed'").fetchall()}
+    return db, in_db | set(committed_on_disk(state_dir))
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    import zpd
+    from zpd.store.archive import SnapshotError, write_snapshot
+    from zpd.store.db import StoreError
+
+    state_dir = args.state_dir.resolve()
+    try:
+        db, committed = _committed_rounds(state_dir)
+        db.conn.close()
+        if not committed:
+            print(f"zpd snapshot: {state_dir} has no committed round yet", file=sys.stderr)
+            return 1
+        index = write_snapshot(state_dir, max(committed), args.out, zpd.__version__)
+    except StoreError as exc:
+        print(f"zpd snapshot: {exc}", file=sys.stderr)
+        return 2 if "no state database" in str(exc) else 4
+    except (SnapshotError, OSError) as exc:
+        print(f"zpd snapshot: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"round": index["round"], "out": str(args.out.resolve()), "files": len(index["files"])}))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from zpd.loop.rollback import RollbackError, rollback
+    from zpd.store.db import StoreError
+    from zpd.store.lock import LockHeld
+
+    try:
+        moved = rollback(args.state_dir, args.round)
+    except LockHeld as exc:
+        print(f"zpd rollback: refused: {exc}", file=sys.stderr)
+        return 3
+    except RollbackError as exc:
+        print(f"zpd rollback: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"zpd rollback: {exc}", file=sys.stderr)
+        return 4
+    print(json.dumps({"round": args.round, "moved_aside": moved}))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from zpd.store.db import StoreError
+    from zpd.store.export import rows_for, write_rows
+
+    state_dir = args.state_dir.resolve()
+    try:
+        db, committed = _committed_rounds(state_dir)
+    except StoreError as exc:
+        print(f"zpd export: {exc}", file=sys.stderr)
+        return 2 if "no state database" in str(exc) else 4
+    try:
+        if args.round not in committed:
+            print(f"zpd export: round {args.round} is not committed in {state_dir}", file=sys.stderr)
+            return 2
+        rows = rows_for(db, args.round, args.what)
+        write_rows(rows, args.format, args.out)
+    except OSError as exc:
+        print(f"zpd export: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.conn.close()
+    print(json.dumps({"round": args.round, "what": args.what, "rows": len(rows), "out": str(args.out.resolve())}))
+    return 0
+
+
+COMMANDS = {"start": cmd_start, "status": cmd_status, "snapshot": cmd_snapshot, "rollback": cmd_rollback,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

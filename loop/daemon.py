@@ -59,8 +59,10 @@ def last_committed(db) -> int | None:
 
 
 class Daemon:
-    def __init__(self, state_dir: Path, cfg: ZpdConfig, rounds_target: int | None = None) -> None:
+    def __init__(self, state_dir: Path, cfg: ZpdConfig, rounds_target: int | None = None,
+                 from_snapshot: Path | None = None) -> None:
         self.state_dir = Path(state_dir).resolve()
+        self.from_snapshot = Path(from_snapshot).resolve() if from_snapshot else None
         self.cfg = cfg
         self.rounds_target = rounds_target
         self.stop = threading.Event()
@@ -88,6 +90,41 @@ class Daemon:
             raise StartError(EXIT_CORRUPT, f"{self.state_dir}: not empty and not a zpd state directory "
                                            f"(found {', '.join(foreign[:5])}); refusing to use it")
 
+    def _seed(self) -> None:
+        """``--from-snapshot``: seed an empty directory; ignored on one it already seeded; else refused."""
+        if self.from_snapshot is None:
+            return
+        from zpd.store.archive import SnapshotError, read_index, seed_from_snapshot
+
+        db_path = self.state_dir / "state.db"
+        if db_path.exists():
+            from zpd.store.db import open_readonly
+
+            try:
+                seeded = get_meta(open_readonly(db_path), "seeded_from")
+            except StoreError:
+                seeded = None
+            if seeded:
+                return  # this directory was seeded before: resume it
+            raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty; "
+                                         "give an empty state directory (or drop --from-snapshot to resume it)")
+        others = sorted(p.name for p in self.state_dir.iterdir() if p.name not in _ALLOWED_IN_FRESH_DIR)
+        if others:
+            raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty (found {others[0]})")
+        try:
+            index = read_index(self.from_snapshot)
+            round_n = seed_from_snapshot(self.from_snapshot, self.state_dir)
+        except SnapshotError as exc:
+            raise StartError(EXIT_USAGE, f"--from-snapshot: {exc}") from None
+        try:
+            db = open_store(db_path)
+        except StoreError as exc:
+            raise StartError(EXIT_CORRUPT, f"--from-snapshot: {exc}") from None
+        with db.atomic():
+            set_meta(db, "seeded_from", json.dumps({"archive": str(self.from_snapshot), "round": round_n,
+                                                    "created_at": index.get("created_at")}))
+        db.conn.close()
+
     def _check_config(self) -> None:
         new = json.loads(to_json(self.cfg))
         stored = get_meta(self.db, "config_json")
@@ -109,6 +146,7 @@ class Daemon:
             self.lock.acquire()
         except LockHeld as exc:
             raise StartError(EXIT_BUSY, str(exc)) from None
+        self._seed()
         self._check_foreign()
         setup_logging(self.state_dir / "logs", self.cfg.logging.level, self.cfg.logging.max_bytes,
                       self.cfg.logging.backups)
@@ -128,7 +166,8 @@ class Daemon:
             m = self.cfg.metrics
             try:
                 url = self.metrics.serve(m.host, m.port, os.environ.get(m.token_env) or None,
-                                         ready=lambda: self._ready and not self.stop.is_set(), healthy=self._healthy)
+                                         ready=lambda: self._ready and not self.stop.is_set(), healthy=self._healthy,
+                                         token_env=m.token_env)
             except ValueError as exc:
                 raise StartError(EXIT_USAGE, f"config: metrics.host: {exc}") from None
             except OSError as exc:
@@ -169,6 +208,8 @@ class Daemon:
             return
         row = next(self.db.query("SELECT * FROM rounds WHERE id = ?", [last]))
         cur = next(self.db.query("SELECT * FROM rounds WHERE id = ?", [row["current_learner_round"]]))
+        if row["finished_at"]:
+            self.metrics.set_last_success(row["finished_at"])
         self.metrics.set_eval_accuracy(cur["eval_accuracy"] or 0.0)
         self.metrics.set_exam(row["exam_accuracy"] or 0.0, row["exam_items"] or 0)
         for domain, value in self.db.execute("SELECT domain, value FROM frontier WHERE round = ?",
@@ -308,9 +349,9 @@ class Daemon:
             backoff = min(backoff * 2, 600.0)
 
 
-def start(state_dir: Path, cfg: ZpdConfig, rounds_target: int | None) -> int:
+def start(state_dir: Path, cfg: ZpdConfig, rounds_target: int | None, from_snapshot: Path | None = None) -> int:
     """Entry point of ``zpd start`` after argument parsing. Returns the exit code."""
-    daemon = Daemon(state_dir, cfg, rounds_target)
+    daemon = Daemon(state_dir, cfg, rounds_target, from_snapshot)
     try:
         return daemon.run()
     except StartError as exc:

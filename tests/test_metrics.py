@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from promtools import Prometheus, http_get, promtool
 from zpd.loop.metrics import (
     COMPONENTS,
     CONTRACT,
@@ -19,9 +20,6 @@ from zpd.loop.metrics import (
     ROLES,
     DaemonMetrics,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from promtools import Prometheus, http_get, promtool  # noqa: E402
 
 DOMAINS = ["arithmetic", "dataset"]
 

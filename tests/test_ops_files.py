@@ -8,15 +8,12 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from promtools import Prometheus, http_get, promtool
 from zpd.loop import notify
 from zpd.loop.metrics import CONTRACT, DaemonMetrics
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from promtools import Prometheus, http_get, promtool  # noqa: E402
 
 OPS = Path(__file__).resolve().parent.parent / "ops"
 PROMETHEUS_YML = OPS / "prometheus" / "prometheus.yml"
