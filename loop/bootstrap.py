@@ -9,13 +9,15 @@ opens a Zone of Proximal Development). Eval items never appear in it. A user's m
 
 from __future__ import annotations
 
-import json
+import math
+import random
 import shutil
 
-from zpd.store.atomic import atomic_write_text
+from zpd.configs.schema import BootstrapConfig
 from zpd.store.rounds import link_or_copy_tree, work_dir
 
-from .context import RunContext, rng_for
+from .context import RunContext, derive_seed, rng_for
+from .domains.base import Domain
 from .train import run_trainer
 
 
@@ -24,6 +26,10 @@ def make_eval_sets(ctx: RunContext) -> dict[str, int]:
     made = {}
     for name, domain in ctx.domains.items():
         if ctx.db.execute("SELECT count(*) FROM tasks WHERE fate = 'eval' AND domain = ?", [name]).fetchone()[0]:
+            continue
+        carve = getattr(domain, "eval_items", None)
+        if carve is not None:  # a finite dataset carves its eval set out itself (loop/domains/dataset.py)
+            made[name] = sum(ctx.insert_task(t, round_n=0, fate="eval") is not None for t in carve())
             continue
         rng = rng_for(ctx.cfg.run.seed, "eval", name)
         per_level = domain.cfg.eval_per_level
@@ -40,23 +46,34 @@ def make_eval_sets(ctx: RunContext) -> dict[str, int]:
     return made
 
 
-def bootstrap_examples(ctx: RunContext) -> list[dict]:
-    cfg = ctx.cfg.bootstrap
-    eval_hashes = {r[0] for r in ctx.db.execute("SELECT content_hash FROM tasks WHERE fate = 'eval'").fetchall()}
-    rng = rng_for(ctx.cfg.run.seed, "bootstrap")
-    names = sorted(ctx.domains)
+def eval_hashes(ctx: RunContext) -> set[str]:
+    return {r[0] for r in ctx.db.execute("SELECT content_hash FROM tasks WHERE fate = 'eval'").fetchall()}
+
+
+def bootstrap_set(domains: dict[str, Domain], cfg: BootstrapConfig, seed: int, exclude: set[str]) -> list[dict]:
+    """``cfg.num_examples`` training rows, deterministic for ``seed``: bare tasks up to
+    ``max_solo_difficulty`` and guided ones up to ``max_guided_difficulty`` (integer levels drawn
+    uniformly), each answered with the domain's reference solution. Tasks in ``exclude`` (content
+    hashes: the eval sets) never appear."""
+    rng = random.Random(seed)
+    names = sorted(domains)
     out: list[dict] = []
-    tries = 0
-    while len(out) < cfg.num_examples and tries < cfg.num_examples * 50:
-        tries += 1
-        domain = ctx.domains[rng.choice(names)]
+    for _ in range(cfg.num_examples * 50):
+        if len(out) == cfg.num_examples:
+            break
+        domain = domains[rng.choice(names)]
         guided = rng.random() < cfg.guided_fraction
-        top = cfg.max_guided_difficulty if guided else cfg.max_solo_difficulty
-        task = domain.make_task(rng.uniform(domain.min_difficulty, max(domain.min_difficulty, top)), rng)
-        if task.content_hash in eval_hashes:
+        pick = getattr(domain, "bootstrap_task", None)
+        if pick is not None:  # a finite dataset has a bootstrap share of its own, disjoint from eval and exam
+            task = pick(rng)
+        else:
+            top = min(cfg.max_guided_difficulty if guided else cfg.max_solo_difficulty, domain.max_difficulty)
+            levels = list(range(math.ceil(domain.min_difficulty), math.floor(top) + 1)) or [domain.min_difficulty]
+            task = domain.make_task(float(rng.choice(levels)), rng)
+        if task is None or task.content_hash in exclude:
             continue
         prompt = domain.guided_prompt(task) if guided else task.prompt
-        out.append({"prompt": prompt, "response": task.answer, "domain": task.domain, "answer": task.answer})
+        out.append({"prompt": prompt, "response": domain.solution(task), "domain": task.domain, "answer": task.answer})
     return out
 
 
@@ -82,13 +99,13 @@ def run(ctx: RunContext, round_n: int) -> None:
             tmp.rename(base)
         cfg = ctx.cfg.bootstrap
         if cfg.enabled and cfg.num_examples > 0:
-            data = bootstrap_examples(ctx)
-            atomic_write_text(work / "bootstrap.jsonl", "".join(json.dumps(r) + "\n" for r in data))
+            data = bootstrap_set(ctx.domains, cfg, derive_seed(ctx.cfg.run.seed, "bootstrap"), eval_hashes(ctx))
             ctx.log.info("bootstrap training", extra={"examples": len(data)})
             params = dict(epochs=cfg.epochs, batch_size=ctx.cfg.train.batch_size, learning_rate=cfg.learning_rate,
                           weight_decay=ctx.cfg.train.weight_decay, seed=ctx.cfg.run.seed,
                           device=resolve_device(ctx.cfg.learner.device))
-            result = run_trainer(ctx, backend="embedded-sft", learner=base, data=data, out=out, params=params)
+            result = run_trainer(ctx, backend="embedded-sft", learner=base, data=data, out=out, params=params,
+                                 round_n=round_n)
         else:
             link_or_copy_tree(base, work / "learner.tmp")
             (work / "learner.tmp").rename(out)

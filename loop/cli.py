@@ -6,6 +6,8 @@ so ``zpd --help`` and ``zpd status`` answer at once.
     zpd snapshot --state-dir DIR --out PATH
     zpd rollback --state-dir DIR --round N
     zpd export  --state-dir DIR --round N --what {train,exam,pretrain,review} --format {parquet,jsonl} --out PATH
+    zpd serve   --state-dir DIR [--round N] [--host 127.0.0.1] [--port P]
+    zpd review  --state-dir DIR --import FILE
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or config, 3 state directory busy,
 4 state directory corrupt, foreign or newer.
@@ -51,6 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--what", required=True, choices=["train", "exam", "pretrain", "review"])
     p.add_argument("--format", required=True, choices=["parquet", "jsonl"])
     p.add_argument("--out", required=True, type=Path)
+
+    p = sub.add_parser("review", help="record verdicts on the human-review queue (keep with an answer, or drop)")
+    p.add_argument("--state-dir", required=True, type=Path)
+    p.add_argument("--import", dest="import_file", required=True, type=Path, metavar="FILE",
+                   help="JSONL (or parquet) rows: task_id, verdict keep|drop, answer (keep), note")
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible endpoint for a committed round's learner (read-only)")
+    p.add_argument("--state-dir", required=True, type=Path)
+    p.add_argument("--round", type=int, default=None, metavar="N",
+                   help="serve round N's learner (default: the current learner, followed as the daemon commits)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address; beyond loopback a token is required")
+    p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one; printed on start)")
+    p.add_argument("--token-env", default="ZPD_SERVE_TOKEN", metavar="VAR",
+                   help="environment variable holding the bearer token (required on every request when set)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the learner runs")
     return parser
 
 
@@ -159,8 +176,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from zpd.loop.serve import ServeError, serve
+
+    if args.round is not None and args.round < 0 or not 0 <= args.port <= 65535:
+        print("zpd serve: --round must be >= 0 and --port in 0..65535", file=sys.stderr)
+        return 2
+    try:
+        return serve(args.state_dir, args.round, args.host, args.port, args.token_env, args.device)
+    except ServeError as exc:
+        print(f"zpd serve: {exc}", file=sys.stderr)
+        return exc.code
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from zpd.loop.review import ReviewError, import_verdicts
+    from zpd.store.db import StoreError
+    from zpd.store.lock import LockHeld
+
+    try:
+        counts = import_verdicts(args.state_dir, args.import_file)
+    except LockHeld as exc:
+        print(f"zpd review: refused: {exc}", file=sys.stderr)
+        return 3
+    except ReviewError as exc:
+        print(f"zpd review: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"zpd review: {exc}", file=sys.stderr)
+        return 4
+    print(json.dumps(counts))
+    return 0
+
+
 COMMANDS = {"start": cmd_start, "status": cmd_status, "snapshot": cmd_snapshot, "rollback": cmd_rollback,
-            "export": cmd_export}
+            "export": cmd_export, "serve": cmd_serve,
+            "review": cmd_review}
 
 
 def main(argv: list[str] | None = None) -> int:

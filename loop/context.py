@@ -71,20 +71,48 @@ class RunContext:
         ).fetchone()
         return None if row is None else row[0]
 
-    def generator(self, learner_dir: Path) -> Any:
-        """The embedded generator for a learner, loaded once and reused until ``release_generators``."""
-        key = str(learner_dir)
+    def generator(self, learner_dir: Path, *, phase: str = "calibrate") -> Any:
+        """The learner's generator (``generation.backend``; ``generation.measure_backend`` in MEASURE), made
+        once per (backend, learner) and reused until ``release_generators``. With the openai backend
+        ``learner_dir`` is not read: the server serves the learner."""
+        gen_cfg = self.cfg.generation
+        name = gen_cfg.backend
+        if phase == "measure" and gen_cfg.measure_backend != "same":
+            name = gen_cfg.measure_backend
+        key = f"learner:{name}:{learner_dir}"
         if key not in self._generators:
-            self.release_generators()
-            from zpd.trainer.generate import EmbeddedGenerator
+            for old in [k for k in self._generators if k.startswith("learner:")]:
+                self._generators.pop(old).close()
+            from zpd.trainer.generation import build_generator
             from zpd.trainer.model import resolve_device
 
-            self._generators[key] = EmbeddedGenerator(
-                learner_dir, device=resolve_device(self.cfg.learner.device), batch_size=self.cfg.calibration.batch_size
+            settings = gen_cfg.openai if name == "openai" else gen_cfg.vllm
+            model = gen_cfg.openai.model if name == "openai" else learner_dir
+            self._generators[key] = build_generator(
+                name, model=model, settings=settings, device=resolve_device(self.cfg.learner.device),
+                batch_size=self.cfg.calibration.batch_size,
+            )
+        return self._generators[key]
+
+    def teacher_generator(self) -> Any:
+        """The teacher's generator (``[teacher]``); None when no teacher is configured."""
+        t = self.cfg.teacher
+        if t is None:
+            return None
+        key = f"teacher:{t.backend}:{t.model}"
+        if key not in self._generators:
+            from zpd.trainer.generation import build_generator
+            from zpd.trainer.model import resolve_device
+
+            settings = t if t.backend == "openai" else self.cfg.generation.vllm
+            self._generators[key] = build_generator(
+                t.backend, model=t.model, settings=settings, device=resolve_device(self.cfg.learner.device),
+                batch_size=self.cfg.calibration.batch_size,
             )
         return self._generators[key]
 
     def release_generators(self) -> None:
+        """Close every generator (a vllm child exits here: before TRAIN, the GPU memory comes back)."""
         for gen in self._generators.values():
             gen.close()
         self._generators.clear()

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import zpd
 from zpd.configs.load import ConfigError, changed_keys, immutable_changes, to_json
 from zpd.configs.schema import ZpdConfig
-from zpd.store.db import StoreError, get_meta, open_store, set_meta
+from zpd.store.db import StoreError, StoreIOError, get_meta, is_storage_full, open_store, set_meta
 from zpd.store.lock import ControllerLock, LockHeld
 from zpd.store.rounds import dir_bytes, round_dir
 
@@ -38,6 +39,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_CORRUPT = 0, 1, 2, 3, 4
 COMPONENT_OF_PHASE = {"bootstrap": "trainer", "train": "trainer", "calibrate": "generator", "measure": "generator",
                       "synthesize": "store", "snapshot": "store"}
 _ALLOWED_IN_FRESH_DIR = {"controller.lock", "logs", "state.db", "state.db-wal", "state.db-shm", "state.db-journal"}
+
+
+class StorageFull(Exception):
+    """The disk under the state directory is full or read-only."""
 
 
 class StartError(Exception):
@@ -141,17 +146,24 @@ class Daemon:
             set_meta(self.db, "config_json", to_json(self.cfg))
 
     def _open(self) -> None:
-        self._check_dir()
+        # Domains first: a bad task file is bad input (exit 2) and must not leave a state directory behind.
+        domains = build_domains(self.cfg.domains)
         try:
+            self._check_dir()
             self.lock.acquire()
+            self._seed()
+            self._check_foreign()
+            setup_logging(self.state_dir / "logs", self.cfg.logging.level, self.cfg.logging.max_bytes,
+                          self.cfg.logging.backups)
         except LockHeld as exc:
             raise StartError(EXIT_BUSY, str(exc)) from None
-        self._seed()
-        self._check_foreign()
-        setup_logging(self.state_dir / "logs", self.cfg.logging.level, self.cfg.logging.max_bytes,
-                      self.cfg.logging.backups)
+        except OSError as exc:
+            raise StartError(EXIT_FAILED, f"{self.state_dir}: cannot write the state directory: "
+                                          f"{exc.strerror or exc}") from None
         try:
             self.db = open_store(self.state_dir / "state.db")
+        except StoreIOError as exc:
+            raise StartError(EXIT_FAILED, str(exc)) from None
         except StoreError as exc:
             raise StartError(EXIT_CORRUPT, str(exc)) from None
         self.log.info("store opened", extra={"sqlite_version": sqlite3.sqlite_version, "state_dir": str(self.state_dir)})
@@ -159,7 +171,13 @@ class Daemon:
         if fixed:
             self.log.info("reconciled rounds committed on disk", extra={"rounds": fixed})
         self._check_config()
-        domains = build_domains(self.cfg.domains)
+        if self.cfg.train.backend.startswith("verl"):
+            from zpd.trainer.verl import VerlUnavailable, preflight
+
+            try:
+                preflight(self.cfg)
+            except VerlUnavailable as exc:
+                raise StartError(EXIT_FAILED, f"train.backend={self.cfg.train.backend}: {exc}") from None
         self.metrics = DaemonMetrics(sorted(domains), zpd.__version__)
         url = None
         if self.cfg.metrics.enabled:
@@ -276,6 +294,12 @@ class Daemon:
             except Stopped:
                 raise
             except Exception as exc:
+                if is_storage_full(exc):
+                    # Not transient: retrying would only fail half-way again. Stop cleanly; the last
+                    # committed round is intact (nothing of this round was committed).
+                    self.metrics.failure("store")
+                    self.log.error("storage full or read-only; stopping", extra={"error": str(exc)})
+                    raise StorageFull(str(exc)) from None
                 phase = CONTEXT.phase
                 component = exc.component if isinstance(exc, PhaseFailed) else COMPONENT_OF_PHASE.get(phase, "store")
                 self.metrics.failure(component)
@@ -302,9 +326,12 @@ class Daemon:
             code = self._loop()
         finally:
             self.ctx.release_generators()
-            self._set_phase("idle")
-            with self.db.atomic():
-                self.db.execute("UPDATE controller SET pid = NULL, updated_at = ? WHERE id = 1", [time.time()])
+            try:  # best effort: on a full or read-only disk these writes fail too
+                self._set_phase("idle")
+                with self.db.atomic():
+                    self.db.execute("UPDATE controller SET pid = NULL, updated_at = ? WHERE id = 1", [time.time()])
+            except sqlite3.Error as exc:
+                self.log.warning("could not record the stop in the store", extra={"error": str(exc)})
             self.metrics.close()
             self.lock.release()
             self.log.info("daemon stopped", extra={"exit_code": code})
@@ -329,6 +356,11 @@ class Daemon:
             t0 = time.monotonic()
             try:
                 committed = self._run_with_retries(n)
+            except StorageFull as exc:
+                self.metrics.round_finished("aborted")
+                print(f"zpd start: storage full or read-only, stopped cleanly at round {n}: {exc}",
+                      file=sys.stderr)
+                return EXIT_FAILED
             except Stopped:
                 self.metrics.round_finished("aborted")
                 self.log.info("stopped at a safe point", extra={"round": n})
@@ -355,8 +387,8 @@ def start(state_dir: Path, cfg: ZpdConfig, rounds_target: int | None, from_snaps
     try:
         return daemon.run()
     except StartError as exc:
-        print(f"zpd start: {exc}", file=__import__("sys").stderr)
+        print(f"zpd start: {exc}", file=sys.stderr)
         return exc.code
     except ConfigError as exc:
-        print(f"zpd start: {exc}", file=__import__("sys").stderr)
+        print(f"zpd start: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE

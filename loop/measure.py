@@ -18,6 +18,8 @@ from collections import defaultdict
 
 from .context import RunContext, derive_seed
 from .exam import version_items
+from .train import PhaseFailed
+from .usage import add_usage, count_generated, record_failures
 
 
 def estimate_frontier(by_level: dict[float, float]) -> float:
@@ -35,13 +37,24 @@ def estimate_frontier(by_level: dict[float, float]) -> float:
     return levels[-1]
 
 
-def _answer(ctx: RunContext, learner, rows, n: int, temperature: float, seed: int) -> list[list[tuple[str, bool]]]:
+def _answer(ctx: RunContext, learner, rows, n: int, temperature: float, seed: int, round_n: int) -> list[list[tuple[str, bool]]]:
+    """Per row, ``n`` graded answers. Any sample without an answer (a failed generation) fails the phase:
+    an eval accuracy over a subset would not be the fixed yardstick. Failed samples are recorded first."""
     tasks = [ctx.task_from_row(r) for r in rows]
     if not tasks:
         return []
-    outs = ctx.generator(learner).generate(
+    outs = ctx.generator(learner, phase="measure").generate(
         [t.prompt for t in tasks], n=n, temperature=temperature, max_tokens=ctx.cfg.measure.max_tokens, seed=seed
     )
+    flat = [c for cs in outs for c in cs]
+    count_generated(ctx, "learner", flat)
+    with ctx.db.atomic():
+        add_usage(ctx, round_n, "learner", str(round_n), flat)
+        failed = [(r["id"], None, i, c) for r, cs in zip(rows, outs, strict=True) for i, c in enumerate(cs) if c.failed]
+        record_failures(ctx, round_n, "measure", "learner", failed)
+    if failed:
+        raise PhaseFailed("generator", f"measure: {len(failed)} of {len(flat)} samples got no answer "
+                                       f"(first: {failed[0][3].error}); the phase is retried")
     return [
         [(c.text, ctx.domains[t.domain].grade(t, c.text)) for c in completions]
         for t, completions in zip(tasks, outs, strict=True)
@@ -54,13 +67,13 @@ def run(ctx: RunContext, round_n: int) -> None:
     domains = list(ctx.domains)
     ph = ",".join("?" * len(domains))
     eval_rows = list(ctx.db.query(f"SELECT * FROM tasks WHERE fate = 'eval' AND domain IN ({ph}) ORDER BY id", domains))
-    eval_results = _answer(ctx, learner, eval_rows, 1, 0.0, derive_seed(ctx.cfg.run.seed, round_n, "eval"))
+    eval_results = _answer(ctx, learner, eval_rows, 1, 0.0, derive_seed(ctx.cfg.run.seed, round_n, "eval"), round_n)
     ctx.check_stop()
     exam_ids = version_items(ctx.db, round_n)
     exam_rows = [next(ctx.db.query("SELECT * FROM tasks WHERE id = ?", [i])) for i in exam_ids]
     n_exam = ctx.cfg.exam.num_samples
     exam_results = _answer(ctx, learner, exam_rows, n_exam, 0.0 if n_exam == 1 else ctx.cfg.calibration.temperature,
-                           derive_seed(ctx.cfg.run.seed, round_n, "exam"))
+                           derive_seed(ctx.cfg.run.seed, round_n, "exam"), round_n)
     ctx.check_stop()
 
     by_domain: dict[str, list[bool]] = defaultdict(list)

@@ -159,6 +159,11 @@ class DaemonMetrics:
         self._disk_free = Gauge(
             "zpd_disk_free_bytes", "Free bytes on the state directory's filesystem.", registry=r
         )
+        # Extras beyond the contract (issue 6): AgentFrontier's yield and the cost of an accepted item.
+        self._yield = Gauge("zpd_zpd_yield_ratio",
+                            "Last round's ZPD yield: in-band (zpd + exam) tasks / tasks calibrated.", registry=r)
+        self._accepted_cost = Gauge("zpd_accepted_item_cost_usd",
+                                    "Last round's teacher spend per accepted (in-band) task, in USD.", registry=r)
 
         for outcome in OUTCOMES:
             self._rounds.labels(outcome)
@@ -236,6 +241,13 @@ class DaemonMetrics:
 
     def set_disk_free(self, free_bytes: int) -> None:
         self._disk_free.set(free_bytes)
+
+    def set_yield(self, ratio: float | None, cost_usd: float | None) -> None:
+        """Last round's yield and cost per accepted item (None: nothing calibrated / accepted; left as is)."""
+        if ratio is not None:
+            self._yield.set(ratio)
+        if cost_usd is not None:
+            self._accepted_cost.set(cost_usd)
 
     # ---- serving ---------------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ def run(ctx: RunContext, round_n: int) -> None:
     current = ctx.current_learner_round()
     victims = rounds_to_prune(committed_on_disk(ctx.state_dir), keep_last=storage.keep_last,
                               keep_every=storage.keep_every, keep_all=storage.keep_all,
-                              protect={current} if current is not None else set())
+                              protect={0} | ({current} if current is not None else set()))
     prune(ctx.state_dir, victims)
     if victims:
         ctx.log.info("pruned rounds", extra={"rounds": victims})

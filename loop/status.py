@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from zpd.store.db import open_readonly
+from zpd.store.db import get_meta, open_readonly
 from zpd.store.lock import holder_if_running
 from zpd.store.rounds import committed_on_disk
 
@@ -88,7 +88,38 @@ def _collect(db, state_dir: Path) -> dict[str, Any]:
         "frontier": frontier,
         "tasks": {"total": sum(by_fate.values()), "by_fate": by_fate},
         "metrics_url": controller["metrics_url"] if controller else None,
+        "generation": _generation(db),
+        "teacher": _teacher(db),
     }
+
+
+def _generation(db) -> dict[str, Any]:
+    """Run totals per role: requests, failed samples, tokens, dollars (empty before any generation)."""
+    if "generation_usage" not in db.table_names():
+        return {}
+    out = {}
+    for role, req, failed, pt, ct, cost in db.execute(
+        "SELECT role, sum(num_requests), sum(num_failed), sum(prompt_tokens), sum(completion_tokens), sum(cost_usd) "
+        "FROM generation_usage GROUP BY role"
+    ).fetchall():
+        out[role] = {"requests": req, "failed": failed, "prompt_tokens": pt, "completion_tokens": ct,
+                     "cost_usd": round(cost, 6)}
+    return out
+
+
+def _teacher(db) -> dict[str, Any] | None:
+    """None without a [teacher]; else its model, cap, dollars spent and whether calls are paused."""
+    config = json.loads(get_meta(db, "config_json") or "{}")
+    teacher = config.get("teacher")
+    if not teacher:
+        return None
+    state = json.loads(get_meta(db, "teacher_state") or "{}")
+    spent = 0.0
+    if "generation_usage" in db.table_names():
+        spent = db.execute("SELECT coalesce(sum(cost_usd), 0) FROM generation_usage WHERE role = 'teacher'").fetchone()[0]
+    return {"model": teacher.get("model"), "max_cost_usd": teacher.get("max_cost_usd"), "spent_usd": round(spent, 6),
+            "paused": bool(state.get("paused", False)), "awaiting_tasks": state.get("awaiting_tasks", 0),
+            "paused_round": state.get("round") if state.get("paused") else None}
 
 
 def render(s: dict[str, Any]) -> str:
@@ -103,4 +134,11 @@ def render(s: dict[str, Any]) -> str:
         f"tasks            {s['tasks']['total']}  " + "  ".join(f"{k}={v}" for k, v in s["tasks"]["by_fate"].items() if v),
         f"metrics          {s['metrics_url']}",
     ]
+    for role, g in s.get("generation", {}).items():
+        lines.append(f"generated        {role}: {g['completion_tokens']} tokens, {g['failed']} failed, ${g['cost_usd']:.4f}")
+    t = s.get("teacher")
+    if t:
+        cap = "no cap" if t["max_cost_usd"] is None else f"cap ${t['max_cost_usd']:.2f}"
+        paused = f"  PAUSED (spending cap), {t['awaiting_tasks']} tasks waiting" if t["paused"] else ""
+        lines.append(f"teacher          {t['model']}: ${t['spent_usd']:.4f} spent, {cap}{paused}")
     return "\n".join(lines)

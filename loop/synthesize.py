@@ -3,6 +3,13 @@
 Deterministic for (seed, round, domain), and committed in one transaction with the phase advance, so
 a kill before the commit simply re-makes the same candidates. Duplicates of anything stored (earlier
 candidates, eval and exam items) are never inserted: tasks are unique by content hash.
+
+Observation hook: a domain with an ``observe(stats, used)`` method (the dataset domain) is handed, before
+it makes candidates, its per-item solo statistics from the store (content hash -> (correct, answers)
+over every round's solo calibration attempts and eval/exam answers) and the content hashes it already
+has stored; with ``estimated_difficulty(content_hash)`` too, its eval items' stored difficulty is
+relabelled with the new estimates (same transaction), so MEASURE's frontier follows them. Both are
+pure functions of the store, so a rerun after a kill sees the same state.
 """
 
 from __future__ import annotations
@@ -19,6 +26,40 @@ def frontier_of(ctx: RunContext, domain: str, before_round: int) -> float | None
     return None if row is None else row[0]
 
 
+def solo_stats(ctx: RunContext, domain: str) -> dict[str, tuple[int, int]]:
+    """Per content hash of ``domain``: (solo answers correct, solo answers) over all rounds, from the
+    learner's calibration attempts and its eval and exam answers in MEASURE (all solo)."""
+    out: dict[str, tuple[int, int]] = {}
+    for sql in (
+        """SELECT t.content_hash, sum(a.correct), count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id
+           WHERE t.domain = ? AND a.mode = 'solo' AND a.role = 'learner' GROUP BY t.content_hash""",
+        """SELECT t.content_hash, sum(m.correct), count(*) FROM measurements m JOIN tasks t ON t.id = m.task_id
+           WHERE t.domain = ? GROUP BY t.content_hash""",
+    ):
+        for h, s, n in ctx.db.execute(sql, [domain]).fetchall():
+            s0, n0 = out.get(h, (0, 0))
+            out[h] = (s0 + int(s), n0 + int(n))
+    return out
+
+
+def observe(ctx: RunContext, name: str, domain: object) -> None:
+    """The observation hook (module docstring); a no-op for domains without ``observe``."""
+    hook = getattr(domain, "observe", None)
+    if hook is None:
+        return
+    used = {r[0] for r in ctx.db.execute("SELECT content_hash FROM tasks WHERE domain = ?", [name]).fetchall()}
+    hook(solo_stats(ctx, name), used)
+    estimate = getattr(domain, "estimated_difficulty", None)
+    if estimate is None:
+        return
+    for task_id, h, old in ctx.db.execute(
+        "SELECT id, content_hash, difficulty FROM tasks WHERE domain = ? AND fate = 'eval'", [name]
+    ).fetchall():
+        new = estimate(h)
+        if new is not None and new != old:
+            ctx.db.execute("UPDATE tasks SET difficulty = ? WHERE id = ?", [new, task_id])
+
+
 def run(ctx: RunContext, round_n: int) -> None:
     cfg = ctx.cfg.synthesis
     made: dict[str, int] = {}
@@ -26,8 +67,13 @@ def run(ctx: RunContext, round_n: int) -> None:
     with ctx.db.atomic():
         for name, domain in ctx.domains.items():
             rng = rng_for(ctx.cfg.run.seed, round_n, "synthesize", name)
+            observe(ctx, name, domain)
             frontier = frontier_of(ctx, name, round_n)
             center = domain.min_difficulty if frontier is None else frontier
+            # Draw from the band around the frontier *after* clipping to the domain, so a frontier near
+            # the easy end does not pile candidates (mostly duplicates) onto the easiest level.
+            lo = max(domain.min_difficulty, center - cfg.spread)
+            hi = min(domain.max_difficulty, max(center + cfg.spread, lo + 1.0))
             # Parents to escalate (mastered last round) or simplify (beyond last round).
             parents = list(
                 ctx.db.query(
@@ -47,8 +93,7 @@ def run(ctx: RunContext, round_n: int) -> None:
                     fn = domain.escalate if parent["fate"] == "mastered" else domain.simplify
                     task, parent_id = fn(parent_task, rng), parent["id"]
                 else:
-                    difficulty = rng.uniform(center - cfg.spread, center + cfg.spread)
-                    task = domain.make_task(difficulty, rng)
+                    task = domain.make_task(rng.uniform(lo, hi), rng)
                 if ctx.insert_task(task, round_n=round_n, fate="pending", parent_id=parent_id) is None:
                     duplicates += 1
                     continue

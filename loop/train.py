@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 from zpd.store.atomic import atomic_write_text
 from zpd.store.rounds import link_or_copy_tree, work_dir
 
-from .context import RunContext, Stopped, rng_for
+from .context import RunContext, Stopped, derive_seed, rng_for
+from .logs import Progress
 
 
 class PhaseFailed(RuntimeError):
@@ -60,20 +63,25 @@ def build_examples(ctx: RunContext, round_n: int) -> int:
 def training_set(ctx: RunContext, round_n: int) -> list[dict]:
     """This round's examples plus a replay sample of earlier rounds' (seeded by round)."""
     cfg, kind = ctx.cfg.train, example_kind(ctx)
-    new = list(
-        ctx.db.query(
-            """SELECT e.prompt, e.response, t.domain, t.answer FROM train_examples e JOIN tasks t ON t.id = e.task_id
-               WHERE e.round = ? AND e.kind = ? ORDER BY e.id""",
-            [round_n, kind],
-        )
-    )
-    old = list(
-        ctx.db.query(
-            """SELECT e.prompt, e.response, t.domain, t.answer FROM train_examples e JOIN tasks t ON t.id = e.task_id
-               WHERE e.round < ? AND e.kind = ? ORDER BY e.id""",
-            [round_n, kind],
-        )
-    )
+    def rows(where: str) -> list[dict]:
+        return [
+            {"prompt": r["eprompt"], "response": r["response"], "domain": r["domain"], "answer": r["answer"],
+             "task_json": json.dumps(asdict(ctx.task_from_row(r)))}
+            for r in ctx.db.query(
+                f"""SELECT e.prompt AS eprompt, e.response, t.* FROM train_examples e JOIN tasks t ON t.id = e.task_id
+                    WHERE e.round {where} ? AND e.kind = ? ORDER BY e.id""",
+                [round_n, kind],
+            )
+        ]
+
+    new, old = rows("="), rows("<")
+    if kind == "sft" and ctx.cfg.bootstrap.enabled and ctx.cfg.learner.path is None:
+        # The bootstrap set is replayed too (re-made deterministically, nothing stored): without it a
+        # tiny learner forgets how to read guidance and what it knew alone at the easiest level.
+        from .bootstrap import bootstrap_set, eval_hashes
+
+        old += bootstrap_set(ctx.domains, ctx.cfg.bootstrap, derive_seed(ctx.cfg.run.seed, "bootstrap"),
+                             eval_hashes(ctx))
     rng = rng_for(ctx.cfg.run.seed, round_n, "replay")
     replay = rng.sample(old, min(len(old), int(cfg.replay_ratio * len(new))))
     data = new + replay
@@ -81,8 +89,10 @@ def training_set(ctx: RunContext, round_n: int) -> list[dict]:
     return data[: cfg.max_examples]
 
 
-def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict], out: Path, params: dict) -> dict:
-    """Run one training job in a child process; returns its result (loss, num_tokens, ...) as a dict."""
+def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict], out: Path, params: dict,
+                round_n: int, resume: bool = False) -> dict:
+    """Run one training job in a child process (or a verl run: local or on Ray); returns its result
+    (loss, num_tokens, ...) as a dict. ``resume``: this round's training was interrupted before."""
     from zpd.trainer.job import TrainJob, TrainJobFailed, TrainJobStopped, run_job
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -97,22 +107,43 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
     )
     last_tokens = 0
 
+    last_log = time.monotonic()
+    bar: Progress | None = None
+
     def on_progress(event: dict) -> None:
-        nonlocal last_tokens
+        nonlocal last_tokens, last_log, bar
         ctx.beat()
         if event.get("event") == "step":
+            if bar is None:
+                bar = Progress(f"round {round_n} train", int(event.get("total") or 1), ctx.cfg.logging.progress)
+            bar.update(int(event.get("step") or 0))
             tokens = int(event.get("tokens", 0))
             ctx.metrics.train_progress(float(event.get("loss", 0.0)), max(0, tokens - last_tokens))
             last_tokens = tokens
+            if time.monotonic() - last_log >= 30 or event.get("step") == event.get("total"):
+                last_log = time.monotonic()
+                ctx.log.info("training progress", extra={"step": event.get("step"), "total": event.get("total"),
+                                                         "loss": event.get("loss"), "tokens": tokens})
 
     ctx.release_generators()  # give the memory back before training
     try:
-        result = run_job(job, timeout_seconds=ctx.cfg.train.timeout_seconds, on_progress=on_progress,
-                         should_stop=ctx.stop.is_set)
+        if backend.startswith("verl"):
+            from zpd.trainer.verl import train_with_verl
+
+            result = train_with_verl(ctx.cfg, backend=backend, learner_dir=learner, rows=data, out_dir=tmp,
+                                     work_dir=out.parent, round_n=round_n, on_progress=on_progress,
+                                     should_stop=ctx.stop.is_set, resume=resume)
+        else:
+            result = run_job(job, timeout_seconds=ctx.cfg.train.timeout_seconds, on_progress=on_progress,
+                             should_stop=ctx.stop.is_set)
     except TrainJobStopped:
         raise Stopped() from None
     except TrainJobFailed as exc:
-        raise PhaseFailed("trainer", f"training failed: {exc}") from None
+        tail = "\n".join(exc.log_tail.splitlines()[-5:]) if getattr(exc, "log_tail", "") else ""
+        raise PhaseFailed("trainer", f"training failed: {exc}" + (f"\n{tail}" if tail else "")) from None
+    finally:
+        if bar is not None:
+            bar.close()
     tmp.rename(out)
     return {"loss": result.loss, "num_tokens": result.num_tokens, "num_steps": result.num_steps, "seconds": result.seconds}
 
@@ -150,9 +181,28 @@ def run(ctx: RunContext, round_n: int) -> None:
     else:
         data = training_set(ctx, round_n)
         ctx.log.info("training", extra={"new_examples": num_new, "examples": len(data), "backend": ctx.cfg.train.backend})
+        resume = (work / "learner.tmp").exists()
         result = run_trainer(ctx, backend=ctx.cfg.train.backend, learner=parent, data=data, out=out,
-                             params=train_params(ctx, round_n))
+                             params=train_params(ctx, round_n), round_n=round_n, resume=resume)
+    figures = round_yield(ctx, round_n)
     with ctx.db.atomic():
         ctx.advance(round_n, "measure", train_loss=result.get("loss"), train_tokens=result.get("num_tokens", 0),
-                    num_train_examples=num_new)
-    ctx.log.info("trained", extra={"loss": result.get("loss"), "tokens": result.get("num_tokens")})
+                    num_train_examples=num_new, **figures)
+    ctx.metrics.set_yield(figures["yield_ratio"], figures["cost_per_accepted_usd"])
+    ctx.log.info("trained", extra={"loss": result.get("loss"), "tokens": result.get("num_tokens"), **figures})
+
+
+def round_yield(ctx: RunContext, round_n: int) -> dict:
+    """The round's yield, AgentFrontier's |D_ZPD| / candidates: tasks calibrated this round that landed in the
+    band (``zpd``, plus ``exam``, which admits only in-band items), over all calibrated this round; and the
+    generation spent per accepted item (teacher USD, and generated tokens of every role). None when nothing
+    was calibrated / accepted. Read from the store, so a rerun gives the same figures."""
+    calibrated, accepted = ctx.db.execute(
+        """SELECT count(*), coalesce(sum(fate IN ('zpd', 'exam')), 0) FROM tasks
+           WHERE fate_round = ? AND fate IN ('mastered', 'zpd', 'beyond', 'review', 'exam')""", [round_n]).fetchone()
+    usd, tokens = ctx.db.execute(
+        "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(completion_tokens), 0) FROM generation_usage WHERE round = ?",
+        [round_n]).fetchone()
+    return {"yield_ratio": accepted / calibrated if calibrated else None,
+            "cost_per_accepted_usd": usd / accepted if accepted else None,
+            "tokens_per_accepted": tokens / accepted if accepted else None}

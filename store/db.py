@@ -14,6 +14,10 @@ Tables
     train_examples    training data, with lineage to task, attempt and round
     frontier          per round and domain, the estimated frontier difficulty
     controller        one row: what the running daemon is doing (for ``status``)
+    generation_usage  per round, role and model: requests, failures, tokens, cost (m003)
+    failed_attempts   samples that produced no answer (endpoint down, malformed reply), never graded (m003)
+    corpus_chunks     ingested document chunks with provenance (m004)
+    review_verdicts   human-review verdicts imported by ``zpd review`` (m004)
 """
 
 from __future__ import annotations
@@ -118,8 +122,78 @@ def m002_schema(db: Database) -> None:
     )
 
 
+@migrations()
+def m003_generation_usage(db: Database) -> None:
+    """Generation accounting per round and role, failed attempts, and who graded each answer."""
+    db.execute(
+        """CREATE TABLE generation_usage (
+            round INTEGER NOT NULL, role TEXT NOT NULL CHECK (role IN ('learner', 'teacher')),
+            model TEXT NOT NULL,              -- learner round ref, or the teacher's pinned model
+            num_requests INTEGER NOT NULL DEFAULT 0, num_failed INTEGER NOT NULL DEFAULT 0,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            PRIMARY KEY (round, role, model)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE failed_attempts (   -- samples that produced no answer; never graded, never in a pass rate
+            id INTEGER PRIMARY KEY, round INTEGER NOT NULL, phase TEXT NOT NULL, role TEXT NOT NULL,
+            task_id INTEGER REFERENCES tasks(id), mode TEXT, sample_idx INTEGER,
+            error TEXT NOT NULL, created_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX failed_attempts_round ON failed_attempts(round)")
+    db.execute("ALTER TABLE attempts ADD COLUMN grader TEXT")      # e.g. exact, math-verify, llm-judge:<model>
+    db.execute("ALTER TABLE measurements ADD COLUMN grader TEXT")
+
+
+@migrations()
+def m004_knowledge_engine(db: Database) -> None:
+    """Corpus chunks with provenance, human-review verdicts, and per-round yield and cost (issue 6)."""
+    db.execute(
+        """CREATE TABLE corpus_chunks (     -- cleaned chunks of ingested documents (store/corpus.py)
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,           -- the file, relative to the ingested folder
+            source_sha256 TEXT NOT NULL,    -- of the file's bytes: re-ingesting the same file adds nothing
+            record INTEGER NOT NULL,        -- JSONL line number (1-based); 0 for .txt/.md
+            start_char INTEGER NOT NULL, end_char INTEGER NOT NULL,   -- offsets in the decoded text
+            text TEXT NOT NULL, text_sha256 TEXT NOT NULL UNIQUE,
+            ingested_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX corpus_chunks_source ON corpus_chunks(source_sha256)")
+    db.execute(
+        """CREATE TABLE review_verdicts (   -- zpd review --import: one verdict per task and import
+            id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL REFERENCES tasks(id),
+            verdict TEXT NOT NULL CHECK (verdict IN ('keep', 'drop')),
+            old_answer TEXT NOT NULL, new_answer TEXT, note TEXT,
+            source TEXT NOT NULL, imported_at REAL NOT NULL
+        )"""
+    )
+    db.execute("ALTER TABLE rounds ADD COLUMN yield_ratio REAL")            # (zpd + exam) / calibrated candidates
+    db.execute("ALTER TABLE rounds ADD COLUMN cost_per_accepted_usd REAL")  # teacher USD per accepted item
+    db.execute("ALTER TABLE rounds ADD COLUMN tokens_per_accepted REAL")    # generated tokens per accepted item
+
+
 class StoreError(RuntimeError):
     """The state database is corrupt, foreign or of a newer format (exit code 4)."""
+
+
+class StoreIOError(StoreError):
+    """The state database could not be read or written for reasons of the disk (full, read-only,
+    I/O error), not because of what it holds (exit code 1)."""
+
+
+_IO_MESSAGES = ("disk i/o error", "database or disk is full", "readonly database", "unable to open database")
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether an error means the disk is full or read-only (not worth retrying)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and any(m in str(exc).lower() for m in _IO_MESSAGES[:3])
 
 
 def _check_identity(db: Database, path: Path) -> None:
@@ -177,6 +251,10 @@ def open_store(path: Path) -> Database:
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?)", [str(FORMAT_VERSION)])
         _check_identity(db, path)
         return db
+    except sqlite3.OperationalError as exc:
+        if any(m in str(exc).lower() for m in _IO_MESSAGES):
+            raise StoreIOError(f"{path}: cannot open state database: {exc} (is the disk full or read-only?)") from None
+        raise StoreError(f"{path}: cannot open state database: {exc}") from None
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: cannot open state database: {exc}") from None
 
@@ -187,8 +265,16 @@ def open_readonly(path: Path) -> Database:
     if not path.is_file():
         raise StoreError(f"{path}: no state database")
     try:
-        db = Database(_connect(path, readonly=True))
-        _check_identity(db, path)
+        try:
+            db = Database(_connect(path, readonly=True))
+            _check_identity(db, path)
+        except sqlite3.OperationalError:
+            # A read-only directory: a WAL reader cannot create the -shm file. With no writer able to
+            # run there either, reading the file as immutable is safe.
+            conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=10.0)
+            conn.isolation_level = None
+            db = Database(conn)
+            _check_identity(db, path)
         return db
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: cannot read state database: {exc}") from None

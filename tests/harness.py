@@ -53,7 +53,10 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
 
 def query(state_dir: Path, sql: str, params: tuple = ()) -> list[tuple]:
     """Read the live store read-only (as any reader would)."""
-    conn = sqlite3.connect(f"file:{state_dir / 'state.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        conn = sqlite3.connect(f"file:{state_dir / 'state.db'}?mode=ro", uri=True, timeout=10)
+    except sqlite3.OperationalError:  # not created yet
+        return []
     try:
         return conn.execute(sql, params).fetchall()
     except sqlite3.OperationalError:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import random
 
-from zpd.configs.schema import ArithmeticConfig
+from zpd.configs.schema import ArithmeticConfig, DomainsConfig
 from zpd.loop.domains.arithmetic import Arithmetic, column_scaffold, digit_scaffold
 from zpd.loop.domains.base import build_domains, registered
-from zpd.configs.schema import DomainsConfig
 
 
 def test_registry_builds_enabled_domains() -> None:

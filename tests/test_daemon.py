@@ -12,9 +12,10 @@ from harness import run_zpd, spawn_zpd, status, wait_for
 from zpd.store.rounds import committed_on_disk, read_latest, round_dir, verify_round
 
 
-def test_smoke_two_rounds_then_status(tmp_path: Path, smoke_config: Path) -> None:
+def test_smoke_two_rounds_then_status(tmp_path: Path, smoke_config: Path, round0_archive: Path) -> None:
     state = tmp_path / "state"
-    out = run_zpd("start", "--config", str(smoke_config), "--state-dir", str(state), "--rounds", "2")
+    out = run_zpd("start", "--config", str(smoke_config), "--state-dir", str(state), "--rounds", "2",
+                  "--from-snapshot", str(round0_archive))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     s = status(state)
     assert s["committed_rounds"] == 2 and s["last_committed_round"] == 2
@@ -38,9 +39,10 @@ def test_smoke_two_rounds_then_status(tmp_path: Path, smoke_config: Path) -> Non
     assert status(state)["last_committed_round"] == 3
 
 
-def test_second_daemon_is_refused_naming_the_holder(tmp_path: Path, smoke_config: Path) -> None:
+def test_second_daemon_is_refused_naming_the_holder(tmp_path: Path, smoke_config: Path, round0_archive: Path) -> None:
     state = tmp_path / "state"
-    first = spawn_zpd("start", "--config", str(smoke_config), "--state-dir", str(state), log=tmp_path / "first.log")
+    first = spawn_zpd("start", "--config", str(smoke_config), "--state-dir", str(state),
+                      "--from-snapshot", str(round0_archive), log=tmp_path / "first.log")
     try:
         wait_for(lambda: (state / "state.db").exists() and status(state)["running"], 120, what="first daemon")
         second = run_zpd("start", "--config", str(smoke_config), "--state-dir", str(state), "--rounds", "5")

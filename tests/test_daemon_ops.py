@@ -10,13 +10,13 @@ from pathlib import Path
 
 import psutil
 from harness import SMOKE, run_zpd, spawn_zpd, status, wait_for
-from promtools import Prometheus, free_port, http_get, promtool
+from promtools import Prometheus, http_get, promtool
 
 
-def test_real_prometheus_scrapes_the_running_daemon(tmp_path: Path) -> None:
+def test_real_prometheus_scrapes_the_running_daemon(tmp_path: Path, round0_archive: Path) -> None:
     state = tmp_path / "state"
     proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "30",
-                     log=tmp_path / "daemon.log")
+                     "--from-snapshot", str(round0_archive), log=tmp_path / "daemon.log")
     try:
         url = wait_for(lambda: (state / "state.db").exists() and status(state)["metrics_url"], 120, what="metrics url")
         host_port = url.split("//")[1].split("/")[0]
@@ -64,9 +64,8 @@ def test_non_loopback_bind_requires_a_token(tmp_path: Path) -> None:
 
 def test_sigterm_during_train_exits_0_and_leaves_no_child(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    # A bootstrap big enough to still be training when the signal lands.
-    proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--set", "bootstrap.num_examples=4000",
-                     "--set", "bootstrap.epochs=5", log=tmp_path / "daemon.log")
+    # The bootstrap trains for long enough (tens of seconds) for the signal to land mid-training.
+    proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), log=tmp_path / "daemon.log")
     parent = psutil.Process(proc.pid)
     trainer = wait_for(lambda: [c for c in parent.children(recursive=True) if "zpd.trainer.job" in " ".join(c.cmdline())],
                        120, what="the training child")

@@ -16,9 +16,10 @@ from zpd.store.rounds import round_dir
 
 
 @pytest.fixture(scope="module")
-def three_rounds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def three_rounds(tmp_path_factory: pytest.TempPathFactory, round0_archive: Path) -> Path:
     state = tmp_path_factory.mktemp("run") / "state"
-    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "3")
+    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "3",
+                  "--from-snapshot", str(round0_archive))
     assert out.returncode == 0, out.stderr[-3000:]
     return state
 

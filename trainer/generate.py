@@ -29,9 +29,19 @@ class Completion:
     text: str
     num_tokens: int
     """Tokens generated, the end-of-turn token included when there was one."""
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "error"]
+    """stop: ended by itself or a stop string; length: cut at max_tokens (graded as given); error: no answer
+    (endpoint down after retries, malformed response): a failed attempt, never graded as a wrong answer."""
     latency_seconds: float
     """Wall time of the row's batch divided by the rows in it."""
+    prompt_tokens: int = 0
+    """Tokens of the prompt as the model read it (for cost accounting)."""
+    error: str | None = None
+    """Why the attempt failed (finish_reason "error"); None otherwise."""
+
+    @property
+    def failed(self) -> bool:
+        return self.finish_reason == "error"
 
 
 @dataclass(slots=True)
@@ -157,7 +167,7 @@ class EmbeddedGenerator:
                                   generator=generator, stop=stop)
             per_row = (time.perf_counter() - began) / len(chunk)
             for r, s in zip(chunk, sampled):
-                done[r] = Completion(s.text, len(s.completion_ids), s.finish_reason, per_row)
+                done[r] = Completion(s.text, len(s.completion_ids), s.finish_reason, per_row, len(s.prompt_ids))
         for r in range(len(rows)):
             results[rows[r][0]].append(done[r])
         return results

@@ -90,23 +90,30 @@ def _read_rows(path: str) -> list[dict]:
 
 
 def _grpo_reward(rows: list[dict]) -> Callable[[int, str], float]:
-    from zpd.configs.schema import DomainsConfig
-    from zpd.loop.domains.base import Task, build_domains
+    """reward(i, text): 1.0 when the row's domain grades ``text`` correct, else 0.0.
 
-    domains = build_domains(DomainsConfig())
+    Rows carry their task (``task_json``); it is graded by its domain's own grader
+    (``zpd.loop.domains.base.grader_for``), so a worked answer ("...>125") or a dataset item's
+    numeric tolerance is judged exactly as calibration judged it."""
+    from zpd.loop.domains.base import Task, grader_for
+
+    graders: dict[str, Callable[[Task, str], bool]] = {}
     tasks: list[Task | None] = []
     for row in rows:
         spec = row.get("task_json")
-        if spec is None or row.get("domain") not in domains:
+        if spec is None:
             tasks.append(None)
             continue
-        tasks.append(Task(**(json.loads(spec) if isinstance(spec, str) else spec)))
+        task = Task(**(json.loads(spec) if isinstance(spec, str) else spec))
+        if task.domain not in graders:
+            graders[task.domain] = grader_for(task.domain)
+        tasks.append(task)
 
     def reward(index: int, text: str) -> float:
         task = tasks[index]
         if task is None:
             return 1.0 if text.strip() == str(rows[index]["answer"]).strip() else 0.0
-        return 1.0 if domains[task.domain].grade(task, text) else 0.0
+        return 1.0 if graders[task.domain](task, text) else 0.0
 
     return reward
 
@@ -176,6 +183,16 @@ def kill_tree(pid: int, grace_seconds: float = TERM_GRACE_SECONDS) -> None:
         pass
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel SIGKILLs it when the daemon dies, even by SIGKILL, so a
+    killed daemon never leaves a trainer writing into a directory its restarted self will reuse."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _pump(stream, lines: queue.Queue) -> None:
     for line in iter(stream.readline, ""):
         lines.put(line.rstrip("\n"))
@@ -204,6 +221,7 @@ def run_job(
     proc = subprocess.Popen(
         [sys.executable, "-m", "zpd.trainer.job", str(job_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
+        preexec_fn=_die_with_parent,
     )
     tail: collections.deque[str] = collections.deque(maxlen=log_tail_lines)
     lines: queue.Queue = queue.Queue()

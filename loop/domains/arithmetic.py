@@ -6,7 +6,13 @@ So with the defaults (addition of two operands) difficulty 3 is three-digit addi
 Guidance is a worked scaffold. ``columns`` (addition only) lists each column's sum, right to left,
 with the carry it takes in: ``7+8=15;5+6+1=12`` for 57+68; the learner still has to assemble the
 answer from the last digits. ``digits`` lists the answer's digits right to left (``5;2;1``): the
-learner has to reverse them. Deduplication is by canonical form: operands of an all-'+' expression
+learner has to reverse them.
+
+The response format (``response``): ``worked`` answers show the work, then ``>`` and the answer
+(``7+8=15;5+6+1=12>125``); ``answer`` answers are the bare number. Only the final answer is graded.
+With ``worked``, a successful guided answer is a full worked solution, so training the bare task on
+it teaches the learner a procedure (column by column) rather than a lookup of whole sums: that is
+what lets a tiny model climb from one digit to several (bench/results/rounds.md). Deduplication is by canonical form: operands of an all-'+' expression
 are sorted ("23+45" and "45+23" are the same task; "23+45" and "23+46" are different).
 """
 
@@ -122,8 +128,12 @@ class Arithmetic:
     def guided_prompt(self, task: Task) -> str:
         return f"{task.prompt}|{task.guidance}"
 
+    def solution(self, task: Task) -> str:
+        """What a correct guided answer looks like (the bootstrap's target)."""
+        return f"{task.guidance}>{task.answer}" if self.cfg.response == "worked" else task.answer
+
     def grade(self, task: Task, output: str) -> bool:
-        return output.strip() == task.answer
+        return output.rsplit(">", 1)[-1].strip() == task.answer
 
     def eval_levels(self) -> list[float]:
         lo, hi = math.ceil(self.min_difficulty), math.floor(self.max_difficulty)

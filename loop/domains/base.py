@@ -49,6 +49,9 @@ class Domain(Protocol):
     def guided_prompt(self, task: Task) -> str:
         """The prompt of a guided attempt: the task with its guidance."""
 
+    def solution(self, task: Task) -> str:
+        """A reference answer in the domain's response format (what a correct guided answer looks like)."""
+
     def grade(self, task: Task, output: str) -> bool:
         """Whether ``output`` answers ``task`` correctly."""
 
@@ -70,7 +73,7 @@ def register(name: str) -> Callable[[DomainFactory], DomainFactory]:
 
 def build_domains(domains_cfg: Any) -> dict[str, Domain]:
     """Instantiate every enabled domain of a ``DomainsConfig``."""
-    from . import arithmetic  # noqa: F401  (registers the built-in domains)
+    from . import arithmetic, dataset, knowledge  # noqa: F401  (registers the built-in domains)
 
     out: dict[str, Domain] = {}
     for name in domains_cfg.enabled_names():
@@ -80,7 +83,25 @@ def build_domains(domains_cfg: Any) -> dict[str, Domain]:
     return out
 
 
+def grader_for(name: str) -> Callable[[Task, str], bool]:
+    """A grader for tasks of domain ``name`` outside the daemon (the GRPO reward in a training child).
+
+    A domain module may register a config-independent ``grade_task(task, output)``; otherwise the
+    domain is built with its default config section."""
+    import importlib
+
+    from zpd.configs.schema import DomainsConfig
+
+    registered()  # import the built-in domains
+    if name not in _REGISTRY:
+        raise KeyError(f"no domain {name!r} is registered")
+    module = importlib.import_module(_REGISTRY[name].__module__)
+    if hasattr(module, "grade_task"):
+        return module.grade_task
+    return _REGISTRY[name](getattr(DomainsConfig(), name)).grade
+
+
 def registered() -> list[str]:
-    from . import arithmetic  # noqa: F401
+    from . import arithmetic, dataset, knowledge  # noqa: F401
 
     return sorted(_REGISTRY)

@@ -1,0 +1,101 @@
+"""``zpd serve``: an OpenAI-compatible endpoint for a committed round's learner. Read-only.
+
+    zpd serve --state-dir runs/demo                    # the current learner; follows the daemon
+    zpd serve --state-dir runs/demo --round 3 --port 8000
+
+Prints one JSON line ``{"url", "model", "round"}`` on stdout once it listens, then serves until
+SIGINT/SIGTERM. Binds 127.0.0.1 by default; any other address needs a bearer token in ``$ZPD_SERVE_TOKEN``
+(``--token-env``), which is then required on every request (it is also honoured on loopback when set).
+Opens the store read-only and writes nothing, so it works beside a running daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from zpd.store.db import StoreError, open_readonly
+from zpd.store.rounds import COMPLETE, committed_on_disk, round_dir
+
+DEFAULT_TOKEN_ENV = "ZPD_SERVE_TOKEN"
+
+
+class ServeError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _learner(state_dir: Path, n: int) -> Path:
+    path = round_dir(state_dir, n) / "learner"
+    if not (round_dir(state_dir, n) / COMPLETE).is_file() or not path.is_dir():
+        raise ServeError(2, f"round {n} is not committed in {state_dir} (committed on disk: "
+                            f"{committed_on_disk(state_dir) or 'none'})")
+    return path
+
+
+def current_round(state_dir: Path) -> int:
+    """The round whose learner is current (the promotion gate may hold an earlier one than LATEST)."""
+    try:
+        db = open_readonly(state_dir / "state.db")
+    except StoreError as exc:
+        raise ServeError(2 if "no state database" in str(exc) else 4, str(exc)) from None
+    try:
+        row = db.execute("SELECT current_learner_round FROM rounds WHERE status = 'committed' "
+                         "ORDER BY id DESC LIMIT 1").fetchone()
+    finally:
+        db.conn.close()
+    on_disk = committed_on_disk(state_dir)
+    if row is not None and row[0] is not None and row[0] in on_disk:
+        return int(row[0])
+    if on_disk:  # committed on disk, the store not yet told (the daemon reconciles at start)
+        return max(on_disk)
+    raise ServeError(2, f"{state_dir} has no committed round yet")
+
+
+def serve(state_dir: Path, round_n: int | None, host: str, port: int, token_env: str = DEFAULT_TOKEN_ENV,
+          device: str = "cpu") -> int:
+    from zpd.loop.metrics import is_loopback
+
+    state_dir = Path(state_dir).resolve()
+    if not state_dir.is_dir() or not (state_dir / "state.db").is_file():
+        raise ServeError(2, f"{state_dir}: not a zpd state directory (no state.db)")
+    token = os.environ.get(token_env) or None
+    if token is None and not is_loopback(host):
+        raise ServeError(2, f"--host {host} is not a loopback address and requires a bearer token in ${token_env}")
+    if round_n is not None:
+        fixed = _learner(state_dir, round_n)
+
+        def resolve() -> tuple[int, Path]:
+            return round_n, fixed
+    else:
+        _learner(state_dir, current_round(state_dir))
+
+        def resolve() -> tuple[int, Path]:
+            n = current_round(state_dir)
+            return n, _learner(state_dir, n)
+
+    from zpd.trainer.model import resolve_device
+    from zpd.trainer.openai_server import LearnerServer
+
+    server = LearnerServer(resolve, token, device=resolve_device(device),
+                           refresh_seconds=1e18 if round_n is not None else 2.0)
+    try:
+        url = server.start(host, port)
+    except OSError as exc:
+        raise ServeError(1, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+    def stop(_sig: int, _frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    print(json.dumps({"url": url, "model": server.model_name, "round": server.round}), flush=True)
+    print(f"zpd serve: round {server.round} at {url}" + ("" if round_n is not None else " (follows the current learner)"),
+          file=sys.stderr, flush=True)
+    server.serve_forever()
+    return 0

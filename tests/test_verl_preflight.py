@@ -1,0 +1,69 @@
+"""preflight: a verl backend on a machine that cannot run it fails fast with what to do.
+
+Runs in every environment: without verl it checks the install message, with verl (and no GPU, as
+in CI) the GPU message; a bare venv stands in for "an interpreter without verl" in both.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from zpd.configs.schema import ZpdConfig
+from zpd.trainer.verl import VerlUnavailable, preflight
+
+
+def _cfg(**verl) -> ZpdConfig:
+    cfg = ZpdConfig()
+    cfg.train.backend = "verl-sft"
+    for key, value in verl.items():
+        setattr(cfg.verl, key, value)
+    return cfg
+
+
+def test_preflight_here_says_what_is_missing():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(VerlUnavailable) as err:
+        preflight(_cfg())
+    message = str(err.value)
+    assert "\n" not in message
+    if importlib.util.find_spec("verl") is None:
+        assert "pip install 'zpd[verl]'" in message
+    else:
+        assert "needs 1 CUDA GPU(s) and this machine has 0" in message and 'placement = "ray"' in message
+
+
+def test_preflight_names_the_install_when_the_interpreter_lacks_verl(tmp_path: Path):
+    bare = tmp_path / "bare"
+    venv.create(bare, with_pip=False)
+    with pytest.raises(VerlUnavailable, match=r"verl is not importable by .*pip install 'zpd\[verl\]'"):
+        preflight(_cfg(python=str(bare / "bin" / "python")))
+
+
+def test_preflight_refuses_ray_without_shared_storage_and_a_dead_address(tmp_path: Path):
+    with pytest.raises(VerlUnavailable, match="storage.shared_dir"):
+        preflight(_cfg(placement="ray"))
+    cfg = _cfg(placement="ray", ray_address="http://127.0.0.1:9")
+    cfg.storage.shared_dir = tmp_path
+    with pytest.raises(VerlUnavailable, match="no Ray cluster answers at verl.ray_address"):
+        preflight(cfg)
+
+
+def test_multi_node_needs_ray():
+    with pytest.raises(VerlUnavailable, match='placement = "ray"'):
+        preflight(_cfg(nnodes=2, python=sys.executable))
+
+
+@pytest.mark.parametrize("name", ["verl-sft.toml", "verl-grpo.toml"])
+def test_shipped_verl_configs_load(name: str):
+    from zpd.configs.load import SHIPPED_DIR, load_config
+
+    cfg = load_config(SHIPPED_DIR / name, [])
+    assert cfg.train.backend == name.removesuffix(".toml") and cfg.verl.learning_rate is not None

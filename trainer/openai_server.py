@@ -1,0 +1,292 @@
+"""An OpenAI-compatible HTTP server over one learner directory (what ``zpd serve`` runs).
+
+    server = LearnerServer(resolve=lambda: (2, Path("rounds/round_000002/learner")), token=None)
+    url = server.start("127.0.0.1", 0)          # http://127.0.0.1:PORT/v1
+    server.serve_forever()
+
+Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (non-streaming;
+``stream: true`` is answered 400). Request fields honoured: ``model`` (must be the served name),
+``messages`` / ``prompt``, ``n``, ``temperature`` (default 1.0, as OpenAI), ``max_tokens`` or
+``max_completion_tokens`` (default and upper bound: what fits in the model's positions), ``seed``,
+``stop``; others (``top_p``, ``user``...) are accepted and ignored. Errors use OpenAI's
+``{"error": {"message", "type", "code"}}`` shape. With a token, every request needs
+``Authorization: Bearer <token>``.
+
+The stdlib ``ThreadingHTTPServer``: no new dependency, and the model is the bottleneck anyway (one
+generation at a time under a lock; the embedded learner is not thread-safe). ``resolve`` is called at
+most every ``refresh_seconds``; when it names another round, that learner is loaded and served (this
+is how the default "current learner" follows a running daemon). Nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .generate import sample_rows
+from .model import load_learner
+
+log = logging.getLogger("zpd.serve")
+MODEL_NAME = "zpd-learner"
+MAX_BODY_BYTES = 8 << 20
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str, code: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class LearnerServer:
+    def __init__(self, resolve: Callable[[], tuple[int, Path]], token: str | None, *, device: str = "cpu",
+                 refresh_seconds: float = 2.0, model_name: str = MODEL_NAME) -> None:
+        self.resolve, self.token, self.device = resolve, token, device
+        self.refresh_seconds, self.model_name = refresh_seconds, model_name
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self.round: int | None = None
+        self.model = self.tokenizer = None
+        self.created = int(time.time())
+        self._httpd: ThreadingHTTPServer | None = None
+        self._refresh(force=True)
+
+    # -- the model -------------------------------------------------------------------------------
+    def _refresh(self, force: bool = False) -> None:
+        """Load the learner ``resolve`` names when it changed. Call with the lock held (or at start)."""
+        now = time.monotonic()
+        if not force and now - self._checked < self.refresh_seconds:
+            return
+        self._checked = now
+        try:
+            round_n, path = self.resolve()
+        except Exception as exc:  # the store is being written: keep serving what we have
+            if self.model is None:
+                raise
+            log.warning("cannot resolve the learner; serving round %s: %s", self.round, exc)
+            return
+        if round_n != self.round:
+            self.model, self.tokenizer = load_learner(path, self.device)
+            self.round, self.created = round_n, int(time.time())
+            log.info("serving round %s (%s)", round_n, path)
+
+    def complete(self, prompt_ids: list[int], *, n: int, temperature: float, max_tokens: int | None,
+                 seed: int | None, stop: list[str]) -> tuple[list[tuple[str, str, int]], int]:
+        """``n`` samples for one prompt: [(text, finish_reason, completion tokens)], and the prompt's tokens."""
+        with self._lock:
+            self._refresh()
+            room = int(self.model.config.max_position_embeddings) - len(prompt_ids)
+            if room < 1:
+                raise RequestError(400, f"the prompt has {len(prompt_ids)} tokens; this model takes at most "
+                                        f"{self.model.config.max_position_embeddings - 1}", "context_length_exceeded")
+            budget = room if max_tokens is None else min(max_tokens, room)
+            generator = torch.Generator().manual_seed(seed if seed is not None else int.from_bytes(uuid.uuid4().bytes[:6], "big"))
+            rows = sample_rows(self.model, self.tokenizer, [prompt_ids] * n, temperature=temperature,
+                               max_tokens=budget, generator=generator, stop=stop)
+        return [(r.text, r.finish_reason, len(r.completion_ids)) for r in rows], len(prompt_ids)
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        convo = []
+        for m in messages:
+            content = m.get("content")
+            if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            if not isinstance(m.get("role"), str) or not isinstance(content, str):
+                raise RequestError(400, "each message needs a string 'role' and text 'content'")
+            convo.append({"role": m["role"], "content": content})
+        with self._lock:
+            self._refresh()
+            text = self.tokenizer.apply_chat_template(convo, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_text(self, text: str) -> list[int]:
+        with self._lock:
+            self._refresh()
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # -- HTTP ----------------------------------------------------------------------------------
+    def start(self, host: str, port: int) -> str:
+        self._httpd = _server_class(host)((host, port), _handler(self))
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self._httpd.server_address[1]}/v1"
+
+    def serve_forever(self) -> None:
+        assert self._httpd is not None
+        self._httpd.serve_forever(poll_interval=0.2)
+
+    def shutdown(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+
+def _server_class(host: str) -> type[ThreadingHTTPServer]:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class _Server(ThreadingHTTPServer):
+        address_family = family
+        daemon_threads = True
+
+    return _Server
+
+
+def _stop_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise RequestError(400, "'stop' must be a string or a list of strings")
+
+
+def _sampling(body: dict) -> dict[str, Any]:
+    n = body.get("n", 1)
+    temperature = body.get("temperature", 1.0)
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    seed = body.get("seed")
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
+        raise RequestError(400, "'n' must be an integer in 1..128")
+    if temperature is None:
+        temperature = 1.0
+    if not isinstance(temperature, int | float) or not 0 <= temperature <= 5:
+        raise RequestError(400, "'temperature' must be a number in 0..5")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise RequestError(400, "'max_tokens' must be a positive integer")
+    if seed is not None and not isinstance(seed, int):
+        raise RequestError(400, "'seed' must be an integer")
+    return dict(n=n, temperature=float(temperature), max_tokens=max_tokens,
+                seed=None if seed is None else seed % 2**63, stop=_stop_list(body.get("stop")))
+
+
+def _handler(server: LearnerServer) -> type[BaseHTTPRequestHandler]:
+    expected = f"Bearer {server.token}".encode() if server.token else None
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "zpd-serve"
+        sys_version = ""
+        protocol_version = "HTTP/1.1"
+
+        def _send(self, status: int, payload: dict) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _error(self, status: int, message: str, code: str) -> None:
+            kind = "authentication_error" if status == 401 else "invalid_request_error"
+            self._send(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+        def _authorized(self) -> bool:
+            if expected is None or hmac.compare_digest(self.headers.get("Authorization", "").encode(), expected):
+                return True
+            self._error(401, "missing or wrong bearer token", "invalid_api_key")
+            return False
+
+        def do_GET(self) -> None:  # noqa: N802
+            if not self._authorized():
+                return
+            path = self.path.split("?", 1)[0].rstrip("/")
+            if path == "/v1/models":
+                self._send(200, {"object": "list", "data": [_model_card(server)]})
+            elif path == f"/v1/models/{server.model_name}":
+                self._send(200, _model_card(server))
+            elif path in ("/health", "/healthz"):
+                self._send(200, {"status": "ok", "round": server.round})
+            else:
+                self._error(404, f"no route GET {path}", "not_found")
+
+        def do_POST(self) -> None:  # noqa: N802
+            if not self._authorized():
+                return
+            path = self.path.split("?", 1)[0].rstrip("/")
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY_BYTES:
+                    raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except ValueError:
+                    raise RequestError(400, "the request body is not JSON") from None
+                if not isinstance(body, dict):
+                    raise RequestError(400, "the request body must be a JSON object")
+                if path == "/v1/chat/completions":
+                    self._send(200, _chat(server, body))
+                elif path == "/v1/completions":
+                    self._send(200, _text(server, body))
+                else:
+                    raise RequestError(404, f"no route POST {path}", "not_found")
+            except RequestError as exc:
+                self._error(exc.status, str(exc), exc.code)
+            except Exception as exc:  # a bug must not kill the server thread silently
+                log.exception("request failed")
+                self._error(500, f"internal error: {type(exc).__name__}", "internal_error")
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            log.debug("%s %s", self.address_string(), format % args)
+
+    return Handler
+
+
+def _model_card(server: LearnerServer) -> dict:
+    return {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "zpd",
+            "zpd_round": server.round}
+
+
+def _check_common(server: LearnerServer, body: dict) -> None:
+    if body.get("stream"):
+        raise RequestError(400, "stream is not supported by zpd serve; send stream=false")
+    model = body.get("model")
+    if model != server.model_name:
+        raise RequestError(404, f"model {model!r} is not served here; use {server.model_name!r}", "model_not_found")
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _chat(server: LearnerServer, body: dict) -> dict:
+    _check_common(server, body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise RequestError(400, "'messages' must be a non-empty list of objects")
+    samples, prompt_tokens = server.complete(server.encode_chat(messages), **_sampling(body))
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+        "model": server.model_name,
+        "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
+                     "logprobs": None} for i, (text, reason, _) in enumerate(samples)],
+        "usage": _usage(prompt_tokens, sum(k for _, _, k in samples)),
+    }
+
+
+def _text(server: LearnerServer, body: dict) -> dict:
+    _check_common(server, body)
+    prompt = body.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise RequestError(400, "'prompt' must be a string or a non-empty list of strings")
+    params = _sampling(body)
+    choices, total_prompt, total_completion = [], 0, 0
+    for p in prompts:
+        samples, prompt_tokens = server.complete(server.encode_text(p), **params)
+        total_prompt += prompt_tokens
+        for text, reason, k in samples:
+            choices.append({"index": len(choices), "text": text, "finish_reason": reason, "logprobs": None})
+            total_completion += k
+    return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": server.model_name, "choices": choices, "usage": _usage(total_prompt, total_completion)}

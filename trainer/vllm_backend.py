@@ -1,0 +1,150 @@
+"""Generation with vLLM's offline engine in a child process.
+
+    gen = VllmGenerator(learner_dir, cfg.generation.vllm)   # starts the child; it loads the learner
+    gen.generate(["57+68"], n=4, temperature=0.7, max_tokens=24, seed=0)
+    gen.close()                                             # the child exits: the GPU memory is free
+
+A child process per learner because ``vllm.LLM`` has no public shutdown and GPU memory comes back
+reliably only when the process exits (reference/verl-vllm.md §6); the daemon closes its generators
+before TRAIN. Written against what vLLM 0.24 (verl's tested version, the ``vllm`` extra) and 0.33
+share: ``LLM(model=, tensor_parallel_size=, dtype=, seed=, gpu_memory_utilization=, max_model_len=,
+enforce_eager=)``, ``LLM.chat(conversations, SamplingParams)``, ``SamplingParams(n=, temperature=,
+top_p=, max_tokens=, seed=, stop=)`` and ``RequestOutput.outputs[i].text / .token_ids /
+.finish_reason``. ``max_tokens`` is always set: vLLM's default is 16.
+
+``vllm`` is imported only in the child (and only when this backend is used), so zpd installs and runs
+without it. ``llm_class`` / ``sampling_class`` ("module:Name") let a test run the same child with a test double.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import multiprocessing as mp
+import time
+from pathlib import Path
+from typing import Any
+
+from .generate import Completion
+from .generation import Generator, backend
+
+
+def sampling_params(sampling_cls: Any, *, n: int, temperature: float, max_tokens: int, seed: int,
+                    stop: list[str] | None) -> Any:
+    """Our request as vLLM ``SamplingParams`` (every field set explicitly; none left to vLLM's defaults)."""
+    return sampling_cls(n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=seed,
+                        stop=list(stop) if stop else None)
+
+
+def engine_kwargs(model: str, settings: Any, seed: int = 0) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(model=model, tensor_parallel_size=settings.tensor_parallel_size, dtype=settings.dtype,
+                                  seed=seed, gpu_memory_utilization=settings.gpu_memory_utilization,
+                                  enforce_eager=settings.enforce_eager)
+    if settings.max_model_len is not None:
+        kwargs["max_model_len"] = settings.max_model_len
+    return kwargs
+
+
+def run_generate(llm: Any, sampling_cls: Any, prompts: list[str], *, n: int, temperature: float, max_tokens: int,
+                 seed: int, stop: list[str] | None) -> list[list[Completion]]:
+    """One batched ``LLM.chat`` call; per prompt ``n`` Completions in vLLM's order."""
+    params = sampling_params(sampling_cls, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, stop=stop)
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    began = time.perf_counter()
+    outs = llm.chat(conversations, params, use_tqdm=False)
+    per_row = (time.perf_counter() - began) / max(1, len(prompts) * n)
+    results = []
+    for out in outs:
+        prompt_tokens = len(getattr(out, "prompt_token_ids", None) or [])
+        results.append([
+            Completion(o.text, len(o.token_ids), "length" if o.finish_reason == "length" else "stop", per_row,
+                       prompt_tokens)
+            for o in out.outputs
+        ])
+    return results
+
+
+def _load(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _child(conn: Any, llm_class: str, sampling_class: str, kwargs: dict[str, Any]) -> None:
+    """The child's loop: load once, then answer ("generate", args) messages until ("close",)."""
+    try:
+        llm = _load(llm_class)(**kwargs)
+        sampling_cls = _load(sampling_class)
+    except Exception as exc:  # report, then exit: the parent raises it
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        msg = conn.recv()
+        if msg[0] == "close":
+            return
+        try:
+            conn.send(("ok", run_generate(llm, sampling_cls, *msg[1], **msg[2])))
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class VllmGenerator:
+    """``Generator`` whose model lives in a child process running ``vllm.LLM`` (or ``llm_class``)."""
+
+    def __init__(self, model: str | Path, settings: Any, *, seed: int = 0, llm_class: str = "vllm:LLM",
+                 sampling_class: str = "vllm:SamplingParams") -> None:
+        ctx = mp.get_context("spawn")  # never fork a process that may hold CUDA state
+        self._conn, child_conn = ctx.Pipe()
+        self._proc = ctx.Process(target=_child, args=(child_conn, llm_class, sampling_class, engine_kwargs(str(model), settings, seed)),
+                                 name="zpd-vllm", daemon=True)
+        self._proc.start()
+        child_conn.close()
+        if not self._conn.poll(settings.start_timeout_seconds):
+            self.close()
+            raise RuntimeError(f"vllm child did not load {model} in {settings.start_timeout_seconds}s")
+        kind, detail = self._recv()
+        if kind != "ready":
+            self.close()
+            raise RuntimeError(f"vllm child could not load {model}: {detail}")
+
+    def _recv(self) -> tuple[str, Any]:
+        try:
+            return self._conn.recv()
+        except EOFError:
+            return "error", f"vllm child exited (code {self._proc.exitcode})"
+
+    def generate(self, prompts: list[str], *, n: int = 1, temperature: float = 0.0, max_tokens: int,
+                 seed: int = 0, stop: list[str] | None = None) -> list[list[Completion]]:
+        if not prompts:
+            return []
+        self._conn.send(("generate", (prompts,), dict(n=n, temperature=temperature, max_tokens=max_tokens,
+                                                      seed=seed, stop=stop)))
+        kind, detail = self._recv()
+        if kind != "ok":
+            # A dead engine is not a per-sample failure: the phase fails and is retried with a fresh child.
+            raise RuntimeError(f"vllm generation failed: {detail}")
+        return detail
+
+    def close(self) -> None:
+        proc = getattr(self, "_proc", None)
+        if proc is None:
+            return
+        self._proc = None
+        try:
+            if proc.is_alive():
+                self._conn.send(("close",))
+        except (BrokenPipeError, OSError):
+            pass
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=10)
+        self._conn.close()
+
+
+@backend("vllm")
+def _vllm(*, model: str | Path, settings: Any, device: str, batch_size: int) -> Generator:
+    # Checked without importing (the import initialises CUDA): fail here, in the parent, with a clear message.
+    if importlib.util.find_spec("vllm") is None:
+        raise RuntimeError("generation backend 'vllm' needs vLLM: pip install 'zpd[vllm]' (GPU machines)")
+    return VllmGenerator(model, settings)
