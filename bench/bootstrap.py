@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from zpd.configs.schema import ArithmeticConfig, BootstrapConfig, LearnerConfig
-from zpd.loop.domains.arithmetic import Arithmetic
 from zpd.loop.bootstrap import bootstrap_set
+from zpd.loop.domains.arithmetic import Arithmetic
 from zpd.trainer.generate import EmbeddedGenerator
 from zpd.trainer.model import create_learner, num_parameters
 from zpd.trainer.sft import SFTExample, train_sft
@@ -76,7 +76,7 @@ def accuracy(gen: EmbeddedGenerator, domain: Arithmetic, tasks_by_level, guided:
     for lvl, tasks in tasks_by_level.items():
         prompts = [domain.guided_prompt(t) if guided else t.prompt for t in tasks]
         comps = gen.generate(prompts, max_tokens=24)
-        out[lvl] = sum(domain.grade(t, c[0].text) for t, c in zip(tasks, comps)) / len(tasks)
+        out[lvl] = sum(domain.grade(t, c[0].text) for t, c in zip(tasks, comps, strict=True)) / len(tasks)
     return out
 
 
@@ -131,7 +131,7 @@ def run_variant(v: Variant, workdir: Path, seed: int = 0) -> dict:
                                 max_tokens=24, seed=rnd)
         calib_seconds = time.perf_counter() - began
         zpd = []
-        for t, s, g in zip(tasks, solo_c, guided_c):
+        for t, s, g in zip(tasks, solo_c, guided_c, strict=True):
             p_solo = sum(domain.grade(t, c.text) for c in s) / 4
             p_guided = sum(domain.grade(t, c.text) for c in g) / 3
             if p_solo <= 0.25 and p_guided >= 0.3:

@@ -146,8 +146,16 @@ class Daemon:
             set_meta(self.db, "config_json", to_json(self.cfg))
 
     def _open(self) -> None:
-        # Domains first: a bad task file is bad input (exit 2) and must not leave a state directory behind.
+        # Domains and the trainer's preflight first: a bad task file (exit 2) or a verl backend that cannot
+        # run here (exit 1, saying what to install or where to run) must not leave a state directory behind.
         domains = build_domains(self.cfg.domains)
+        if self.cfg.train.backend.startswith("verl"):
+            from zpd.trainer.verl import VerlUnavailable, preflight
+
+            try:
+                preflight(self.cfg)
+            except VerlUnavailable as exc:
+                raise StartError(EXIT_FAILED, f"train.backend={self.cfg.train.backend}: {exc}") from None
         try:
             self._check_dir()
             self.lock.acquire()
@@ -171,13 +179,6 @@ class Daemon:
         if fixed:
             self.log.info("reconciled rounds committed on disk", extra={"rounds": fixed})
         self._check_config()
-        if self.cfg.train.backend.startswith("verl"):
-            from zpd.trainer.verl import VerlUnavailable, preflight
-
-            try:
-                preflight(self.cfg)
-            except VerlUnavailable as exc:
-                raise StartError(EXIT_FAILED, f"train.backend={self.cfg.train.backend}: {exc}") from None
         self.metrics = DaemonMetrics(sorted(domains), zpd.__version__)
         url = None
         if self.cfg.metrics.enabled:
@@ -272,11 +273,12 @@ class Daemon:
         return None
 
     def _disk_ok(self) -> bool:
+        free = shutil.disk_usage(self.state_dir).free
+        self.metrics.set_disk_free(free)
         last = last_committed(self.db)
         if last is None or not round_dir(self.state_dir, last).is_dir():
             return True
         need = self.cfg.storage.min_free_ratio * dir_bytes(round_dir(self.state_dir, last))
-        free = shutil.disk_usage(self.state_dir).free
         if free < need:
             self.log.error("not enough free disk for another round; stopping cleanly",
                            extra={"free_bytes": free, "needed_bytes": int(need)})

@@ -19,11 +19,10 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
-from .atomic import atomic_write_text, fsync_dir, fsync_file, fsync_tree
+from .atomic import atomic_path, atomic_write_text, fsync_dir, fsync_file, fsync_tree
 from .rounds import COMPLETE, round_dir, round_name, rounds_dir, sha256_file, verify_round
 
 ARCHIVE_FORMAT = 1
@@ -48,24 +47,13 @@ def write_snapshot(state_dir: Path, round_n: int, out: Path, version: str) -> di
              "created_at": time.time(), "files": files}
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with tarfile.open(fileobj=fh, mode="w") as tar:
-                data = json.dumps(index, indent=2).encode()
-                info = tarfile.TarInfo(INDEX)
-                info.size, info.mtime = len(data), int(time.time())
-                tar.addfile(info, io.BytesIO(data))
-                for rel in files:
-                    tar.add(src / rel.split("/", 1)[1], arcname=rel, recursive=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(out.parent)
+    with atomic_path(out) as tmp, tarfile.open(tmp, mode="w") as tar:
+        data = json.dumps(index, indent=2).encode()
+        info = tarfile.TarInfo(INDEX)
+        info.size, info.mtime = len(data), int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+        for rel in files:
+            tar.add(src / rel.split("/", 1)[1], arcname=rel, recursive=False)
     return index
 
 

@@ -9,14 +9,12 @@ atomically: a reader never sees half of it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
-from .atomic import fsync_dir
+from .atomic import atomic_path
 
 WHAT = ("train", "exam", "pretrain", "review")
 FORMATS = ("parquet", "jsonl")
@@ -62,28 +60,15 @@ def rows_for(db: Database, round_n: int, what: str) -> list[dict[str, Any]]:
 def write_rows(rows: list[dict[str, Any]], fmt: str, out: Path) -> None:
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}")
+    with atomic_path(out) as tmp:
         if fmt == "jsonl":
             with open(tmp, "w", encoding="utf-8") as fh:
                 for row in rows:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-        elif fmt == "parquet":
+        else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pylist(rows) if rows else pa.table({})
-            pq.write_table(table, tmp)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        else:
-            raise ValueError(f"--format must be one of {', '.join(FORMATS)}")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(out.parent)
+            pq.write_table(pa.Table.from_pylist(rows) if rows else pa.table({}), tmp)

@@ -64,3 +64,12 @@ def query(state_dir: Path, sql: str, params: tuple = ()) -> list[tuple]:
     finally:
         conn.close()
 
+
+def trainer_children(pid: int) -> list:
+    """The training child processes (``python -m zpd.trainer.job``) below a daemon's pid."""
+    import psutil
+
+    try:
+        return [c for c in psutil.Process(pid).children(recursive=True) if "zpd.trainer.job" in " ".join(c.cmdline())]
+    except psutil.Error:
+        return []

@@ -12,8 +12,7 @@ import sqlite3
 import urllib.request
 from pathlib import Path
 
-import psutil
-from harness import SMOKE, query, run_zpd, spawn_zpd, wait_for
+from harness import SMOKE, query, run_zpd, spawn_zpd, trainer_children, wait_for
 
 from zpd.configs.load import load_config
 from zpd.store.rounds import committed_on_disk, read_latest
@@ -27,7 +26,7 @@ def failures(url: str | None, component: str = "trainer") -> float:
             text = resp.read().decode()
     except OSError:
         return 0.0
-    m = re.search(r'^zpd_failures_total\{component="%s"\} (\S+)$' % component, text, re.M)
+    m = re.search(rf'^zpd_failures_total\{{component="{component}"\}} (\S+)$', text, re.M)
     return float(m.group(1)) if m else 0.0
 
 
@@ -40,12 +39,6 @@ def metrics_url(state: Path) -> str | None:
         return None
     return rows[0][0] if rows else None
 
-
-def trainer_children(pid: int) -> list[psutil.Process]:
-    try:
-        return [c for c in psutil.Process(pid).children(recursive=True) if "zpd.trainer.job" in " ".join(c.cmdline())]
-    except psutil.Error:
-        return []
 
 
 def corrupt_learner(path: Path) -> Path:

@@ -30,7 +30,7 @@ def test_sigkill_at_phases_and_at_random_then_the_run_finishes(tmp_path: Path) -
         if target == "random":
             time.sleep(6.0)
         else:
-            wait_for(lambda t=target: soak.live_phase(state) == t or proc.poll() is not None, 300, 0.005,
+            wait_for(lambda t=target, p=proc: soak.live_phase(state) == t or p.poll() is not None, 300, 0.005,
                      what=f"phase {target}")
         assert proc.poll() is None, f"the daemon finished before the {target} kill"
         phase = soak.live_phase(state)

@@ -3,9 +3,8 @@ tmpfs inside a private mount namespace (``unshare -m``; everything runs as root 
 nothing). ``tests/data/storage_fault.sh`` mounts it, copies in a state directory with committed rounds,
 fills or remounts it, runs ``zpd start`` and then ``zpd status`` and ``verify_round`` inside the namespace.
 
-What holds today: the daemon stops (non-zero) without committing anything new, and every committed round
-stays intact (``verify_round``). What does not yet (strict xfails, see the report on issue 8): a one-line
-error instead of a traceback, ``zpd status`` on a read-only directory, the failure counted as ``store``.
+The daemon stops (non-zero) with one error line and no traceback, without committing anything new; every
+committed round stays intact (``verify_round``); ``zpd status`` still reads a read-only directory.
 """
 
 from __future__ import annotations
@@ -80,20 +79,16 @@ def test_read_only_filesystem_stops_the_daemon_and_keeps_committed_rounds(commit
     intact(res)
 
 
-@pytest.mark.xfail(strict=True, reason="daemon.py: an OSError from the lock (EROFS) escapes as a traceback")
 def test_read_only_filesystem_error_is_one_line(committed_state: Path, tmp_path: Path) -> None:
     res = run_fault(committed_state, tmp_path, "64m", "ro")
     assert len(res["stderr"].strip().splitlines()) == 1 and "Read-only" in res["stderr"]
 
 
-@pytest.mark.xfail(strict=True, reason="store/db.py: open_readonly cannot create the WAL -shm on a read-only fs")
 def test_status_reads_a_read_only_state_dir(committed_state: Path, tmp_path: Path) -> None:
     res = run_fault(committed_state, tmp_path, "64m", "ro")
     assert res["status_rc"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="daemon.py: ENOSPC in a DB write is counted as the phase's component and "
-                                       "the shutdown's own DB writes raise a traceback")
 def test_full_filesystem_error_is_one_line(committed_state: Path, tmp_path: Path) -> None:
     res = run_fault(committed_state, tmp_path, "4m", "full:300", "storage.min_free_ratio=0")
     assert res["rc"] == 1 and "Traceback" not in res["stderr"]

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import psutil
-from harness import SMOKE, query, run_zpd, spawn_zpd, status, wait_for
+from harness import SMOKE, query, run_zpd, spawn_zpd, status, trainer_children, wait_for
 
 from zpd.store.rounds import committed_on_disk, round_dir, verify_round
 
@@ -26,12 +26,6 @@ def phase_of(state: Path, round_n: int) -> str | None:
     rows = query(state, "SELECT phase FROM rounds WHERE id = ?", (round_n,))
     return rows[0][0] if rows else None
 
-
-def trainer_children(pid: int) -> list[psutil.Process]:
-    try:
-        return [c for c in psutil.Process(pid).children(recursive=True) if "zpd.trainer.job" in " ".join(c.cmdline())]
-    except psutil.Error:
-        return []
 
 
 def test_sigkill_in_calibrate_and_in_train_then_resume(tmp_path: Path, round0_archive: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from promtools import Prometheus, http_get, promtool
+
 from zpd.loop.metrics import (
     COMPONENTS,
     CONTRACT,

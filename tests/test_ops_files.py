@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from promtools import Prometheus, http_get, promtool
+
 from zpd.loop import notify
 from zpd.loop.metrics import CONTRACT, DaemonMetrics
 

@@ -67,3 +67,17 @@ def test_shipped_verl_configs_load(name: str):
 
     cfg = load_config(SHIPPED_DIR / name, [])
     assert cfg.train.backend == name.removesuffix(".toml") and cfg.verl.learning_rate is not None
+
+
+def test_zpd_start_with_a_verl_backend_fails_fast_here_and_creates_nothing(tmp_path: Path):
+    """No GPU on this machine (and in the main venv no verl): `zpd start` refuses before the first
+    round with one line that says what to install or where to run, and writes nothing."""
+    from harness import ROOT, run_zpd
+
+    state = tmp_path / "state"
+    out = run_zpd("start", "--config", str(ROOT / "configs" / "verl-sft.toml"), "--state-dir", str(state),
+                  "--rounds", "1", timeout=240)
+    assert out.returncode == 1
+    assert "verl-sft" in out.stderr and ("pip install" in out.stderr or "GPU" in out.stderr)
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not state.exists()

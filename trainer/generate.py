@@ -110,7 +110,7 @@ def sample_rows(
                     break
         if all(f is not None for f in finish) or step == max_tokens - 1:
             break
-        feed = torch.tensor([pad_id if f is not None else g[-1] for f, g in zip(finish, generated)])
+        feed = torch.tensor([pad_id if f is not None else g[-1] for f, g in zip(finish, generated, strict=True)])
         mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
         out = model(input_ids=feed.view(rows, 1).to(device), attention_mask=mask, position_ids=next_pos,
                     past_key_values=out.past_key_values, use_cache=True)
@@ -118,7 +118,7 @@ def sample_rows(
         next_pos = next_pos + 1
     return [
         SampledRow(p, g, t, f or "length")  # type: ignore[arg-type]
-        for p, g, t, f in zip(prompt_ids, generated, texts, finish)
+        for p, g, t, f in zip(prompt_ids, generated, texts, finish, strict=True)
     ]
 
 
@@ -166,7 +166,7 @@ class EmbeddedGenerator:
                                   temperature=temperature, max_tokens=max_tokens,
                                   generator=generator, stop=stop)
             per_row = (time.perf_counter() - began) / len(chunk)
-            for r, s in zip(chunk, sampled):
+            for r, s in zip(chunk, sampled, strict=True):
                 done[r] = Completion(s.text, len(s.completion_ids), s.finish_reason, per_row, len(s.prompt_ids))
         for r in range(len(rows)):
             results[rows[r][0]].append(done[r])
