@@ -434,7 +434,7 @@ class TrainConfig(Strict):
 
 
 class MeasureConfig(Strict):
-    promotion_tolerance: float = Field(0.05, ge=0, le=1)
+    promotion_tolerance: float = Field(0.02, ge=0, le=1)
     """A new learner whose eval accuracy drops by more than this is kept in its round but not made current."""
 
     max_tokens: int = Field(24, ge=1, le=65536)

@@ -83,18 +83,26 @@ def run(ctx: RunContext, round_n: int) -> None:
             )
             rng.shuffle(parents)
             num_derived = min(len(parents), round(cfg.num_candidates * cfg.escalate_fraction))
-            count, tries = 0, 0
+            count = 0
+            # 1. Escalate or simplify last round's tasks, a few tries per parent (a derived task may be a
+            #    duplicate: a one-digit task simplified lands among the few one-digit tasks there are).
+            for parent in parents:
+                if count >= num_derived:
+                    break
+                parent_task = ctx.task_from_row(parent)
+                derive = domain.escalate if parent["fate"] == "mastered" else domain.simplify
+                for _ in range(3):
+                    if ctx.insert_task(derive(parent_task, rng), round_n=round_n, fate="pending",
+                                       parent_id=parent["id"]) is not None:
+                        count += 1
+                        break
+                    duplicates += 1
+            # 2. Fresh candidates in the band around the frontier.
+            tries = 0
             while count < cfg.num_candidates and tries < cfg.num_candidates * cfg.max_tries_factor:
                 tries += 1
-                parent_id = None
-                if count < num_derived and parents:
-                    parent = parents[count % len(parents)]
-                    parent_task = ctx.task_from_row(parent)
-                    fn = domain.escalate if parent["fate"] == "mastered" else domain.simplify
-                    task, parent_id = fn(parent_task, rng), parent["id"]
-                else:
-                    task = domain.make_task(rng.uniform(lo, hi), rng)
-                if ctx.insert_task(task, round_n=round_n, fate="pending", parent_id=parent_id) is None:
+                if ctx.insert_task(domain.make_task(rng.uniform(lo, hi), rng), round_n=round_n,
+                                   fate="pending") is None:
                     duplicates += 1
                     continue
                 count += 1

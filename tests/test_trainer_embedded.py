@@ -77,17 +77,18 @@ def test_generation_respects_n_max_tokens_stop_and_seed(tiny: Path) -> None:
 def test_sft_lowers_loss_and_model_answers_a_memorised_prompt(tmp_path: Path) -> None:
     # hidden 32 plateaus on these four (it cannot tell the prompts apart 13 template tokens later).
     create_learner(tmp_path / "small", TINY.model_copy(update={"hidden_size": 64, "intermediate_size": 128}), 0)
+    EPOCHS = 80  # noqa: N806  (40 left "2+3" unlearnt with the llama default, one batch a step)
     examples = [SFTExample("2+3", "5"), SFTExample("4+4", "8"), SFTExample("7+1", "8"), SFTExample("6+3", "9")]
     steps: list[tuple[int, int, float, int]] = []
-    result = train_sft(tmp_path / "small", examples, tmp_path / "out", epochs=40, batch_size=4, learning_rate=1e-2,
+    result = train_sft(tmp_path / "small", examples, tmp_path / "out", epochs=EPOCHS, batch_size=4, learning_rate=1e-2,
                        seed=0, on_step=lambda *a: steps.append(a))
-    assert result.num_steps == 40 == len(steps) == len(result.loss_history)
+    assert result.num_steps == EPOCHS == len(steps) == len(result.loss_history)
     assert result.loss < 0.1 * result.loss_history[0]
-    assert steps[-1][0] == steps[-1][1] == 40 and steps[-1][3] == result.num_tokens
-    # 4 examples x 40 epochs, each the chat prompt around "d+d" plus 1 answer token and the eos.
+    assert steps[-1][0] == steps[-1][1] == EPOCHS and steps[-1][3] == result.num_tokens
+    # 4 examples x EPOCHS epochs, each the chat prompt around "d+d" plus 1 answer token and the eos.
     tok = build_char_tokenizer()
     prompt_tokens = len(tok(user_prompt_text(tok, "2+3"), add_special_tokens=False)["input_ids"])
-    assert result.num_tokens == 4 * 40 * (prompt_tokens + 2)
+    assert result.num_tokens == 4 * EPOCHS * (prompt_tokens + 2)
     answers = EmbeddedGenerator(tmp_path / "out").generate([e.prompt for e in examples], max_tokens=4)
     assert [a[0].text for a in answers] == [e.response for e in examples]
     assert all(a[0].finish_reason == "stop" for a in answers)
