@@ -155,7 +155,7 @@ class DatasetConfig(Strict):
 
     grader: Literal["exact", "numeric", "math-verify", "llm-judge"] = "exact"
     """How answers are graded: exact (normalised text), numeric (the last number, within the tolerances),
-    math-verify or llm-judge (not available yet: refused)."""
+    math-verify (symbolic, with a time limit) or llm-judge (not available yet: refused)."""
 
     tolerance: float = Field(1e-6, ge=0)
     """numeric: absolute tolerance."""
@@ -206,9 +206,10 @@ class DatasetConfig(Strict):
             raise ValueError(f"domains.dataset.path: {self.path} is not a directory (format 'hf')")
         if self.format in ("jsonl", "csv", "parquet") and self.path.is_dir():
             raise ValueError(f"domains.dataset.path: {self.path} is a directory (format {self.format!r})")
-        # Remove once the grader is registered in loop/domains/dataset_grading.py.
-        if self.grader in ("math-verify", "llm-judge"):
-            raise ValueError(f"domains.dataset.grader: {self.grader!r} is not available yet; use 'exact' or 'numeric'")
+        # Remove once the judge is wired into loop/domains/dataset_grading.py.
+        if self.grader == "llm-judge":
+            raise ValueError("domains.dataset.grader: 'llm-judge' is not available for the dataset domain yet; "
+                             "use 'exact', 'numeric' or 'math-verify'")
         fields = [f for f in (self.question_field, self.answer_field, self.solution_field, self.difficulty_field,
                               self.category_field) if f is not None]
         if len(set(fields)) != len(fields):

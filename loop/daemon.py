@@ -106,13 +106,18 @@ class Daemon:
             from zpd.store.db import open_readonly
 
             try:
-                seeded = get_meta(open_readonly(db_path), "seeded_from")
-            except StoreError:
-                seeded = None
-            if seeded:
-                return  # this directory was seeded before: resume it
-            raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty; "
-                                         "give an empty state directory (or drop --from-snapshot to resume it)")
+                db = open_readonly(db_path)
+                seeded = json.loads(get_meta(db, "seeded_from") or "null")
+                db.conn.close()
+                index = read_index(self.from_snapshot)
+            except (StoreError, SnapshotError, ValueError):
+                seeded, index = None, None
+            if seeded and index and (seeded.get("round"), seeded.get("created_at")) == (
+                    index.get("round"), index.get("created_at")):
+                return  # this archive seeded this directory before: resume it
+            raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty and was not seeded by "
+                                         f"{self.from_snapshot}; give an empty state directory (or drop "
+                                         "--from-snapshot to resume it)")
         others = sorted(p.name for p in self.state_dir.iterdir() if p.name not in _ALLOWED_IN_FRESH_DIR)
         if others:
             raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty (found {others[0]})")

@@ -45,6 +45,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(log_dir: Path | None, level: str = "INFO", max_bytes: int = 10_000_000, backups: int = 5) -> logging.Logger:
+    # A daemon must not print tracebacks to stderr when a log write fails (a full disk): the stdout
+    # handler still carries every record, and the stop itself is reported in one line.
+    logging.raiseExceptions = False
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
     logger.setLevel(level)

@@ -22,6 +22,7 @@ Tables
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -193,7 +194,11 @@ def is_storage_full(exc: BaseException) -> bool:
 
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
         return True
-    return isinstance(exc, sqlite3.OperationalError) and any(m in str(exc).lower() for m in _IO_MESSAGES[:3])
+    if isinstance(exc, sqlite3.OperationalError) and any(m in str(exc).lower() for m in _IO_MESSAGES[:3]):
+        return True
+    # A child (the trainer) that could not write its output reports it in its message.
+    text = str(exc)
+    return any(m in text for m in (os.strerror(errno.ENOSPC), os.strerror(errno.EROFS), os.strerror(errno.EDQUOT)))
 
 
 def _check_identity(db: Database, path: Path) -> None:

@@ -116,3 +116,15 @@ def test_help_is_fast_and_lists_commands() -> None:
                             "c.build_parser()\nprint('torch' in sys.modules, 'transformers' in sys.modules)"],
                            capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() == "False False"
+
+
+def test_folders_install_as_subpackages_of_zpd_only(tmp_path: Path) -> None:
+    """trainer, store, configs and loop are names taken on PyPI: ours are importable only as zpd.*."""
+    import subprocess
+    import sys
+
+    code = ("import importlib.util as u, zpd.trainer, zpd.store, zpd.configs, zpd.loop\n"
+            "print([n for n in ('trainer', 'store', 'configs', 'loop') if u.find_spec(n) is not None])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

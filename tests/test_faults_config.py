@@ -84,7 +84,7 @@ CASES: list[tuple[str, dict, str]] = [
     ("teacher-without-model", {"toml": '[teacher]\nbase_url = "http://127.0.0.1:1/v1"\n'}, "teacher.model"),
     ("dataset-no-path", {"toml": "[domains.dataset]\nenabled = true\n"}, "domains.dataset.path"),
     ("dataset-missing-file", {"toml": f'[domains.dataset]\nenabled = true\npath = "{MISSING}.jsonl"\n'}, "domains.dataset.path"),
-    ("dataset-math-verify", {"toml": '[domains.dataset]\nenabled = true\npath = "data/../smoke.toml"\nformat = "jsonl"\ngrader = "math-verify"\n'}, "domains.dataset.grader"),
+    ("dataset-llm-judge", {"toml": '[domains.dataset]\nenabled = true\npath = "data/../smoke.toml"\nformat = "jsonl"\ngrader = "llm-judge"\n'}, "domains.dataset.grader"),
     ("dataset-unknown-grader", {"toml": '[domains.dataset]\nenabled = true\npath = "smoke.toml"\ngrader = "fuzzy"\n'}, "domains.dataset.grader"),
     ("dataset-hf-on-file", {"toml": '[domains.dataset]\nenabled = true\npath = "smoke.toml"\nformat = "hf"\n'}, "domains.dataset.path"),
     ("dataset-same-fields", {"toml": '[domains.dataset]\nenabled = true\npath = "smoke.toml"\nanswer_field = "question"\n'}, "domains.dataset"),

@@ -18,9 +18,11 @@ soak = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(soak)
 
 
-def test_sigkill_at_phases_and_at_random_then_the_run_finishes(tmp_path: Path) -> None:
+def test_sigkill_at_phases_and_at_random_then_the_run_finishes(tmp_path: Path, round0_archive: Path) -> None:
     state = tmp_path / "state"
-    args = ["start", "--config", str(soak.SMOKE), "--state-dir", str(state), "--rounds", "1"]
+    # Two rounds: after the kills in round 1 there is still a round 2 for the random kill to land in.
+    args = ["start", "--config", str(soak.SMOKE), "--state-dir", str(state), "--rounds", "2",
+            "--from-snapshot", str(round0_archive)]
     for s in soak.SOAK_SETS:
         args += ["--set", s]
     seen: dict[int, tuple] = {}
@@ -28,7 +30,7 @@ def test_sigkill_at_phases_and_at_random_then_the_run_finishes(tmp_path: Path) -
     for i, target in enumerate(["calibrate", "train", "snapshot", "random"]):
         proc = spawn_zpd(*args, log=tmp_path / f"{i}.log")
         if target == "random":
-            time.sleep(6.0)
+            time.sleep(3.0)
         else:
             wait_for(lambda t=target, p=proc: soak.live_phase(state) == t or p.poll() is not None, 300, 0.005,
                      what=f"phase {target}")
@@ -42,4 +44,4 @@ def test_sigkill_at_phases_and_at_random_then_the_run_finishes(tmp_path: Path) -
     proc = spawn_zpd(*args, log=tmp_path / "final.log")
     assert proc.wait(timeout=400) == 0, (tmp_path / "final.log").read_text()[-3000:]
     assert soak.check_state(state, seen) == []
-    assert sorted(seen) == [0, 1] and status(state)["last_committed_round"] == 1
+    assert sorted(seen) == [0, 1, 2] and status(state)["last_committed_round"] == 2

@@ -358,7 +358,8 @@ def test_spending_cap_pauses_the_teacher(round0: Path, tmp_path: Path) -> None:
     # $1 per output token, 2 samples x 8 tokens: a task's worst case is $16; the cap lets 2 tasks through.
     out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "1",
                   "--set", "teacher.backend=embedded", "--set", f'teacher.model="{teacher}"',
-                  "--set", "teacher.price_output_usd_per_mtok=1000000", "--set", "teacher.max_cost_usd=40")
+                  "--set", "teacher.price_output_usd_per_mtok=1000000", "--set", "teacher.max_cost_usd=40",
+                  "--set", "teacher.max_tokens=8")
     assert out.returncode == 0, out.stdout[-3000:]
     s = status(state)
     t = s["teacher"]
@@ -374,6 +375,7 @@ def test_spending_cap_pauses_the_teacher(round0: Path, tmp_path: Path) -> None:
     # The next round still pauses (the cap has not moved) and never spends past it.
     out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "2",
                   "--set", "teacher.backend=embedded", "--set", f'teacher.model="{teacher}"',
-                  "--set", "teacher.price_output_usd_per_mtok=1000000", "--set", "teacher.max_cost_usd=40")
+                  "--set", "teacher.price_output_usd_per_mtok=1000000", "--set", "teacher.max_cost_usd=40",
+                  "--set", "teacher.max_tokens=8")
     assert out.returncode == 0, out.stdout[-3000:]
     assert status(state)["teacher"]["spent_usd"] <= 40 and status(state)["teacher"]["paused"]

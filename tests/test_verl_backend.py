@@ -122,7 +122,7 @@ def test_sft_parquet_loads_with_multiturn_dataset(tmp_path: Path, learner: Path)
     from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
     path = verl_data.write_sft_parquet(ROWS, tmp_path / "train.parquet")
-    tok = hf_tokenizer(str(stage_tokenizer(learner, tmp_path / "tok")))  # what verl's model config loads
+    tok = hf_tokenizer(str(stage_tokenizer(learner, tmp_path / "tok") or learner))  # what verl's model config loads
     ds = MultiTurnSFTDataset(str(path), tok, OmegaConf.create({"max_length": 64, "pad_mode": "no_padding",
                                                                "truncation": "error"}))
     assert len(ds) == len(ROWS)
@@ -140,7 +140,7 @@ def test_rl_parquet_loads_with_rlhf_dataset(tmp_path: Path, learner: Path):
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
     path = verl_data.write_rl_parquet(ROWS, tmp_path / "rl.parquet")
-    tok = hf_tokenizer(str(stage_tokenizer(learner, tmp_path / "tok")))
+    tok = hf_tokenizer(str(stage_tokenizer(learner, tmp_path / "tok") or learner))
     ds = RLHFDataset(str(path), tok, OmegaConf.create({"prompt_key": "prompt", "max_prompt_length": 32,
                                                        "filter_overlong_prompts": False, "truncation": "error"}))
     assert len(ds) == len(ROWS)

@@ -7,9 +7,10 @@ the store or from a trainer's JSONL row grades the same way as when it was made.
 
 Built in: ``exact`` (whitespace-collapsed, case-insensitive unless ``case_sensitive``, a trailing
 period ignored) and ``numeric`` (the last number in the answer, within ``tolerance`` +
-``rel_tolerance`` x |reference|). ``math-verify`` and ``llm-judge`` are named in the config schema
-and refused there until registered: plugging one in is a ``@register_grader("math-verify")``
-function here plus removing the refusal in ``DatasetConfig._check`` (configs/schema.py).
+``rel_tolerance`` x |reference|) and ``math-verify`` (symbolic equivalence through the math-verify
+library, in a killable worker process with a time limit: it is known to hang on some inputs; a
+timeout grades as wrong and is logged). ``llm-judge`` is named in the config schema and refused
+there until it is wired in (it needs the [judge] endpoint).
 """
 
 from __future__ import annotations
@@ -73,6 +74,19 @@ def grade_numeric(answer: str, given: str, settings: dict[str, Any]) -> bool:
         return False
     tol = float(settings.get("tolerance", 1e-6)) + float(settings.get("rel_tolerance", 0.0)) * abs(ref)
     return abs(got - ref) <= tol
+
+
+_MATH: Any = None
+
+
+@register_grader("math-verify")
+def grade_math_verify(answer: str, given: str, settings: dict[str, Any]) -> bool:
+    global _MATH
+    from .math_grader import MathVerifyGrader
+
+    if _MATH is None:
+        _MATH = MathVerifyGrader(timeout_seconds=float(settings.get("math_timeout_seconds", 5.0)))
+    return _MATH.grade(answer, given).correct
 
 
 def get_grader(name: str) -> Grader:

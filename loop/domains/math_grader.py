@@ -80,7 +80,7 @@ class MathVerifyGrader:
         self.num_checks += 1
         try:
             kind, value = self._conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             self.close()
             return Grade(False, GRADER_NAME, "math-verify worker died")
         if kind != "ok":
