@@ -9,6 +9,7 @@ as a tree) and exits 0. A second signal aborts at once.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -365,7 +366,12 @@ class Daemon:
                 committed = self._run_with_retries(n)
             except StorageFull as exc:
                 self.metrics.round_finished("aborted")
-                print(f"zpd start: storage full or read-only, stopped cleanly at round {n}: {exc}",
+                text = str(exc)
+                reason = next((m for m in ("database or disk is full", os.strerror(errno.ENOSPC),
+                                           os.strerror(errno.EROFS), os.strerror(errno.EDQUOT)) if m in text), "")
+                # One line: a trainer's failure carries its log tail; the reason and the first line suffice.
+                print(f"zpd start: storage full or read-only ({reason or 'disk error'}); stopped cleanly at round "
+                      f"{n}, the last committed round is intact: {text.splitlines()[0] if text else ''}",
                       file=sys.stderr)
                 return EXIT_FAILED
             except Stopped:

@@ -93,3 +93,4 @@ def test_status_reads_a_read_only_state_dir(committed_state: Path, tmp_path: Pat
 def test_full_filesystem_error_is_one_line(committed_state: Path, tmp_path: Path) -> None:
     res = run_fault(committed_state, tmp_path, "4m", "full:300", "storage.min_free_ratio=0")
     assert res["rc"] == 1 and "Traceback" not in res["stderr"]
+    assert len(res["stderr"].strip().splitlines()) == 1, res["stderr"]
