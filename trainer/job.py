@@ -199,31 +199,23 @@ def _pump(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def run_job(
-    job: TrainJob,
-    *,
-    timeout_seconds: float,
-    on_progress: Callable[[dict], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    log_tail_lines: int = 50,
-) -> TrainResult:
-    """Run ``job`` in a child process and return its result.
+def supervise(argv: list[str], *, what: str, timeout_seconds: float, on_line: Callable[[str], None],
+              tail: collections.deque, should_stop: Callable[[], bool] | None = None,
+              cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Run ``argv`` to its end as a child that leads its own session and dies with the daemon, feeding
+    every output line to ``on_line``. Returns the finished process (check ``returncode``).
 
-    Raises TrainJobFailed (non-zero exit, missing result, timeout) or TrainJobStopped (should_stop).
-    In every outcome, exceptions from the callbacks included, the child tree is gone on return.
-    """
-    result_path = Path(job.result_path)
-    result_path.parent.mkdir(parents=True, exist_ok=True)
-    result_path.unlink(missing_ok=True)
-    job_path = result_path.with_name(result_path.name + ".job.json")
-    _atomic_write_text(job_path, json.dumps(asdict(job)))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zpd.trainer.job", str(job_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
-        preexec_fn=_die_with_parent,
-    )
-    tail: collections.deque[str] = collections.deque(maxlen=log_tail_lines)
+    Raises TrainJobStopped when ``should_stop()``, TrainJobFailed on a timeout or when it cannot start
+    (with ``tail``, which ``on_line`` fills, as the log tail). In every outcome, exceptions from the
+    callbacks included, the child tree is gone on return."""
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=dict(os.environ, **(env or {}), PYTHONUNBUFFERED="1"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+    except OSError as exc:
+        raise TrainJobFailed(f"{what} could not be started ({argv[0]}): {exc}") from None
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
     reader.start()
@@ -231,7 +223,7 @@ def run_job(
     finished = False
     try:
         eof = False
-        while True:
+        while not (eof and proc.poll() is not None):
             try:
                 line = lines.get(timeout=POLL_SECONDS)
             except queue.Empty:
@@ -239,18 +231,11 @@ def run_job(
             if line is None:
                 eof = True
             elif line:
-                event = _parse_event(line)
-                if event is None:
-                    tail.append(line)
-                elif on_progress is not None:
-                    on_progress(event)
-            if eof and proc.poll() is not None:
-                break
+                on_line(line)
             if should_stop is not None and should_stop():
                 raise TrainJobStopped(pid=proc.pid)
             if time.monotonic() > deadline:
-                raise TrainJobFailed(f"training timed out after {timeout_seconds:g} s", "\n".join(tail),
-                                     proc.pid)
+                raise TrainJobFailed(f"{what} timed out after {timeout_seconds:g} s", "\n".join(tail), proc.pid)
         finished = True
     finally:
         if not finished:
@@ -259,6 +244,37 @@ def run_job(
         reader.join(timeout=1.0)
         if proc.stdout is not None:
             proc.stdout.close()
+    return proc
+
+
+def run_job(
+    job: TrainJob,
+    *,
+    timeout_seconds: float,
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    log_tail_lines: int = 50,
+) -> TrainResult:
+    """Run ``job`` in a child process (``supervise``) and return its result.
+
+    Raises TrainJobFailed (non-zero exit, missing result, timeout) or TrainJobStopped (should_stop).
+    """
+    result_path = Path(job.result_path)
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    result_path.unlink(missing_ok=True)
+    job_path = result_path.with_name(result_path.name + ".job.json")
+    _atomic_write_text(job_path, json.dumps(asdict(job)))
+    tail: collections.deque[str] = collections.deque(maxlen=log_tail_lines)
+
+    def on_line(line: str) -> None:
+        event = _parse_event(line)
+        if event is None:
+            tail.append(line)
+        elif on_progress is not None:
+            on_progress(event)
+
+    proc = supervise([sys.executable, "-m", "zpd.trainer.job", str(job_path)], what="training",
+                     timeout_seconds=timeout_seconds, on_line=on_line, tail=tail, should_stop=should_stop)
     if proc.returncode != 0:
         raise TrainJobFailed(f"training exited with status {proc.returncode}", "\n".join(tail), proc.pid)
     if not result_path.exists():
