@@ -8,6 +8,7 @@ so ``zpd --help`` and ``zpd status`` answer at once.
     zpd export  --state-dir DIR --round N --what {train,exam,pretrain,review} --format {parquet,jsonl} --out PATH
     zpd serve   --state-dir DIR [--round N] [--host 127.0.0.1] [--port P]
     zpd review  --state-dir DIR --import FILE
+    zpd report  --state-dir DIR --out DIR
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or config, 3 state directory busy,
 4 state directory corrupt, foreign or newer.
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", required=True, type=Path)
     p.add_argument("--import", dest="import_file", required=True, type=Path, metavar="FILE",
                    help="JSONL (or parquet) rows: task_id, verdict keep|drop, answer (keep), note")
+
+    p = sub.add_parser("report", help="plots and tables of a run: PNGs, report.md, report.json (read-only)")
+    p.add_argument("--state-dir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="directory to write into (created if absent)")
 
     p = sub.add_parser("serve", help="an OpenAI-compatible endpoint for a committed round's learner (read-only)")
     p.add_argument("--state-dir", required=True, type=Path)
@@ -209,9 +214,21 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from zpd.loop.report import ReportError, report
+
+    try:
+        written = report(args.state_dir, args.out)
+    except ReportError as exc:
+        print(f"zpd report: {exc}", file=sys.stderr)
+        return exc.code
+    print(json.dumps({"out": str(args.out.resolve()), "files": [p.name for p in written]}))
+    return 0
+
+
 COMMANDS = {"start": cmd_start, "status": cmd_status, "snapshot": cmd_snapshot, "rollback": cmd_rollback,
             "export": cmd_export, "serve": cmd_serve,
-            "review": cmd_review}
+            "review": cmd_review, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
