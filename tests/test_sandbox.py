@@ -109,3 +109,11 @@ def test_refuses_without_isolation_unless_allowed(monkeypatch: pytest.MonkeyPatc
         run_python("print(1)")
     r = run_python("print(1 + 1)", allow_unsandboxed=True, limits=FAST)
     assert r.stdout.strip() == "2" and r.isolation == "none"
+
+
+@needs_bwrap
+def test_back_to_back_runs_never_run_out_of_processes() -> None:
+    # bubblewrap's namespace init lingers as a zombie until the host's init reaps it; on one uid, 14 quick
+    # runs used to exhaust max_processes ("Can't fork for pid 1"). Each run now takes the next uid slot.
+    results = [run_python(f"print({i} * 2)", limits=FAST) for i in range(3 * FAST.max_processes)]
+    assert [r.stdout.strip() for r in results] == [str(i * 2) for i in range(3 * FAST.max_processes)]

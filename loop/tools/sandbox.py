@@ -2,8 +2,10 @@
 
 Every process here runs as root, so file permissions alone confine nothing. Each call:
 
-* writes the code into a fresh temp directory, owned by an unprivileged uid (``uid`` + pid % 10000:
-  one per zpd process, never root's), the only writable place the code sees;
+* writes the code into a fresh temp directory, owned by an unprivileged uid (never root's; one of
+  ``UID_SLOTS`` per zpd process, in turn: bubblewrap leaves its namespace's init behind as a zombie for
+  the host's init to reap, seconds later here, and each zombie counts against its uid's process limit,
+  so back-to-back runs on one uid soon could not fork), the only writable place the code sees;
 * runs it under **bubblewrap** (``bwrap``): new user, pid, net, ipc, uts and mount namespaces; a
   filesystem view of ``/usr`` (and the interpreter's prefix) read-only, a private ``/tmp``, fresh
   ``/proc`` and ``/dev``, the temp directory at ``/sandbox``; empty environment; no network (a net
@@ -23,6 +25,7 @@ namespaces but not a restricted filesystem view, which is the part that matters 
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import resource
 import shutil
@@ -33,6 +36,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+UID_SLOTS = 64
+_NEXT_SLOT = itertools.count()
 
 
 class SandboxUnavailable(RuntimeError):
@@ -109,7 +115,8 @@ def run_python(code: str, *, limits: SandboxLimits = SandboxLimits(), python: st
             "the code tool needs bubblewrap (apt-get install bubblewrap) to isolate generated code; "
             "set domains.knowledge.sandbox.allow_unsandboxed = true to run it without namespaces")
     python = python or default_python()
-    run_uid = uid + os.getpid() % 10_000 if os.geteuid() == 0 else os.geteuid()
+    slot = (os.getpid() % 10_000) * UID_SLOTS + next(_NEXT_SLOT) % UID_SLOTS
+    run_uid = uid + slot if os.geteuid() == 0 else os.geteuid()
     outer = Path(tempfile.mkdtemp(prefix="zpd-sandbox-"))
     try:
         box = outer / "box"
