@@ -271,7 +271,17 @@ class KnowledgeConfig(Strict):
     """Entity kinds a question's chain may start from."""
 
     max_hops: int = Field(4, ge=1, le=30)
-    """Longest chain (difficulty = hops; escalation adds one). The paper's K_max is 30."""
+    """Hardest question: difficulty = hops + one per escalation operator applied (each adds one step)."""
+
+    operators: list[Literal["knowledge-expansion", "conceptual-abstraction", "factual-grounding",
+                            "computational-formulation"]] = Field(
+        default_factory=lambda: ["knowledge-expansion", "conceptual-abstraction", "factual-grounding",
+                                 "computational-formulation"])
+    """Escalation operators escalate may pick from (loop/domains/knowledge/operators.py); computational
+    formulation runs generated code in the sandbox and is skipped where the sandbox cannot run."""
+
+    max_escalation_steps: int = Field(30, ge=1, le=1000)
+    """K_max: escalation steps from a seed question; past it escalate starts a fresh top-level question."""
 
     retrieve_k: int = Field(1, ge=1, le=50)
     """Passages retrieved per hop for the guided prompt (more than 1 adds distractors)."""
@@ -295,6 +305,12 @@ class KnowledgeConfig(Strict):
 
     tau_quantile: float = Field(0.75, gt=0, lt=1)
     """With tau None: the quantile of the k-NN similarity distribution taken as tau."""
+
+    dedup: Literal["auto", "embedding", "structural"] = "auto"
+    """Near-duplicate filter in SYNTHESIZE. embedding: MiniLM cosine >= dedup_threshold against every stored
+    task of the domain (eval and exam included) and the round's earlier candidates; structural: the exact
+    canonical form only; auto: embedding for free-text generators, structural for the synthetic world
+    (its templated questions about different facts are 0.85-0.98 apart in MiniLM cosine)."""
 
     dedup_threshold: float = Field(0.89, gt=0, le=1)
     """MiniLM cosine at or above which a free-text question is a near-duplicate of a stored one (calibrated

