@@ -376,10 +376,61 @@ class CalibrationConfig(Strict):
     batch_size: int = Field(64, ge=1, le=65536)
     """Tasks calibrated (and committed to the store) per batch: the resume granularity."""
 
+    adaptive: bool = True
+    """Stop sampling a task once its fate is decided (a curtailed sequential test that decides as fixed k
+    would; ``loop/calibrate.py``). False: every task gets num_solo solo and num_guided guided samples."""
+
 
 class CurriculumConfig(Strict):
-    policy: Literal["zpd-band"] = "zpd-band"
-    """How fates are assigned. zpd-band: AgentFrontier's routing with a configurable band."""
+    policy: Literal["zpd-band", "uniform", "fixed-schedule", "bandit", "learnability", "self-play"] = "zpd-band"
+    """Where candidates are drawn and which calibrated tasks are trained on (``loop/curriculum.py``).
+    zpd-band: around the frontier, train on the ZPD (AgentFrontier); uniform: difficulty uniform over the
+    domain, train on all (the baseline); fixed-schedule: easy to hard by round; bandit: SEC's
+    difficulty-level bandit; learnability: select by p(1-p) of the solo pass rate; self-play: the
+    learner proposes the tasks (``loop/selfplay.py``)."""
+
+    schedule_rounds: int = Field(10, ge=1, le=100_000)
+    """fixed-schedule: rounds over which the window slides from the easiest to the hardest difficulty."""
+
+    bandit_temperature: float = Field(0.1, gt=0, le=100)
+    """bandit: softmax temperature over arm values (rewards are mean absolute advantages, at most 0.5)."""
+
+    bandit_step: float = Field(0.5, gt=0, le=1)
+    """bandit: TD(0) step size alpha in Q <- Q + alpha (r - Q)."""
+
+    bandit_initial_value: float = Field(0.5, ge=0, le=1)
+    """bandit: Q of an arm never tried (optimistic: every level gets tried early)."""
+
+    selfplay_group_size: int = Field(4, ge=2, le=256)
+    """self-play: proposals sampled per proposer prompt (the GRPO group); a round samples
+    ceil(num_candidates / this) groups, at levels drawn around the frontier."""
+
+    selfplay_temperature: float = Field(1.0, gt=0, le=10)
+    """self-play: sampling temperature of the proposer."""
+
+    selfplay_max_tokens: int = Field(32, ge=1, le=65536)
+    """self-play: longest proposal, in tokens."""
+
+    selfplay_reward: Literal["learnability", "azr"] = "learnability"
+    """self-play: reward of a valid proposal from its task's solo pass rate p (CALIBRATE). learnability:
+    min(p, 1 - p) (R-Zero, Agent0); azr: 1 - p when 0 < p < 1, else 0 (Absolute Zero)."""
+
+    selfplay_duplicate_penalty: float = Field(0.5, ge=0, le=10)
+    """self-play: a proposal that parses but duplicates a stored task (or an earlier proposal of the
+    round) earns minus this."""
+
+    selfplay_invalid_reward: float = Field(-1.0, ge=-10, le=0)
+    """self-play: reward of a proposal that is not a task of the domain (Agent0: -1)."""
+
+    selfplay_learning_rate: float = Field(1e-4, gt=0, le=1)
+    """self-play: learning rate of the proposer's GRPO update (TRAIN, after the solver's training)."""
+
+    selfplay_steps: int = Field(2, ge=1, le=1000)
+    """self-play: GRPO optimiser steps over the round's proposal groups (the first is on-policy)."""
+
+    selfplay_bootstrap_fraction: float = Field(0.05, ge=0, le=1)
+    """self-play: share of the bootstrap set (and of its replay) that teaches the proposer format,
+    ``propose:<level>`` -> an expression of that level."""
 
     solo_max_ratio: float = Field(0.25, ge=0, le=1)
     """A task 'fails alone' when its solo pass rate is at most this (else it is mastered)."""
@@ -403,6 +454,32 @@ class ExamConfig(Strict):
 
     num_samples: int = Field(1, ge=1, le=64)
     """Solo samples per exam item in MEASURE (1 = greedy)."""
+
+
+class CptConfig(Strict):
+    """Continued pre-training (trainer/cpt.py): before the round's SFT / GRPO step, in the same trainer job,
+    the learner is trained as a plain language model on the pretrain pool (AgentFrontier's D_pretrain:
+    tasks the learner solved alone) and/or the domains' corpus text. Embedded backends only."""
+
+    enabled: bool = False
+    """Run CPT before the main training step each round."""
+
+    sources: list[Literal["mastered", "corpus"]] = Field(default_factory=lambda: ["mastered", "corpus"])
+    """mastered: every task routed to the pretrain pool so far, as "prompt\nanswer" (what ``zpd export
+    --what pretrain`` writes); corpus: the documents of domains that have one (the knowledge domain's
+    synthetic world) and the ingested corpus chunks in the store."""
+
+    epochs: float = Field(1.0, gt=0, le=1000)
+    """Passes over the CPT texts per round."""
+
+    batch_size: int = Field(32, ge=1, le=65536)
+    """Texts per optimiser step."""
+
+    learning_rate: float = Field(5e-4, gt=0, le=1)
+    """Peak learning rate (cosine decay, short warm-up)."""
+
+    max_texts: int = Field(20_000, ge=1, le=100_000_000)
+    """Cap on the CPT texts per round (corpus first, then the most recent pool items)."""
 
 
 class TrainConfig(Strict):
@@ -430,6 +507,9 @@ class TrainConfig(Strict):
 
     max_examples: int = Field(4096, ge=1, le=100_000_000)
     """Cap on the training set (new + replay) per round."""
+
+    cpt: CptConfig = Field(default_factory=CptConfig)
+    """Optional continued pre-training on the pretrain pool before the main step (off by default)."""
 
     grpo_num_samples: int = Field(8, ge=2, le=256)
     """GRPO: samples per prompt (the group)."""

@@ -1,39 +1,54 @@
-"""Curriculum policies: how a calibrated task is routed to a fate. A registry, one function each.
+"""Curriculum policies: which difficulties a round's candidates are drawn at, and which calibrated tasks
+the learner trains on. One interface, a registry, chosen by ``curriculum.policy``.
 
-``zpd-band`` (default) is AgentFrontier's routing with a configurable band:
+Every policy sees the same calibration. The *fate* of a task is a measurement, the same under every
+policy (AgentFrontier's routing with a configurable band, ``band_fate``):
 
-    p_solo  > solo_max_ratio                       -> mastered  (the pre-training pool)
-    p_solo <= solo_max_ratio, p_guided >= guided_min -> zpd       (training data)
-    otherwise                                       -> beyond / review (cfg.beyond_fate)
+    p_solo  > solo_max_ratio                         -> mastered  (the pre-training pool)
+    p_solo <= solo_max_ratio, p_guided >= guided_min -> zpd
+    otherwise                                        -> beyond / review (cfg.beyond_fate)
 
-Exam admission is stricter and decided by the exam module: 0/k solo and k/k guided.
+(exam admission, stricter, is decided by the exam module: 0/k solo and k/k guided). What differs is the
+*choice*: where candidates are drawn (``Policy.difficulties``) and which tasks become training data
+(``Policy.select``, stored as ``tasks.selected``). A selected task trains on a successful answer of the
+learner's: its first correct guided sample, else its first correct solo sample (a task with neither
+cannot be trained on without a teacher's answer, so it is skipped whatever the policy).
+
+The policies (issue 7; ``reference/peers.md`` for SEC, PCL, R-Zero, Agent0):
+
+* ``zpd-band`` (default): candidates in [frontier - spread, frontier + spread] plus escalations of last
+  round's mastered tasks and simplifications of its beyond tasks; trains on the ZPD.
+* ``uniform`` (the baseline): difficulty uniform over the domain's range; trains on every task it has
+  an answer for.
+* ``fixed-schedule``: a window of width 2*spread sliding from the easiest to the hardest difficulty over
+  ``schedule_rounds`` rounds; trains on every task it has an answer for.
+* ``bandit`` (SEC): difficulty levels are arms; a candidate's level is drawn from softmax(Q / T); after
+  calibration an arm's reward is the mean absolute advantage of its tasks' solo samples (2 p (1 - p) for
+  binary rewards), and Q <- Q + alpha (r - Q) (TD(0)); trains on every task it has an answer for.
+* ``learnability``: difficulty uniform over the range; a task is selected with probability
+  4 p (1 - p) of its solo pass rate p (weight by p (1 - p), scaled to 1 at p = 1/2).
+* ``self-play``: the learner proposes the candidates (``loop/selfplay.py``); trains on the ZPD.
+
+Every choice is a pure function of the store, the config, the seed and the round, so a resumed or
+repeated run makes the same choices (the bandit's Q values are re-derived from the stored fates).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import random
+from typing import TYPE_CHECKING, Any
 
 from zpd.configs.schema import CurriculumConfig
 
-Route = Callable[[CurriculumConfig, float, float | None], str]
-POLICIES: dict[str, Route] = {}
+if TYPE_CHECKING:
+    from .context import RunContext
+
+FATES = ("mastered", "zpd", "beyond", "review", "exam")
 
 
-def policy(name: str) -> Callable[[Route], Route]:
-    def deco(fn: Route) -> Route:
-        POLICIES[name] = fn
-        return fn
-
-    return deco
-
-
-def needs_guided(cfg: CurriculumConfig, p_solo: float) -> bool:
-    """Guided attempts are only needed for tasks the learner fails alone (a solo pass rules out the ZPD)."""
-    return p_solo <= cfg.solo_max_ratio
-
-
-@policy("zpd-band")
-def zpd_band(cfg: CurriculumConfig, p_solo: float, p_guided: float | None) -> str:
+def band_fate(cfg: CurriculumConfig, p_solo: float, p_guided: float | None) -> str:
+    """The task's fate from its pass rates (the same under every policy)."""
     if p_solo > cfg.solo_max_ratio:
         return "mastered"
     if p_guided is not None and p_guided >= cfg.guided_min_ratio:
@@ -41,5 +56,139 @@ def zpd_band(cfg: CurriculumConfig, p_solo: float, p_guided: float | None) -> st
     return cfg.beyond_fate
 
 
+def needs_guided(cfg: CurriculumConfig, p_solo: float) -> bool:
+    """Guided attempts are only needed for tasks the learner fails alone (a solo pass rules out the ZPD)."""
+    return p_solo <= cfg.solo_max_ratio
+
+
 def route(cfg: CurriculumConfig, p_solo: float, p_guided: float | None) -> str:
-    return POLICIES[cfg.policy](cfg, p_solo, p_guided)
+    return band_fate(cfg, p_solo, p_guided)
+
+
+class Policy:
+    """The zpd-band policy; the other policies override what differs."""
+
+    name = "zpd-band"
+    derives = True
+    """Whether SYNTHESIZE also escalates last round's mastered tasks and simplifies its beyond tasks."""
+
+    def __init__(self, cfg: CurriculumConfig, spread: float) -> None:
+        self.cfg, self.spread = cfg, spread
+
+    def window(self, lo: float, hi: float, center: float) -> tuple[float, float]:
+        """[center - spread, center + spread] clipped to [lo, hi] *before* drawing, at least one level wide
+        (so a frontier near the easy end does not pile candidates, mostly duplicates, on one level)."""
+        a = max(lo, min(center - self.spread, hi - 1.0))
+        return a, min(hi, max(center + self.spread, a + 1.0))
+
+    def difficulties(self, ctx: RunContext, round_n: int, domain: str, lo: float, hi: float,
+                     n: int, rng: random.Random) -> list[float]:
+        """``n`` difficulties for fresh candidates of ``domain`` (whose range is [lo, hi])."""
+        frontier = frontier_of(ctx, domain)
+        a, b = self.window(lo, hi, lo if frontier is None else frontier)
+        return [rng.uniform(a, b) for _ in range(n)]
+
+    def propose(self, ctx: RunContext, round_n: int, domain_name: str, domain: Any, n: int,
+                rng: random.Random) -> list[Any] | None:
+        """Fresh candidates made by the policy itself (self-play: the learner proposes them), or None to
+        have the domain make them at ``difficulties``. Invalid proposals are simply left out."""
+        return None
+
+    def select(self, fate: str, p_solo: float, p_guided: float | None, rng: random.Random) -> bool:
+        """Whether the learner trains on a calibrated task (exam items never reach here)."""
+        return fate == "zpd"
+
+
+POLICIES: dict[str, type[Policy]] = {}
+
+
+def register(cls: type[Policy]) -> type[Policy]:
+    POLICIES[cls.name] = cls
+    return cls
+
+
+register(Policy)
+
+
+@register
+class Uniform(Policy):
+    name = "uniform"
+    derives = False
+
+    def difficulties(self, ctx, round_n, domain, lo, hi, n, rng):
+        return [rng.uniform(lo, hi) for _ in range(n)]
+
+    def select(self, fate, p_solo, p_guided, rng):
+        return True
+
+
+@register
+class FixedSchedule(Uniform):
+    name = "fixed-schedule"
+
+    def difficulties(self, ctx, round_n, domain, lo, hi, n, rng):
+        progress = min(1.0, max(0, round_n - 1) / max(1, self.cfg.schedule_rounds - 1))
+        a, b = self.window(lo, hi, lo + progress * (hi - lo))
+        return [rng.uniform(a, b) for _ in range(n)]
+
+
+@register
+class Bandit(Uniform):
+    name = "bandit"
+
+    def arms(self, lo: float, hi: float) -> list[int]:
+        return list(range(math.floor(lo), max(math.floor(lo), math.ceil(hi) - 1) + 1))
+
+    def values(self, ctx: RunContext, round_n: int, domain: str, lo: float, hi: float) -> dict[int, float]:
+        """Q per arm after rounds 1..round_n-1 (TD(0) over each round's mean absolute advantage)."""
+        q = {arm: self.cfg.bandit_initial_value for arm in self.arms(lo, hi)}
+        rows = ctx.db.execute(
+            """SELECT fate_round, CAST(difficulty AS INTEGER), avg(2 * p_solo * (1 - p_solo)) FROM tasks
+               WHERE domain = ? AND fate_round BETWEEN 1 AND ? AND p_solo IS NOT NULL AND round = fate_round
+               GROUP BY fate_round, CAST(difficulty AS INTEGER) ORDER BY fate_round""",
+            [domain, round_n - 1],
+        ).fetchall()
+        for _, arm, reward in rows:
+            if arm in q:
+                q[arm] += self.cfg.bandit_step * (reward - q[arm])
+        return q
+
+    def difficulties(self, ctx, round_n, domain, lo, hi, n, rng):
+        q = self.values(ctx, round_n, domain, lo, hi)
+        arms = list(q)
+        top = max(q.values())
+        weights = [math.exp((q[a] - top) / self.cfg.bandit_temperature) for a in arms]
+        out = []
+        for arm in rng.choices(arms, weights=weights, k=n):
+            a, b = max(lo, float(arm)), min(hi, float(arm + 1))
+            out.append(rng.uniform(a, b))
+        return out
+
+
+@register
+class Learnability(Uniform):
+    name = "learnability"
+
+    def select(self, fate, p_solo, p_guided, rng):
+        return rng.random() < 4.0 * p_solo * (1.0 - p_solo)
+
+
+def build_policy(cfg: Any) -> Policy:
+    """The configured policy (``cfg`` is the whole ZpdConfig)."""
+    return build_policy_for(cfg.curriculum, cfg.synthesis.spread)
+
+
+def build_policy_for(cfg: CurriculumConfig, spread: float) -> Policy:
+    if cfg.policy == "self-play":
+        from . import selfplay  # noqa: F401  (registers itself)
+    return POLICIES[cfg.policy](cfg, spread)
+
+
+def frontier_of(ctx: RunContext, domain: str) -> float | None:
+    """The frontier measured for the current learner (None before any measurement)."""
+    current = ctx.current_learner_round()
+    if current is None:
+        return None
+    row = ctx.db.execute("SELECT value FROM frontier WHERE round = ? AND domain = ?", [current, domain]).fetchone()
+    return None if row is None else row[0]
+

@@ -15,15 +15,7 @@ pure functions of the store, so a rerun after a kill sees the same state.
 from __future__ import annotations
 
 from .context import RunContext, rng_for
-
-
-def frontier_of(ctx: RunContext, domain: str, before_round: int) -> float | None:
-    """The frontier measured for the current learner (None before any measurement)."""
-    current = ctx.current_learner_round()
-    if current is None:
-        return None
-    row = ctx.db.execute("SELECT value FROM frontier WHERE round = ? AND domain = ?", [current, domain]).fetchone()
-    return None if row is None else row[0]
+from .curriculum import build_policy, frontier_of  # noqa: F401  (frontier_of: re-exported)
 
 
 def solo_stats(ctx: RunContext, domain: str) -> dict[str, tuple[int, int]]:
@@ -60,52 +52,68 @@ def observe(ctx: RunContext, name: str, domain: object) -> None:
             ctx.db.execute("UPDATE tasks SET difficulty = ? WHERE id = ?", [new, task_id])
 
 
+def remember(ctx: RunContext, name: str, domain: object) -> None:
+    """Hand a domain with a ``remember(prompts)`` method (near-duplicate detection by similarity, e.g.
+    the knowledge domain's embeddings) the prompts of everything of it already stored, eval and exam
+    items included; its ``make_task``/``escalate``/``simplify`` then return None for a near-duplicate."""
+    hook = getattr(domain, "remember", None)
+    if hook is not None:
+        hook([r[0] for r in ctx.db.execute("SELECT prompt FROM tasks WHERE domain = ? ORDER BY id", [name]).fetchall()])
+
+
 def run(ctx: RunContext, round_n: int) -> None:
     cfg = ctx.cfg.synthesis
+    policy = build_policy(ctx.cfg)
     made: dict[str, int] = {}
     duplicates = 0
     with ctx.db.atomic():
         for name, domain in ctx.domains.items():
             rng = rng_for(ctx.cfg.run.seed, round_n, "synthesize", name)
             observe(ctx, name, domain)
-            frontier = frontier_of(ctx, name, round_n)
-            center = domain.min_difficulty if frontier is None else frontier
-            # Draw from the band around the frontier *after* clipping to the domain, so a frontier near
-            # the easy end does not pile candidates (mostly duplicates) onto the easiest level.
-            lo = max(domain.min_difficulty, center - cfg.spread)
-            hi = min(domain.max_difficulty, max(center + cfg.spread, lo + 1.0))
-            # Parents to escalate (mastered last round) or simplify (beyond last round).
-            parents = list(
-                ctx.db.query(
-                    "SELECT * FROM tasks WHERE domain = ? AND round = ? AND fate IN ('mastered', 'beyond') ORDER BY id",
-                    [name, round_n - 1],
-                )
-            )
+            remember(ctx, name, domain)
+            count = 0
+            # 1. Escalate last round's mastered tasks, simplify its beyond tasks (policies that derive), a
+            #    few tries per parent (a derived task may be a duplicate: a one-digit task simplified lands
+            #    among the few one-digit tasks there are).
+            parents = [] if not policy.derives else list(ctx.db.query(
+                "SELECT * FROM tasks WHERE domain = ? AND round = ? AND fate IN ('mastered', 'beyond') ORDER BY id",
+                [name, round_n - 1],
+            ))
             rng.shuffle(parents)
             num_derived = min(len(parents), round(cfg.num_candidates * cfg.escalate_fraction))
-            count = 0
-            # 1. Escalate or simplify last round's tasks, a few tries per parent (a derived task may be a
-            #    duplicate: a one-digit task simplified lands among the few one-digit tasks there are).
             for parent in parents:
                 if count >= num_derived:
                     break
                 parent_task = ctx.task_from_row(parent)
                 derive = domain.escalate if parent["fate"] == "mastered" else domain.simplify
                 for _ in range(3):
-                    if ctx.insert_task(derive(parent_task, rng), round_n=round_n, fate="pending",
-                                       parent_id=parent["id"]) is not None:
+                    task = derive(parent_task, rng)
+                    if task is not None and ctx.insert_task(task, round_n=round_n, fate="pending",
+                                                            parent_id=parent["id"]) is not None:
                         count += 1
                         break
                     duplicates += 1
-            # 2. Fresh candidates in the band around the frontier.
+            # 2. Fresh candidates at the difficulties the policy draws (a duplicate costs one more draw),
+            #    or proposed by the policy itself (self-play).
             tries = 0
-            while count < cfg.num_candidates and tries < cfg.num_candidates * cfg.max_tries_factor:
-                tries += 1
-                if ctx.insert_task(domain.make_task(rng.uniform(lo, hi), rng), round_n=round_n,
-                                   fate="pending") is None:
+            proposed = policy.propose(ctx, round_n, name, domain, cfg.num_candidates - count, rng)
+            for task in proposed or []:
+                if ctx.insert_task(task, round_n=round_n, fate="pending") is None:
                     duplicates += 1
                     continue
                 count += 1
+            if proposed is not None:
+                tries = cfg.num_candidates * cfg.max_tries_factor  # what the proposer did not make stays unmade
+            while count < cfg.num_candidates and tries < cfg.num_candidates * cfg.max_tries_factor:
+                want = cfg.num_candidates - count
+                for difficulty in policy.difficulties(ctx, round_n, name, domain.min_difficulty,
+                                                      domain.max_difficulty, want, rng):
+                    tries += 1
+                    task = domain.make_task(difficulty, rng)
+                    if task is None or ctx.insert_task(task, round_n=round_n, fate="pending") is None:
+                        duplicates += 1
+                        continue
+                    count += 1
             made[name] = count
             if count < cfg.num_candidates:
                 ctx.log.warning(
@@ -115,4 +123,4 @@ def run(ctx: RunContext, round_n: int) -> None:
         ctx.advance(round_n, "calibrate", num_candidates=sum(made.values()), num_duplicates=duplicates)
     for name, n in made.items():
         ctx.metrics.tasks_synthesized(name, n)
-    ctx.log.info("synthesized", extra={"candidates": made, "duplicates": duplicates})
+    ctx.log.info("synthesized", extra={"candidates": made, "duplicates": duplicates, "policy": policy.name})

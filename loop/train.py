@@ -20,6 +20,7 @@ from pathlib import Path
 from zpd.store.atomic import atomic_write_text
 from zpd.store.rounds import link_or_copy_tree, work_dir
 
+from . import integrity
 from .context import RunContext, Stopped, derive_seed, rng_for
 from .logs import Progress
 
@@ -41,10 +42,12 @@ def build_examples(ctx: RunContext, round_n: int) -> int:
     kind = example_kind(ctx)
     with ctx.db.atomic():
         rows = ctx.db.query(
+            # The policy's selection (tasks.selected); the target is the first correct guided sample, else
+            # the first correct solo sample (loop/curriculum.py). Older stores: selected = (fate = 'zpd').
             """SELECT t.id AS task_id, t.prompt, t.answer,
-                      (SELECT a.id FROM attempts a WHERE a.task_id = t.id AND a.round = ? AND a.mode = 'guided'
-                         AND a.correct = 1 ORDER BY a.sample_idx LIMIT 1) AS attempt_id
-               FROM tasks t WHERE t.fate = 'zpd' AND t.fate_round = ? ORDER BY t.id""",
+                      (SELECT a.id FROM attempts a WHERE a.task_id = t.id AND a.round = ? AND a.correct = 1
+                         ORDER BY a.mode = 'guided' DESC, a.sample_idx LIMIT 1) AS attempt_id
+               FROM tasks t WHERE t.selected = 1 AND t.fate_round = ? AND t.fate != 'exam' ORDER BY t.id""",
             [round_n, round_n],
         )
         for row in list(rows):
@@ -78,10 +81,10 @@ def training_set(ctx: RunContext, round_n: int) -> list[dict]:
     if kind == "sft" and ctx.cfg.bootstrap.enabled and ctx.cfg.learner.path is None:
         # The bootstrap set is replayed too (re-made deterministically, nothing stored): without it a
         # tiny learner forgets how to read guidance and what it knew alone at the easiest level.
-        from .bootstrap import bootstrap_set, eval_hashes
+        from .bootstrap import bootstrap_set, eval_hashes, propose_share
 
         old += bootstrap_set(ctx.domains, ctx.cfg.bootstrap, derive_seed(ctx.cfg.run.seed, "bootstrap"),
-                             eval_hashes(ctx))
+                             eval_hashes(ctx), propose_fraction=propose_share(ctx.cfg))
     rng = rng_for(ctx.cfg.run.seed, round_n, "replay")
     replay = rng.sample(old, min(len(old), int(cfg.replay_ratio * len(new))))
     data = new + replay
@@ -90,9 +93,10 @@ def training_set(ctx: RunContext, round_n: int) -> list[dict]:
 
 
 def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict], out: Path, params: dict,
-                round_n: int, resume: bool = False) -> dict:
+                round_n: int, resume: bool = False, pretrain: dict | None = None) -> dict:
     """Run one training job in a child process (or a verl run: local or on Ray); returns its result
-    (loss, num_tokens, ...) as a dict. ``resume``: this round's training was interrupted before."""
+    (loss, num_tokens, ...) as a dict. ``resume``: this round's training was interrupted before.
+    ``pretrain``: continued pre-training first, in the same child (``loop/pretrain.py``)."""
     from zpd.trainer.job import TrainJob, TrainJobFailed, TrainJobStopped, run_job
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +107,7 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
         shutil.rmtree(tmp)
     job = TrainJob(
         backend=backend, learner_dir=str(learner), out_dir=str(tmp), data_path=str(data_path),
-        params=params, result_path=str(out.parent / f"{out.name}.result.json"),
+        params=params, result_path=str(out.parent / f"{out.name}.result.json"), pretrain=pretrain or {},
     )
     last_tokens = 0
 
@@ -166,30 +170,46 @@ def run(ctx: RunContext, round_n: int) -> None:
     row = ctx.round_row(round_n)
     parent = ctx.learner_dir(row["parent_learner_round"])
     work = work_dir(ctx.state_dir, round_n)
-    out = work / "learner"
+    selfplay = ctx.cfg.curriculum.policy == "self-play"
+    # Self-play: the solver's training makes work/solver, the proposer's update (loop/selfplay.py) makes
+    # work/learner from it; each step is complete once its directory exists.
+    out = work / ("solver" if selfplay else "learner")
     num_new = build_examples(ctx, round_n)
+    # Exam integrity: the training set (new, replayed and bootstrap examples) against the exam and eval.
+    data, decontamination = integrity.check(ctx.db, round_n, training_set(ctx, round_n), ctx.domains)
     result: dict = {"loss": None, "num_tokens": 0}
-    if out.is_dir():  # trained before a kill that came ahead of the phase commit
-        result_file = work / "learner.result.json"
+    if out.is_dir() or (work / "learner").is_dir():  # trained before a kill that came ahead of the phase commit
+        result_file = work / f"{out.name}.result.json"
         if result_file.is_file():
             result = json.loads(result_file.read_text())
     elif num_new < max(ctx.cfg.train.min_examples, 1):
         ctx.log.info("too few new examples; the learner is kept", extra={"new_examples": num_new})
         work.mkdir(parents=True, exist_ok=True)
-        link_or_copy_tree(parent, work / "learner.tmp")
-        (work / "learner.tmp").rename(out)
+        link_or_copy_tree(parent, work / f"{out.name}.tmp")
+        (work / f"{out.name}.tmp").rename(out)
     else:
-        data = training_set(ctx, round_n)
         ctx.log.info("training", extra={"new_examples": num_new, "examples": len(data), "backend": ctx.cfg.train.backend})
-        resume = (work / "learner.tmp").exists()
+        resume = (work / f"{out.name}.tmp").exists()
+        from .pretrain import finish, job_fields
+
         result = run_trainer(ctx, backend=ctx.cfg.train.backend, learner=parent, data=data, out=out,
-                             params=train_params(ctx, round_n), round_n=round_n, resume=resume)
+                             params=train_params(ctx, round_n), round_n=round_n, resume=resume,
+                             pretrain=job_fields(ctx, round_n, out))
+        result["num_tokens"] = (result.get("num_tokens") or 0) + finish(ctx, out).get("num_tokens", 0)
+    proposer: dict = {}
+    if selfplay:
+        from .selfplay import train_proposer
+
+        proposer = train_proposer(ctx, round_n, solver=out, out=work / "learner")
     figures = round_yield(ctx, round_n)
     with ctx.db.atomic():
-        ctx.advance(round_n, "measure", train_loss=result.get("loss"), train_tokens=result.get("num_tokens", 0),
-                    num_train_examples=num_new, **figures)
+        ctx.advance(round_n, "measure", train_loss=result.get("loss"),
+                    train_tokens=(result.get("num_tokens") or 0) + (proposer.get("proposer_tokens") or 0),
+                    num_train_examples=num_new, decontamination_json=json.dumps(decontamination), **figures,
+                    **proposer)
     ctx.metrics.set_yield(figures["yield_ratio"], figures["cost_per_accepted_usd"])
-    ctx.log.info("trained", extra={"loss": result.get("loss"), "tokens": result.get("num_tokens"), **figures})
+    ctx.log.info("trained", extra={"loss": result.get("loss"), "tokens": result.get("num_tokens"),
+                                   "decontamination": decontamination, **figures})
 
 
 def round_yield(ctx: RunContext, round_n: int) -> dict:

@@ -18,6 +18,7 @@ Tables
     failed_attempts   samples that produced no answer (endpoint down, malformed reply), never graded (m003)
     corpus_chunks     ingested document chunks with provenance (m004)
     review_verdicts   human-review verdicts imported by ``zpd review`` (m004)
+    proposals         the self-play proposer's samples, valid or not, with their reward (m006)
 """
 
 from __future__ import annotations
@@ -174,6 +175,40 @@ def m004_knowledge_engine(db: Database) -> None:
     db.execute("ALTER TABLE rounds ADD COLUMN yield_ratio REAL")            # (zpd + exam) / calibrated candidates
     db.execute("ALTER TABLE rounds ADD COLUMN cost_per_accepted_usd REAL")  # teacher USD per accepted item
     db.execute("ALTER TABLE rounds ADD COLUMN tokens_per_accepted REAL")    # generated tokens per accepted item
+
+
+@migrations()
+def m005_curriculum(db: Database) -> None:
+    """Training selection by the curriculum policy, calibration cost and exam integrity per round (issue 7)."""
+    db.execute("ALTER TABLE tasks ADD COLUMN selected INTEGER")      # 1: the policy trains on it (set in CALIBRATE)
+    db.execute("UPDATE tasks SET selected = (fate = 'zpd') WHERE fate_round IS NOT NULL")
+    db.execute("ALTER TABLE rounds ADD COLUMN num_attempts INTEGER")        # samples CALIBRATE generated
+    db.execute("ALTER TABLE rounds ADD COLUMN num_attempts_fixed INTEGER")  # what fixed-k sampling would have made
+    db.execute("ALTER TABLE rounds ADD COLUMN decontamination_json TEXT")   # the round's exam-integrity report
+
+
+@migrations()
+def m006_selfplay(db: Database) -> None:
+    """The self-play proposer's samples and its per-round figures (loop/selfplay.py)."""
+    db.execute(
+        """CREATE TABLE proposals (
+            id INTEGER PRIMARY KEY,
+            round INTEGER NOT NULL, domain TEXT NOT NULL,
+            group_id INTEGER NOT NULL,         -- one proposer prompt's samples (the GRPO group)
+            sample_idx INTEGER NOT NULL,
+            level REAL,                        -- the difficulty the prompt asked for
+            prompt TEXT NOT NULL, output TEXT NOT NULL, finish_reason TEXT,
+            valid INTEGER NOT NULL,            -- parses into a gradable task of the domain
+            duplicate INTEGER NOT NULL,        -- valid, but already stored (or proposed earlier this round)
+            content_hash TEXT,                 -- of the parsed task (valid proposals)
+            task_id INTEGER,                   -- the task it became (valid, not duplicate; set in TRAIN)
+            reward REAL,                       -- the proposer's reward (set in TRAIN)
+            UNIQUE (round, domain, group_id, sample_idx)
+        )"""
+    )
+    for col in ("proposer_loss REAL", "proposer_reward REAL", "proposer_valid_ratio REAL",
+                "proposer_duplicate_ratio REAL", "proposer_tokens INTEGER"):
+        db.execute(f"ALTER TABLE rounds ADD COLUMN {col}")
 
 
 class StoreError(RuntimeError):

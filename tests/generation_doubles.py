@@ -52,10 +52,13 @@ class FakeVllmLLM:
         log = os.environ.get("ZPD_TEST_VLLM_LOG")
         if log:
             with open(log, "a") as fh:
-                fh.write(json.dumps({"chat": len(conversations), "params": vars(sampling_params)}) + "\n")
-        sp = sampling_params
+                params = sampling_params if isinstance(sampling_params, list) else [sampling_params]
+                fh.write(json.dumps({"chat": len(conversations), "params": vars(params[0]),
+                                     "seeds": [q.seed for q in params]}) + "\n")
         out = []
-        for convo in conversations:
+        for k, convo in enumerate(conversations):
+            # vLLM takes one SamplingParams for all requests, or a list of one per request.
+            sp = sampling_params[k] if isinstance(sampling_params, list) else sampling_params
             content = convo[-1]["content"]
             samples = [_Out(f"{content}#{i}", list(range(min(sp.max_tokens, 3))),
                             "length" if sp.max_tokens <= 3 else "stop") for i in range(sp.n)]

@@ -64,8 +64,11 @@ def sample_rows(
     max_tokens: int,
     generator: torch.Generator,
     stop: list[str] | None = None,
+    row_seeds: list[int] | None = None,
 ) -> list[SampledRow]:
-    """Decode every row of ``prompt_ids`` together (one batch; the caller chunks)."""
+    """Decode every row of ``prompt_ids`` together (one batch; the caller chunks). With ``row_seeds``
+    each row samples from its own generator (inverse-CDF, one uniform per step), so a row's tokens do not
+    depend on which other rows share the batch."""
     device = model.device
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     id_to_text = _id_table(tokenizer)
@@ -88,8 +91,14 @@ def sample_rows(
     texts = [""] * rows
     finish: list[str | None] = [None] * rows
     stop = [s for s in (stop or []) if s]
+    row_gens = None if row_seeds is None else [torch.Generator().manual_seed(r) for r in row_seeds]
     for step in range(max_tokens):
-        if temperature > 0:
+        if temperature > 0 and row_gens is not None:
+            probs = torch.softmax(logits.float() / temperature, dim=-1).cpu()
+            u = torch.cat([torch.rand(1, generator=g) for g in row_gens]).unsqueeze(1)
+            cdf = probs.cumsum(-1)
+            tokens = torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1).clamp(max=probs.shape[-1] - 1)
+        elif temperature > 0:
             probs = torch.softmax(logits.float() / temperature, dim=-1)
             tokens = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1)
         else:
@@ -148,13 +157,16 @@ class EmbeddedGenerator:
         max_tokens: int,
         seed: int = 0,
         stop: list[str] | None = None,
+        sample_seeds: list[list[int]] | None = None,
     ) -> list[list[Completion]]:
-        """Per prompt, ``n`` completions. Same arguments and seed -> same completions."""
+        """Per prompt, ``n`` completions. Same arguments and seed -> same completions; with
+        ``sample_seeds`` a sample depends only on its prompt and its own seed."""
         if not prompts:
             return []
         generator = torch.Generator().manual_seed(seed)
         encoded = encode_user_prompts(self.tokenizer, prompts)
         rows = [(i, encoded[i]) for i in range(len(prompts)) for _ in range(n)]
+        r_j = [j for _ in prompts for j in range(n)]  # row -> its sample index within the prompt
         results: list[list[Completion]] = [[] for _ in prompts]
         # Similar lengths in one batch waste less compute on padding; order within a prompt is kept.
         order = sorted(range(len(rows)), key=lambda r: len(rows[r][1]))
@@ -164,7 +176,9 @@ class EmbeddedGenerator:
             began = time.perf_counter()
             sampled = sample_rows(self.model, self.tokenizer, [rows[r][1] for r in chunk],
                                   temperature=temperature, max_tokens=max_tokens,
-                                  generator=generator, stop=stop)
+                                  generator=generator, stop=stop,
+                                  row_seeds=None if sample_seeds is None else
+                                  [sample_seeds[rows[r][0]][r_j[r]] for r in chunk])
             per_row = (time.perf_counter() - began) / len(chunk)
             for r, s in zip(chunk, sampled, strict=True):
                 done[r] = Completion(s.text, len(s.completion_ids), s.finish_reason, per_row, len(s.prompt_ids))

@@ -39,8 +39,11 @@ class Generator(Protocol):
         max_tokens: int,
         seed: int = 0,
         stop: list[str] | None = None,
+        sample_seeds: list[list[int]] | None = None,
     ) -> list[list[Completion]]:
-        """Per prompt, ``n`` completions (failed samples have finish_reason "error")."""
+        """Per prompt, ``n`` completions (failed samples have finish_reason "error"). ``sample_seeds``
+        (per prompt, ``n`` seeds) makes each sample a function of its own seed, whatever else is in the
+        call: adaptive calibration draws sample j of a task alone and gets what a fixed-k call would."""
 
     def close(self) -> None:
         """Release the model / child process / connections. Idempotent."""

@@ -47,13 +47,14 @@ class OpenAIGenerator:
         """Retries made so far (for logs and tests)."""
 
     def generate(self, prompts: list[str], *, n: int = 1, temperature: float = 0.0, max_tokens: int,
-                 seed: int = 0, stop: list[str] | None = None) -> list[list[Completion]]:
+                 seed: int = 0, stop: list[str] | None = None,
+                 sample_seeds: list[list[int]] | None = None) -> list[list[Completion]]:
         if not prompts:
             return []
-        flat = asyncio.run(self._all(prompts, n, temperature, max_tokens, seed, stop))
+        flat = asyncio.run(self._all(prompts, n, temperature, max_tokens, seed, stop, sample_seeds))
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    async def _all(self, prompts, n, temperature, max_tokens, seed, stop) -> list[Completion]:
+    async def _all(self, prompts, n, temperature, max_tokens, seed, stop, sample_seeds=None) -> list[Completion]:
         s = self.settings
         limits = httpx.Limits(max_connections=s.max_concurrency, max_keepalive_connections=s.max_concurrency)
         gate = asyncio.Semaphore(s.max_concurrency)
@@ -66,7 +67,7 @@ class OpenAIGenerator:
                         "messages": [{"role": "user", "content": prompt}],
                         "temperature": temperature,
                         "max_tokens": max_tokens,
-                        "seed": (seed + i * n + j) % 2**63,
+                        "seed": (seed + i * n + j if sample_seeds is None else sample_seeds[i][j]) % 2**63,
                     }
                     if stop:
                         body["stop"] = list(stop)

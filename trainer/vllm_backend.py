@@ -46,9 +46,20 @@ def engine_kwargs(model: str, settings: Any, seed: int = 0) -> dict[str, Any]:
 
 
 def run_generate(llm: Any, sampling_cls: Any, prompts: list[str], *, n: int, temperature: float, max_tokens: int,
-                 seed: int, stop: list[str] | None) -> list[list[Completion]]:
-    """One batched ``LLM.chat`` call; per prompt ``n`` Completions in vLLM's order."""
+                 seed: int, stop: list[str] | None, sample_seeds: list[list[int]] | None = None) -> list[list[Completion]]:
+    """One batched ``LLM.chat`` call; per prompt ``n`` Completions in vLLM's order. With ``sample_seeds``
+    every sample is its own request (n=1) with its own seed."""
+    if sample_seeds is not None:
+        flat_prompts = [p for p in prompts for _ in range(n)]
+        params = [sampling_params(sampling_cls, n=1, temperature=temperature, max_tokens=max_tokens, seed=s, stop=stop)
+                  for seeds in sample_seeds for s in seeds[:n]]
+        flat = _chat(llm, flat_prompts, params, 1)
+        return [[c for cs in flat[i * n:(i + 1) * n] for c in cs] for i in range(len(prompts))]
     params = sampling_params(sampling_cls, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, stop=stop)
+    return _chat(llm, prompts, params, n)
+
+
+def _chat(llm: Any, prompts: list[str], params: Any, n: int) -> list[list[Completion]]:
     conversations = [[{"role": "user", "content": p}] for p in prompts]
     began = time.perf_counter()
     outs = llm.chat(conversations, params, use_tqdm=False)
@@ -114,11 +125,12 @@ class VllmGenerator:
             return "error", f"vllm child exited (code {self._proc.exitcode})"
 
     def generate(self, prompts: list[str], *, n: int = 1, temperature: float = 0.0, max_tokens: int,
-                 seed: int = 0, stop: list[str] | None = None) -> list[list[Completion]]:
+                 seed: int = 0, stop: list[str] | None = None,
+                 sample_seeds: list[list[int]] | None = None) -> list[list[Completion]]:
         if not prompts:
             return []
         self._conn.send(("generate", (prompts,), dict(n=n, temperature=temperature, max_tokens=max_tokens,
-                                                      seed=seed, stop=stop)))
+                                                      seed=seed, stop=stop, sample_seeds=sample_seeds)))
         kind, detail = self._recv()
         if kind != "ok":
             # A dead engine is not a per-sample failure: the phase fails and is retried with a fresh child.
