@@ -50,16 +50,26 @@ def eval_hashes(ctx: RunContext) -> set[str]:
     return {r[0] for r in ctx.db.execute("SELECT content_hash FROM tasks WHERE fate = 'eval'").fetchall()}
 
 
-def bootstrap_set(domains: dict[str, Domain], cfg: BootstrapConfig, seed: int, exclude: set[str]) -> list[dict]:
+def bootstrap_set(domains: dict[str, Domain], cfg: BootstrapConfig, seed: int, exclude: set[str],
+                  propose_fraction: float = 0.0) -> list[dict]:
     """``cfg.num_examples`` training rows, deterministic for ``seed``: bare tasks up to
     ``max_solo_difficulty`` and guided ones up to ``max_guided_difficulty`` (integer levels drawn
     uniformly), each answered with the domain's reference solution. Tasks in ``exclude`` (content
-    hashes: the eval sets) never appear."""
+    hashes: the eval sets) never appear. With ``propose_fraction`` (self-play only: ``propose_share``)
+    that share of the rows teaches the proposer's format instead (``loop/selfplay.py:proposer_examples``);
+    the solver rows are then the first ones of the set made without it."""
     rng = random.Random(seed)
     names = sorted(domains)
     out: list[dict] = []
+    num_propose = 0
+    if propose_fraction > 0:
+        from .selfplay import proposer_examples
+
+        proposing = proposer_examples(domains, round(cfg.num_examples * propose_fraction), seed, exclude)
+        num_propose = len(proposing)
+    target = cfg.num_examples - num_propose
     for _ in range(cfg.num_examples * 50):
-        if len(out) == cfg.num_examples:
+        if len(out) == target:
             break
         domain = domains[rng.choice(names)]
         guided = rng.random() < cfg.guided_fraction
@@ -74,7 +84,14 @@ def bootstrap_set(domains: dict[str, Domain], cfg: BootstrapConfig, seed: int, e
             continue
         prompt = domain.guided_prompt(task) if guided else task.prompt
         out.append({"prompt": prompt, "response": domain.solution(task), "domain": task.domain, "answer": task.answer})
-    return out
+    return out if not num_propose else out + proposing
+
+
+def propose_share(cfg) -> float:
+    """The bootstrap's proposer share under the configured policy (``cfg``: the whole ZpdConfig): 0
+    unless the policy is self-play, so other policies' round 0 is unchanged."""
+    cur = cfg.curriculum
+    return cur.selfplay_bootstrap_fraction if cur.policy == "self-play" else 0.0
 
 
 def run(ctx: RunContext, round_n: int) -> None:
@@ -99,7 +116,8 @@ def run(ctx: RunContext, round_n: int) -> None:
             tmp.rename(base)
         cfg = ctx.cfg.bootstrap
         if cfg.enabled and cfg.num_examples > 0:
-            data = bootstrap_set(ctx.domains, cfg, derive_seed(ctx.cfg.run.seed, "bootstrap"), eval_hashes(ctx))
+            data = bootstrap_set(ctx.domains, cfg, derive_seed(ctx.cfg.run.seed, "bootstrap"), eval_hashes(ctx),
+                                 propose_fraction=propose_share(ctx.cfg))
             ctx.log.info("bootstrap training", extra={"examples": len(data)})
             params = dict(epochs=cfg.epochs, batch_size=ctx.cfg.train.batch_size, learning_rate=cfg.learning_rate,
                           weight_decay=ctx.cfg.train.weight_decay, seed=ctx.cfg.run.seed,

@@ -113,3 +113,54 @@ def _policy_step(model, optimizer, batch, advantages: list[float], pad_id: int) 
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     return float(loss.detach())
+
+
+def train_grpo_groups(
+    learner_dir: Path,
+    groups: list[list[tuple[str, str, bool, float]]],
+    out_dir: Path,
+    *,
+    steps: int,
+    learning_rate: float,
+    seed: int = 0,
+    device: str = "cpu",
+    on_step: Callable[[int, int, float, int], None] | None = None,
+) -> TrainResult:
+    """The GRPO update of ``train_grpo`` on groups sampled and scored elsewhere (the self-play proposer's
+    proposals, ``loop/selfplay.py``): each group is ``[(prompt, completion text, ended, reward), ...]``,
+    ``ended`` meaning the sample stopped at the end-of-turn token (which is then trained on too). The
+    completion is re-tokenised from its text (the character tokenizer maps it back to the same ids).
+    Advantages are group-normalised as in ``train_grpo``; groups whose rewards are all equal are skipped.
+    ``steps`` AdamW updates over all groups at once (the first strictly on the sampled policy; later ones
+    reuse the samples without ratio clipping). ``loss_history`` holds the mean reward over all samples."""
+    began = time.perf_counter()
+    torch.manual_seed(seed)
+    model, tokenizer = load_learner(Path(learner_dir), device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    batch, advantages, all_rewards = [], [], []
+    for group in groups:
+        rewards = [float(r) for *_, r in group]
+        all_rewards.extend(rewards)
+        std = statistics.pstdev(rewards) if len(rewards) > 1 else 0.0
+        if std == 0:
+            continue
+        mean = sum(rewards) / len(rewards)
+        prompt_ids = encode_user_prompts(tokenizer, [prompt for prompt, *_ in group])
+        for (_, text, ended, r), p_ids in zip(group, prompt_ids, strict=True):
+            c_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) + ([tokenizer.eos_token_id] if ended else [])
+            if not c_ids:
+                continue
+            batch.append((list(p_ids) + c_ids, [IGNORE] * len(p_ids) + c_ids))
+            advantages.append((r - mean) / (std + 1e-4))
+    last_loss, num_tokens = 0.0, 0
+    for step in range(steps):
+        if batch:
+            model.train()
+            last_loss = _policy_step(model, optimizer, batch, advantages, tokenizer.pad_token_id)
+            num_tokens += sum(len(ids) for ids, _ in batch)
+        if on_step is not None:
+            on_step(step + 1, steps, last_loss, num_tokens)
+    model.eval()
+    save_learner(model, tokenizer, Path(out_dir))
+    mean_reward = sum(all_rewards) / len(all_rewards) if all_rewards else 0.0
+    return TrainResult(last_loss, num_tokens, steps, time.perf_counter() - began, [mean_reward])

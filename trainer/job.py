@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,14 +37,18 @@ POLL_SECONDS = 0.2
 
 @dataclass
 class TrainJob:
-    backend: Literal["embedded-sft", "embedded-grpo"]
+    backend: Literal["embedded-sft", "embedded-grpo", "embedded-grpo-groups"]
     learner_dir: str
     out_dir: str
     data_path: str
-    """JSONL. sft rows: {"prompt", "response"}; grpo rows: {"prompt", "answer", "domain", "task_json"}."""
+    """JSONL. sft rows: {"prompt", "response"}; grpo rows: {"prompt", "answer", "domain", "task_json"};
+    grpo-groups rows (already sampled and scored): {"group", "prompt", "completion", "ended", "reward"}."""
     params: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of train_sft / train_grpo (epochs, batch_size, learning_rate, ..., seed, device)."""
     result_path: str = ""
+    pretrain: dict[str, Any] = field(default_factory=dict)
+    """Continued pre-training first (``trainer/cpt.py``): {"data_path": JSONL of {"text"}, "params": train_cpt
+    keyword arguments}; the main step then starts from its model. Empty: none."""
 
 
 class TrainJobFailed(RuntimeError):
@@ -118,7 +122,29 @@ def _grpo_reward(rows: list[dict]) -> Callable[[int, str], float]:
     return reward
 
 
+def _pretrained(job: TrainJob) -> TrainJob:
+    """``job`` itself, or with ``job.pretrain``: CPT into ``<out_dir>.cpt`` (its result beside
+    ``result_path`` as ``.cpt.json``, its steps as "cpt-step" events) and the job starting from there."""
+    if not job.pretrain:
+        return job
+    import shutil
+
+    from .cpt import train_cpt
+
+    def on_step(step: int, total: int, loss: float, tokens: int) -> None:
+        _emit({"event": "cpt-step", "step": step, "total": total, "loss": loss, "tokens": tokens})
+
+    out = Path(f"{job.out_dir}.cpt")
+    shutil.rmtree(out, ignore_errors=True)
+    texts = [r["text"] for r in _read_rows(job.pretrain["data_path"])]
+    result = train_cpt(Path(job.learner_dir), texts, out, on_step=on_step, **job.pretrain["params"])
+    if job.result_path:
+        _atomic_write_text(Path(f"{job.result_path}.cpt.json"), json.dumps(asdict(result)))
+    return replace(job, learner_dir=str(out), pretrain={})
+
+
 def _run(job: TrainJob) -> TrainResult:
+    job = _pretrained(job)
     def on_step(step: int, total: int, loss: float, tokens: int) -> None:
         _emit({"event": "step", "step": step, "total": total, "loss": loss, "tokens": tokens})
 
@@ -133,6 +159,14 @@ def _run(job: TrainJob) -> TrainResult:
 
         return train_grpo(Path(job.learner_dir), [r["prompt"] for r in rows], _grpo_reward(rows),
                           Path(job.out_dir), on_step=on_step, **job.params)
+    if job.backend == "embedded-grpo-groups":
+        from .grpo import train_grpo_groups
+
+        groups: dict[object, list[tuple[str, str, bool, float]]] = {}
+        for r in rows:
+            groups.setdefault(r["group"], []).append((r["prompt"], r["completion"], bool(r["ended"]), float(r["reward"])))
+        return train_grpo_groups(Path(job.learner_dir), list(groups.values()), Path(job.out_dir), on_step=on_step,
+                                 **job.params)
     raise ValueError(f"unknown trainer backend {job.backend!r}")
 
 

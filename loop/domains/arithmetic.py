@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 from .base import Task, register
+
+_EXPRESSION = re.compile(r"[0-9]+(?:[+-][0-9]+)+")
 
 
 def _operand(digits: int, rng: random.Random) -> int:
@@ -118,6 +121,24 @@ class Arithmetic:
             canonical=canonical,
             meta={"digits": digits, "operands": len(values), "minus": minus},
         )
+
+    def parse(self, text: str) -> Task | None:
+        """The task an expression such as ``123+45`` or ``90-7+3`` stands for, or None when it is not one
+        this domain could have made: operands are decimal numbers without leading zeros, at most
+        ``max_operands`` of them, operations among ``operations``, a non-negative result, and a difficulty
+        within [min_difficulty, max_difficulty] (what the self-play proposer's samples are checked with)."""
+        text = text.strip()
+        if not _EXPRESSION.fullmatch(text):
+            return None
+        numbers, ops = re.findall(r"[0-9]+", text), re.findall(r"[+-]", text)
+        if len(numbers) > self.cfg.max_operands or any(op not in self.cfg.operations for op in ops):
+            return None
+        if any(len(x) > 1 and x[0] == "0" for x in numbers) or max(len(x) for x in numbers) > self.max_difficulty:
+            return None
+        task = self.task_for([int(x) for x in numbers], ops)
+        if int(task.answer) < 0 or not self.min_difficulty <= task.difficulty <= self.max_difficulty:
+            return None
+        return task
 
     def escalate(self, task: Task, rng: random.Random) -> Task:
         return self.make_task(self._clip(task.difficulty + 1.0), rng)
