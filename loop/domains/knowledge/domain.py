@@ -177,6 +177,11 @@ class Knowledge:
     def grade(self, task: Task, output: str) -> bool:
         return normalise(output.rsplit(">", 1)[-1]) == normalise(task.answer)
 
+    def corpus_texts(self) -> list[str]:
+        """The corpus the questions are made from (one document per entity): continued pre-training's text."""
+        docs = self.world.documents()
+        return [docs[name] for name in sorted(docs)]
+
     def eval_levels(self) -> list[float]:
         return [float(h) for h in range(1, int(self.max_difficulty) + 1)]
 
