@@ -25,7 +25,7 @@ num_guided`` successes, likewise. A solo pass thus rules out the ZPD without a g
 that may still enter the exam (no solo success, every guided sample correct) are sampled to the full
 k/k while the exam has room this round, so exam admission stays 0/k solo and k/k guided. Sample j of a
 task in a mode has its own seed (``sample_seeds``), so it is the same sample a fixed-k call would have
-drawn: adaptive and fixed-k decide alike up to floating-point batch effects. ``rounds.num_attempts``
+drawn (policies that read the solo pass rate itself, bandit and learnability, get all k solo samples): adaptive and fixed-k decide alike up to floating-point batch effects. ``rounds.num_attempts``
 counts the samples drawn, ``rounds.num_attempts_fixed`` what fixed k (``num_solo + num_guided`` for
 every task) would have drawn.
 """
@@ -168,7 +168,8 @@ def run(ctx: RunContext, round_n: int) -> None:
         # 1. Solo: the learner alone.
         solo: dict[int, Samples] = {}
         drawn += sample(learner, {tid: (t.prompt, grade_fn(t)) for tid, (_, t) in tasks.items()}, solo, k=k_solo,
-                        keep_going=(lambda s: not decided(s, k_solo, need_solo)) if cal.adaptive else None,
+                        keep_going=(lambda s: not decided(s, k_solo, need_solo))
+                        if cal.adaptive and not policy.needs_pass_rate else None,
                         seed_of=seed_of("solo"), temperature=cal.temperature, max_tokens=cal.max_tokens)
         # 2. Guided: tasks failed alone (every task under fixed k), by the teacher when one is configured.
         failing = [tid for tid in tasks if solo[tid].rate is not None

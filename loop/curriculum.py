@@ -72,6 +72,10 @@ class Policy:
     derives = True
     """Whether SYNTHESIZE also escalates last round's mastered tasks and simplifies its beyond tasks."""
 
+    needs_pass_rate = False
+    """Whether the policy reads the solo pass rate itself (not only the band decision): then adaptive
+    calibration still draws all ``num_solo`` solo samples, so the rate is not cut short."""
+
     def __init__(self, cfg: CurriculumConfig, spread: float) -> None:
         self.cfg, self.spread = cfg, spread
 
@@ -135,6 +139,7 @@ class FixedSchedule(Uniform):
 @register
 class Bandit(Uniform):
     name = "bandit"
+    needs_pass_rate = True
 
     def arms(self, lo: float, hi: float) -> list[int]:
         return list(range(math.floor(lo), max(math.floor(lo), math.ceil(hi) - 1) + 1))
@@ -168,6 +173,7 @@ class Bandit(Uniform):
 @register
 class Learnability(Uniform):
     name = "learnability"
+    needs_pass_rate = True
 
     def select(self, fate, p_solo, p_guided, rng):
         return rng.random() < 4.0 * p_solo * (1.0 - p_solo)
