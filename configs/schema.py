@@ -432,6 +432,11 @@ class CurriculumConfig(Strict):
     """self-play: share of the bootstrap set (and of its replay) that teaches the proposer format,
     ``propose:<level>`` -> an expression of that level."""
 
+    selfplay_format_repair_below: float = Field(0.5, ge=0, le=1)
+    """self-play: when fewer than this share of a round's proposals are valid, the proposer's TRAIN step
+    first fine-tunes on the format (the bootstrap's proposer rows, mixed with as many of its solver rows)
+    before the GRPO update: the cold start of a learner whose round 0 was not self-play. 0: never."""
+
     solo_max_ratio: float = Field(0.25, ge=0, le=1)
     """A task 'fails alone' when its solo pass rate is at most this (else it is mastered)."""
 

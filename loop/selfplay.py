@@ -31,6 +31,12 @@ Round 0 teaches the format: under self-play ``selfplay_bootstrap_fraction`` of t
 ``propose:<level>`` -> an expression of that level (``proposer_examples``), and that share is replayed
 with the bootstrap set afterwards, so the solver's SFT does not make the learner forget it.
 
+Cold start: a learner whose round 0 was not self-play (a policy changed mid-run, a benchmark's shared
+round 0) proposes nothing valid, and all-invalid groups carry no GRPO signal. So when fewer than
+``selfplay_format_repair_below`` of a round's proposals are valid, the proposer step first fine-tunes on
+the format (``format_examples``: the bootstrap's proposer rows with as many of its solver rows), in the
+same child job, then makes the GRPO update.
+
 Resumability: each TRAIN step is complete once its directory exists (``work/solver``, then
 ``work/learner``, each renamed from ``.tmp``); a kill in between reruns only the missing step from the
 same stored proposals and rewards. The round's proposer figures (loss, mean reward, valid and duplicate
@@ -193,13 +199,16 @@ def train_proposer(ctx: RunContext, round_n: int, *, solver: Path, out: Path) ->
     for r in scored:
         groups.setdefault((r["domain"], r["group_id"]), []).append(r)
     signal = {k: g for k, g in groups.items() if len(g) > 1 and len({r["reward"] for r in g}) > 1}
+    cfg = ctx.cfg.curriculum
+    repair = bool(rows) and figures["proposer_valid_ratio"] < cfg.selfplay_format_repair_below
+    fmt = format_examples(ctx) if repair else []
     result_file = out.parent / f"{out.name}.result.json"
     if out.is_dir():  # updated before a kill that came ahead of the phase commit
         if result_file.is_file():
             result = json.loads(result_file.read_text())
             figures.update(proposer_loss=result.get("loss"), proposer_tokens=result.get("num_tokens") or 0)
-    elif not signal or not ctx.cfg.train.backend.startswith("embedded"):
-        if signal:
+    elif not (signal or fmt) or not ctx.cfg.train.backend.startswith("embedded"):
+        if signal or fmt:
             ctx.log.warning("the proposer update needs an embedded trainer backend; skipped",
                             extra={"backend": ctx.cfg.train.backend})
         tmp = out.parent / f"{out.name}.tmp"
@@ -210,15 +219,37 @@ def train_proposer(ctx: RunContext, round_n: int, *, solver: Path, out: Path) ->
         link_or_copy_tree(solver, tmp)
         tmp.rename(out)
     else:
-        cfg = ctx.cfg.curriculum
+        seed = derive_seed(ctx.cfg.run.seed, round_n, "proposer") % 2**31
+        device = resolve_device(ctx.cfg.learner.device)
         data = [{"group": f"{d}:{gid}", "prompt": r["prompt"], "completion": r["output"],
                  "ended": r["finish_reason"] == "stop", "reward": r["reward"]}
                 for (d, gid), g in sorted(signal.items()) for r in g]
-        params = dict(steps=cfg.selfplay_steps, learning_rate=cfg.selfplay_learning_rate,
-                      seed=derive_seed(ctx.cfg.run.seed, round_n, "proposer") % 2**31,
-                      device=resolve_device(ctx.cfg.learner.device))
+        data += [{"format": True, "prompt": r["prompt"], "response": r["response"]} for r in fmt]
+        params = dict(steps=cfg.selfplay_steps, learning_rate=cfg.selfplay_learning_rate, seed=seed, device=device)
+        if fmt:
+            ctx.log.info("proposer format fine-tune first", extra={"valid_ratio": figures["proposer_valid_ratio"],
+                                                                   "examples": len(fmt)})
+            params["format"] = dict(epochs=ctx.cfg.bootstrap.epochs, batch_size=ctx.cfg.train.batch_size,
+                                    learning_rate=ctx.cfg.train.learning_rate, seed=seed, device=device)
         result = run_trainer(ctx, backend="embedded-grpo-groups", learner=solver, data=data, out=out, params=params,
                              round_n=round_n)
         figures.update(proposer_loss=result.get("loss"), proposer_tokens=result.get("num_tokens") or 0)
-    ctx.log.info("proposer trained", extra={**figures, "groups": len(groups), "groups_with_signal": len(signal)})
+    ctx.log.info("proposer trained", extra={**figures, "groups": len(groups), "groups_with_signal": len(signal),
+                                            "format_examples": len(fmt)})
     return figures
+
+
+def format_examples(ctx: RunContext) -> list[dict]:
+    """The proposer's format lesson for a round whose proposals were mostly invalid: the bootstrap's
+    proposer rows (as many as the bootstrap has, at least 100) and as many of its solver rows (so the lesson
+    does not wipe out what the solver knows). Deterministic: the bootstrap's seed."""
+    from .bootstrap import bootstrap_set, eval_hashes
+
+    boot = ctx.cfg.bootstrap
+    n = max(100, round(boot.num_examples * ctx.cfg.curriculum.selfplay_bootstrap_fraction))
+    seed, exclude = derive_seed(ctx.cfg.run.seed, "bootstrap"), eval_hashes(ctx)
+    proposing = proposer_examples(ctx.domains, n, seed, exclude)
+    if not proposing:
+        return []
+    return proposing + bootstrap_set(ctx.domains, boot.model_copy(update={"num_examples": len(proposing)}), seed,
+                                     exclude)

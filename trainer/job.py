@@ -42,7 +42,8 @@ class TrainJob:
     out_dir: str
     data_path: str
     """JSONL. sft rows: {"prompt", "response"}; grpo rows: {"prompt", "answer", "domain", "task_json"};
-    grpo-groups rows (already sampled and scored): {"group", "prompt", "completion", "ended", "reward"}."""
+    grpo-groups rows (already sampled and scored): {"group", "prompt", "completion", "ended", "reward"}, and
+    optionally {"format": true, "prompt", "response"} rows fine-tuned on first (params["format"]: train_sft's)."""
     params: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of train_sft / train_grpo (epochs, batch_size, learning_rate, ..., seed, device)."""
     result_path: str = ""
@@ -162,11 +163,30 @@ def _run(job: TrainJob) -> TrainResult:
     if job.backend == "embedded-grpo-groups":
         from .grpo import train_grpo_groups
 
+        params = dict(job.params)
+        start, format_tokens = Path(job.learner_dir), 0
+        fmt = [r for r in rows if r.get("format")]
+        if fmt:  # a format fine-tune first (loop/selfplay.py: the proposer's cold start), its steps as "format-step"
+            import shutil
+
+            from .sft import SFTExample, train_sft
+
+            def on_format_step(step: int, total: int, loss: float, tokens: int) -> None:
+                _emit({"event": "format-step", "step": step, "total": total, "loss": loss, "tokens": tokens})
+
+            start = Path(f"{job.out_dir}.format")
+            shutil.rmtree(start, ignore_errors=True)
+            format_tokens = train_sft(Path(job.learner_dir), [SFTExample(r["prompt"], r["response"]) for r in fmt],
+                                      start, on_step=on_format_step, **params.pop("format")).num_tokens
+        params.pop("format", None)
         groups: dict[object, list[tuple[str, str, bool, float]]] = {}
         for r in rows:
-            groups.setdefault(r["group"], []).append((r["prompt"], r["completion"], bool(r["ended"]), float(r["reward"])))
-        return train_grpo_groups(Path(job.learner_dir), list(groups.values()), Path(job.out_dir), on_step=on_step,
-                                 **job.params)
+            if not r.get("format"):
+                groups.setdefault(r["group"], []).append(
+                    (r["prompt"], r["completion"], bool(r["ended"]), float(r["reward"])))
+        result = train_grpo_groups(start, list(groups.values()), Path(job.out_dir), on_step=on_step, **params)
+        result.num_tokens += format_tokens  # every token the job trained on
+        return result
     raise ValueError(f"unknown trainer backend {job.backend!r}")
 
 
