@@ -248,9 +248,20 @@ class KnowledgeConfig(Strict):
     enabled: bool = False
     """Use the knowledge domain."""
 
-    generator: Literal["synthetic"] = "synthetic"
-    """Where questions come from. synthetic: the built-in fictional world (offline, CPU). The teacher-endpoint
-    generator (loop/domains/knowledge/llm.py) is not wired into SYNTHESIZE yet."""
+    generator: Literal["synthetic", "teacher"] = "synthetic"
+    """Where questions come from. synthetic: written from the built-in fictional world's facts (offline, CPU);
+    teacher: the [teacher] endpoint writes each question from documents of that world (fusing one document
+    per hop) and escalates it with the four operators (loop/domains/knowledge/llm.py, prompts in
+    trainer/prompts/knowledge_*.txt). A reply that is not the expected JSON is retried, then dropped."""
+
+    teacher_retries: int = Field(2, ge=0, le=20)
+    """generator = teacher: retries of a reply that is not the expected JSON before the question is dropped."""
+
+    teacher_temperature: float = Field(0.7, ge=0, le=5)
+    """generator = teacher: sampling temperature of the question writer."""
+
+    teacher_max_tokens: int = Field(256, ge=16, le=100_000)
+    """generator = teacher: longest reply of the question writer, in tokens."""
 
     world_seed: int = Field(0, ge=0)
     """Seed of the synthetic world (names and facts). Part of the run's identity: do not change mid-run."""
@@ -769,6 +780,13 @@ class ZpdConfig(Strict):
 
     verl: VerlConfig = Field(default_factory=VerlConfig)
     """How the verl-sft / verl-grpo trainer backends launch verl (local or on a Ray cluster)."""
+
+    @model_validator(mode="after")
+    def _question_writer(self) -> ZpdConfig:
+        k = self.domains.knowledge
+        if k.enabled and k.generator == "teacher" and self.teacher is None:
+            raise ValueError("domains.knowledge.generator = 'teacher' needs a [teacher] section (the question writer)")
+        return self
 
 
 # Keys whose change mid-run would make the stored state meaningless; a resume refuses them.

@@ -205,6 +205,10 @@ class Daemon:
             )
         self.ctx = RunContext(self.state_dir, self.cfg, self.db, domains, self.metrics, self.log, self.stop,
                               beat=self.beat)
+        for domain in domains.values():  # a domain that needs the run (the knowledge domain's question writer)
+            attach = getattr(domain, "attach", None)
+            if attach is not None:
+                attach(self.ctx)
         self._publish_committed()
         self._ready = True
         notify.notify("READY=1")

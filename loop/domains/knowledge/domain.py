@@ -28,13 +28,17 @@ the filter would only throw distinct questions away.
 
 from __future__ import annotations
 
+import logging
 import random
 import string
 
 from ..base import Task, register
 from . import operators as ops
 from .dedup import PromptIndex
+from .llm import TeacherQuestions
 from .world import World
+
+log = logging.getLogger("zpd.knowledge")
 
 
 def normalise(text: str) -> str:
@@ -55,6 +59,15 @@ class Knowledge:
         self._index: PromptIndex | None = None
         self._remembering = False
         self._can_compute: bool | None = None
+        self.questions: TeacherQuestions | None = None
+        self._teacher_seed = 0
+        docs = self.world.documents()
+        self._docs = {e: docs[f"{kind}_{e.lower()}.txt"] for e, kind in self.world.kind_of.items()}
+        if cfg.generator == "teacher":
+            # The frozen eval set and the bootstrap set stay offline (written from the world's facts): a
+            # deterministic yardstick, and the bootstrap replayed every round costs no teacher call.
+            self.eval_items = self._offline_eval_items
+            self.bootstrap_task = self._offline_bootstrap_task
 
     def _clip(self, hops: float) -> int:
         return int(min(self.max_difficulty, max(self.min_difficulty, round(hops))))
@@ -138,8 +151,107 @@ class Knowledge:
             return task
         return task if self._index.admit(task.prompt, exclude=None if parent is None else parent.prompt) else None
 
+    # -- the teacher generator (generator = "teacher") ------------------------------------------
+    def attach(self, ctx) -> None:
+        """The run context, from the daemon once it is built: the question writer is ctx's [teacher]."""
+        if self.cfg.generator != "teacher":
+            return
+        cfg = self.cfg
+
+        def complete(prompt: str) -> str:
+            self._teacher_seed += 1
+            out = ctx.teacher_generator().generate([prompt], n=1, temperature=cfg.teacher_temperature,
+                                                   max_tokens=cfg.teacher_max_tokens, seed=self._teacher_seed)[0][0]
+            return "" if out.finish_reason == "error" else out.text
+
+        self.use_teacher(complete)
+
+    def use_teacher(self, complete) -> None:
+        """Write questions with ``complete(prompt) -> reply text`` (``llm.TeacherQuestions``)."""
+        self.questions = TeacherQuestions(complete, max_retries=self.cfg.teacher_retries)
+
+    @property
+    def teacher_dropped(self) -> int:
+        """Questions dropped because the teacher's reply was not the expected JSON (after its retries)."""
+        return 0 if self.questions is None else self.questions.dropped
+
+    def _ask(self, call, rng: random.Random) -> dict | None:
+        if self.questions is None:
+            raise RuntimeError("domains.knowledge.generator = 'teacher' but no teacher is attached")
+        self._teacher_seed = rng.randrange(2**31)
+        before = self.questions.dropped
+        reply = call()
+        if self.questions.dropped > before:
+            log.warning("teacher reply was not the expected JSON after its retries; question dropped",
+                        extra={"dropped_total": self.questions.dropped})
+        return reply
+
+    def _teacher_task(self, reply: dict, entities: list[str], difficulty: float, operator: str,
+                      steps: int) -> Task | None:
+        question, answer = reply["question"].strip(), reply["answer"].strip()
+        meta: dict = {}
+        program = str(reply.get("code") or "").strip()
+        if operator == "computational-formulation":
+            if not program or not self.can_compute():
+                return None
+            result = self._run(program)  # the code's output is the answer, whatever the teacher wrote
+            if result is None:
+                return None
+            answer, meta["code"], meta["teacher_answer"] = result, program, reply["answer"].strip()
+        return Task(
+            domain=self.name, difficulty=float(difficulty), prompt=question, answer=answer,
+            guidance=" ".join(self._docs[e].strip() for e in entities),
+            canonical="teacher|" + " ".join(question.lower().split()),
+            meta={"generator": "teacher", "documents": entities, "operator": operator, "steps": steps,
+                  "chain": [answer], **meta},
+        )
+
+    def _teacher_seed_task(self, difficulty: float, rng: random.Random) -> Task | None:
+        """One question fusing one document per hop of a chain (the documents of the entities it passes)."""
+        hops = self._clip(difficulty)
+        start = rng.choice(self._starts)
+        facts = self.world.resolve(start, self.world.walk(start, hops, rng))
+        entities = [f.subject for f in facts]
+        reply = self._ask(lambda: self.questions.seed([self._docs[e] for e in entities]), rng)
+        return None if reply is None else self._teacher_task(reply, entities, hops, "seed", 0)
+
+    def _teacher_escalate(self, task: Task, rng: random.Random) -> Task | None:
+        steps = int(task.meta.get("steps", 0))
+        if task.difficulty + 1 > self.max_difficulty or steps >= self.cfg.max_escalation_steps:
+            return self.make_task(self.max_difficulty, rng)
+        operators = [o for o in self.cfg.operators if o != "computational-formulation" or self.can_compute()]
+        operator = rng.choice(operators)
+        entities = list(task.meta["documents"])
+        if operator == "knowledge-expansion":  # one more document: an entity the last one's facts name
+            near = [f.obj for (s, _r), f in sorted(self.world.facts.items()) if s == entities[-1]]
+            near = [e for e in near if e not in entities] or [e for e in self._starts if e not in entities]
+            entities.append(rng.choice(near))
+        reply = self._ask(lambda: self.questions.escalate(task.prompt, task.answer, operator,
+                                                          [self._docs[e] for e in entities]), rng)
+        return None if reply is None else self._teacher_task(reply, entities, task.difficulty + 1, operator, steps + 1)
+
+    def _offline_eval_items(self) -> list[Task]:
+        rng, out = random.Random(f"knowledge-eval:{self.cfg.world_seed}"), []
+        for level in self.eval_levels():
+            seen: set[str] = set()
+            for _ in range(self.cfg.eval_per_level * 50):
+                if len(seen) == self.cfg.eval_per_level:
+                    break
+                start = rng.choice(self._starts)
+                t = self.task_for(start, self.world.walk(start, int(level), rng))
+                if t.canonical not in seen:
+                    seen.add(t.canonical)
+                    out.append(t)
+        return out
+
+    def _offline_bootstrap_task(self, rng: random.Random) -> Task:
+        start = rng.choice(self._starts)
+        return self.task_for(start, self.world.walk(start, rng.randint(1, min(3, int(self.max_difficulty))), rng))
+
     # -- the Domain interface -------------------------------------------------------------------
     def make_task(self, difficulty: float, rng: random.Random) -> Task | None:
+        if self.cfg.generator == "teacher":
+            return self._keep(self._teacher_seed_task(difficulty, rng))
         start = rng.choice(self._starts)
         return self._keep(self.task_for(start, self.world.walk(start, self._clip(difficulty), rng)))
 
@@ -154,6 +266,8 @@ class Knowledge:
     def escalate(self, task: Task, rng: random.Random) -> Task | None:
         """One operator step (picked from ``rng`` among those that apply); a fresh task at the top level
         when none applies or K_max steps were taken. None: a near-duplicate of something stored."""
+        if task.meta.get("generator") == "teacher":
+            return self._keep(self._teacher_escalate(task, rng), parent=task)
         spec = ops.Spec.from_meta(task.meta)
         choices = ops.applicable(self.world, spec, int(self.max_difficulty), self.cfg.operators, self.can_compute())
         if not choices or spec.steps >= self.cfg.max_escalation_steps:
@@ -161,6 +275,8 @@ class Knowledge:
         return self._keep(self.apply(rng.choice(choices), task, rng), parent=task)
 
     def simplify(self, task: Task, rng: random.Random) -> Task | None:
+        if task.meta.get("generator") == "teacher":  # the operators only add: a fresh question one step easier
+            return self.make_task(max(self.min_difficulty, task.difficulty - 1), rng)
         easier = ops.simplify(ops.Spec.from_meta(task.meta))
         if easier is None:
             return self.make_task(1.0, rng)
