@@ -53,7 +53,7 @@ def _set_dotted(data: dict[str, Any], parts: list[str], value: Any, origin: str)
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Relative paths in a config file are relative to that file."""
-    for dotted in ("learner.path", "storage.shared_dir", "domains.dataset.path"):
+    for dotted in ("learner.path", "storage.shared_dir", "domains.dataset.path", "domains.knowledge.corpus_dir"):
         *parents, key = dotted.split(".")
         node: Any = data
         for part in parents:
@@ -136,6 +136,9 @@ def immutable_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             new_set = sorted(k for k, v in (new.get("domains") or {}).items() if v.get("enabled"))
             if old_set != new_set:
                 changed.append("domains (the set of enabled domains)")
+        elif key.startswith("domains.") and not (_dotted(new, ".".join(key.split(".")[:2]) + ".enabled")
+                                                 and _dotted(old, ".".join(key.split(".")[:2]) + ".enabled")):
+            continue  # a domain's own keys matter only while it is enabled
         elif _dotted(old, key) != _dotted(new, key):
             changed.append(key)
     return changed

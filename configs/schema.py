@@ -330,6 +330,14 @@ class KnowledgeConfig(Strict):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     """Limits of the code tool (computational-formulation questions)."""
 
+    corpus_dir: str | None = None
+    """A folder of .txt / .md / .jsonl documents ingested into the store at the start of every round (new files
+    only; unreadable, empty, binary or non-UTF-8 ones are skipped, logged and counted in the round's report:
+    loop/ingestion.py). Its chunks feed continued pre-training (train.cpt sources 'corpus'). None: no corpus."""
+
+    chunk_chars: int = Field(800, ge=40, le=100_000)
+    """Longest chunk of an ingested document, in characters (paragraphs are packed up to it)."""
+
     @model_validator(mode="after")
     def _check(self) -> KnowledgeConfig:
         if not self.start_kinds:
@@ -799,4 +807,11 @@ IMMUTABLE_KEYS: tuple[str, ...] = (
     "learner.intermediate_size",
     "learner.max_positions",
     "domains.enabled",
+    # The synthetic world is made from these: another world would make every stored question meaningless.
+    # Compared only while the knowledge domain is enabled.
+    "domains.knowledge.world_seed",
+    "domains.knowledge.num_people",
+    "domains.knowledge.num_orgs",
+    "domains.knowledge.num_cities",
+    "domains.knowledge.num_countries",
 )

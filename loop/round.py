@@ -17,7 +17,7 @@ from collections.abc import Callable
 from zpd.configs.load import to_json
 from zpd.configs.schema import ZpdConfig
 
-from . import bootstrap, calibrate, measure, snapshot, synthesize, train
+from . import bootstrap, calibrate, ingestion, measure, snapshot, synthesize, train
 from .context import RunContext
 from .logs import CONTEXT
 
@@ -49,6 +49,7 @@ def run_round(ctx: RunContext, round_n: int, on_phase: Callable[[str], None] | N
     """Run round ``round_n`` from wherever it stands to committed. Raises Stopped or a phase's error."""
     ctx.cfg = start_round(ctx, round_n)
     CONTEXT.round = round_n
+    ingestion.ingest_for_round(ctx, round_n)  # domains.knowledge.corpus_dir: new documents, bad ones counted
     while (phase := ctx.round_row(round_n)["phase"]) != "done":
         ctx.check_stop()
         CONTEXT.phase = phase

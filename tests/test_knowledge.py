@@ -211,6 +211,21 @@ def test_shipped_config_enables_the_engine() -> None:
     assert cfg.curriculum.beyond_fate == "review"
 
 
+def test_the_world_cannot_change_mid_run() -> None:
+    from zpd.configs.load import immutable_changes, to_json
+
+    cfg = load_config(KNOWLEDGE_TOML, [])
+    old = json.loads(to_json(cfg))
+    for key, value in (("world_seed", 1), ("num_people", 31), ("num_countries", 6)):
+        new = json.loads(to_json(load_config(KNOWLEDGE_TOML, [f"domains.knowledge.{key}={value}"])))
+        assert immutable_changes(old, new) == [f"domains.knowledge.{key}"]
+    assert immutable_changes(old, json.loads(to_json(load_config(KNOWLEDGE_TOML, ["domains.knowledge.max_hops=5"])))) == []
+    # A domain's own keys matter only while it is enabled.
+    off = json.loads(to_json(load_config(ROOT / "configs" / "default.toml", [])))
+    off_new = json.loads(to_json(load_config(ROOT / "configs" / "default.toml", ["domains.knowledge.world_seed=3"])))
+    assert immutable_changes(off, off_new) == []
+
+
 # -- corpus ingestion ---------------------------------------------------------------------------------
 def test_ingestion_chunks_with_provenance_skips_bad_files_and_is_idempotent(tmp_path: Path, caplog) -> None:
     docs = tmp_path / "docs"
@@ -347,10 +362,23 @@ def test_daemon_runs_the_knowledge_domain_and_stores_yield(tmp_path: Path) -> No
              "calibration.num_solo=2", "calibration.num_guided=2", "calibration.max_tokens=12",
              "measure.max_tokens=12", "domains.knowledge.eval_per_level=2", "train.epochs=1.0",
              "storage.keep_all=true"]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "notes.md").write_text("# Notes\n\nTal's mentor is Rok, and Rok was born in Vem.\n")
+    (docs / "blob.txt").write_bytes(b"\x00\x01\x02 binary")
+    small.append(f"domains.knowledge.corpus_dir='{docs}'")
     args = [a for s in small for a in ("--set", s)]
     out = run_zpd("start", "--config", str(KNOWLEDGE_TOML), "--state-dir", str(state), "--rounds", "1", *args,
                   timeout=900)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    # Each round ingested the corpus folder first: round 0 stored the chunk, and both rounds report the
+    # binary file, which is also named in the log.
+    reports = {int(k.split(":")[1]): json.loads(v) for k, v in query(
+        state, "SELECT key, value FROM meta WHERE key LIKE 'corpus_ingest:%'")}
+    assert reports[0]["chunks_added"] == 1 and reports[1]["chunks_added"] == 0 and reports[1]["files_already"] == 1
+    assert reports[0]["skipped_files"] == reports[1]["skipped_files"] == {"binary": ["blob.txt"]}
+    assert query(state, "SELECT source FROM corpus_chunks") == [("notes.md",)]
+    assert '"file": "blob.txt"' in (state / "logs" / "zpd.jsonl").read_text()
     fates = dict(query(state, "SELECT fate, count(*) FROM tasks WHERE domain = 'knowledge' GROUP BY fate"))
     assert fates["eval"] == 8 and sum(v for k, v in fates.items() if k != "eval") >= 12
     (yield_ratio, calibrated), = query(state, "SELECT yield_ratio, (SELECT count(*) FROM tasks WHERE fate_round = 1 "
