@@ -21,7 +21,8 @@ One model, two roles, as in Absolute Zero (AZR), R-Zero and Agent0 (``reference/
   ``min(p, 1 - p)`` (``selfplay_reward = "learnability"``, R-Zero/Agent0) or ``1 - p`` for 0 < p < 1
   else 0 (``"azr"``); a duplicate earns ``-selfplay_duplicate_penalty``; an invalid proposal
   ``selfplay_invalid_reward`` (-1, as Agent0's unparsable questions). A proposal whose task is still
-  pending (a paused teacher) has no reward yet and is left out of its group. The groups are used for a
+  pending (a paused teacher), or a sample the generator failed to produce (an endpoint error), has no
+  reward and is left out of its group. The groups are used for a
   GRPO update (``trainer/grpo.py:train_grpo_groups``: group-normalised advantages, no KL) of the learner
   the solver's training just made (``work/solver`` -> ``work/learner``, a child process like every
   training job). The proposals were sampled by that learner's parent, the learner being trained this
@@ -173,8 +174,8 @@ def score_proposals(ctx: RunContext, round_n: int) -> list[dict]:
             """SELECT p.*, t.p_solo FROM proposals p LEFT JOIN tasks t ON t.id = p.task_id
                WHERE p.round = ? ORDER BY p.domain, p.group_id, p.sample_idx""", [round_n]))
         for r in rows:
-            r["reward"] = proposal_reward(cfg, valid=bool(r["valid"]), duplicate=bool(r["duplicate"]),
-                                          p_solo=r["p_solo"])
+            r["reward"] = None if r["finish_reason"] == "error" else proposal_reward(  # no answer: not its fault
+                cfg, valid=bool(r["valid"]), duplicate=bool(r["duplicate"]), p_solo=r["p_solo"])
             ctx.db.execute("UPDATE proposals SET reward = ? WHERE id = ?", [r["reward"], r["id"]])
     return rows
 
