@@ -465,11 +465,13 @@ def test_teacher_writes_the_candidates_of_a_daemon_round(tmp_path: Path, minilm)
     assert len(evals) == 8 and not any("notes" in p for (p,) in evals)  # the eval set stays offline
     writes = [p for p in server.prompts if "Reply with only one JSON object" in p]
     assert len(writes) >= len(rows)
+    # The question writer's calls are in round 1's teacher ledger (with calibration's guided attempts).
+    (requests, tokens), = query(state, "SELECT sum(num_requests), sum(prompt_tokens) FROM generation_usage "
+                                       "WHERE round = 1 AND role = 'teacher'")
+    assert requests == len(server.prompts) and tokens == 50 * requests
 
 
 def test_teacher_generator_writes_and_escalates_questions_over_an_openai_endpoint(caplog) -> None:
-    from types import SimpleNamespace
-
     from zpd.configs.schema import OpenAIEndpointConfig
     from zpd.loop.tools.sandbox import isolation_available
     from zpd.trainer.generation import build_generator
@@ -486,7 +488,7 @@ def test_teacher_generator_writes_and_escalates_questions_over_an_openai_endpoin
     try:
         d = Knowledge(KnowledgeConfig(enabled=True, generator="teacher", teacher_retries=2,
                                       operators=["computational-formulation"]))
-        d.attach(SimpleNamespace(teacher_generator=lambda: gen))
+        d.use_teacher(lambda prompt: gen.generate([prompt], max_tokens=256)[0][0].text)
         # The frozen eval set and the bootstrap set stay offline: no teacher call for them.
         assert len(d.eval_items()) == 40 and d.bootstrap_task(random.Random(0)).meta["operator"] == "seed"
         assert server.prompts == []

@@ -153,15 +153,25 @@ class Knowledge:
 
     # -- the teacher generator (generator = "teacher") ------------------------------------------
     def attach(self, ctx) -> None:
-        """The run context, from the daemon once it is built: the question writer is ctx's [teacher]."""
+        """The run context, from the daemon once it is built: the question writer is ctx's [teacher]. Its
+        calls are in the round's teacher ledger (tokens, cost: cost per accepted item counts them) and under
+        ``teacher.max_cost_usd`` (a call that does not fit is not made: the question is dropped)."""
         if self.cfg.generator != "teacher":
             return
+        from zpd.loop.logs import CONTEXT
+        from zpd.loop.usage import TeacherBudget, add_usage
+
         cfg = self.cfg
 
         def complete(prompt: str) -> str:
             self._teacher_seed += 1
+            budget = TeacherBudget(ctx, CONTEXT.round)
+            if not budget.plan([prompt], 1, cfg.teacher_max_tokens):
+                log.warning("teacher paused by teacher.max_cost_usd; question not written")
+                return ""
             out = ctx.teacher_generator().generate([prompt], n=1, temperature=cfg.teacher_temperature,
                                                    max_tokens=cfg.teacher_max_tokens, seed=self._teacher_seed)[0][0]
+            add_usage(ctx, CONTEXT.round, "teacher", ctx.cfg.teacher.model, [out], budget.cost([out]))
             return "" if out.finish_reason == "error" else out.text
 
         self.use_teacher(complete)
