@@ -444,7 +444,7 @@ class TeacherDouble:
 
 
 def test_teacher_writes_the_candidates_of_a_daemon_round(tmp_path: Path, minilm) -> None:
-    server = TeacherDouble([])
+    server = TeacherDouble(["not JSON"] * 3)  # the round's first question: dropped after 2 retries
     state = tmp_path / "state"
     small = ["learner.hidden_size=32", "learner.num_layers=2", "learner.num_heads=2", "learner.intermediate_size=64",
              "bootstrap.num_examples=100", "bootstrap.epochs=1.0", "synthesis.num_candidates=8",
@@ -469,6 +469,7 @@ def test_teacher_writes_the_candidates_of_a_daemon_round(tmp_path: Path, minilm)
     (requests, tokens), = query(state, "SELECT sum(num_requests), sum(prompt_tokens) FROM generation_usage "
                                        "WHERE round = 1 AND role = 'teacher'")
     assert requests == len(server.prompts) and tokens == 50 * requests
+    assert query(state, "SELECT value FROM meta WHERE key = 'teacher_dropped:1'") == [("1",)]
 
 
 def test_teacher_generator_writes_and_escalates_questions_over_an_openai_endpoint(caplog) -> None:

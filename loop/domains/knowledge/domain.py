@@ -60,6 +60,7 @@ class Knowledge:
         self._remembering = False
         self._can_compute: bool | None = None
         self.questions: TeacherQuestions | None = None
+        self._ctx = None
         self._teacher_seed = 0
         docs = self.world.documents()
         self._docs = {e: docs[f"{kind}_{e.lower()}.txt"] for e, kind in self.world.kind_of.items()}
@@ -162,6 +163,7 @@ class Knowledge:
         from zpd.loop.usage import TeacherBudget, add_usage
 
         cfg = self.cfg
+        self._ctx = ctx
 
         def complete(prompt: str) -> str:
             self._teacher_seed += 1
@@ -194,6 +196,12 @@ class Knowledge:
         if self.questions.dropped > before:
             log.warning("teacher reply was not the expected JSON after its retries; question dropped",
                         extra={"dropped_total": self.questions.dropped})
+            if self._ctx is not None:  # the round's report: meta teacher_dropped:<round> (same transaction)
+                from zpd.loop.logs import CONTEXT
+                from zpd.store.db import get_meta, set_meta
+
+                key = f"teacher_dropped:{CONTEXT.round}"
+                set_meta(self._ctx.db, key, str(int(get_meta(self._ctx.db, key) or 0) + 1))
         return reply
 
     def _teacher_task(self, reply: dict, entities: list[str], difficulty: float, operator: str,

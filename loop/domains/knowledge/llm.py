@@ -1,9 +1,10 @@
 """The teacher-endpoint generator: seed questions from composite units, escalation by the four operators.
 
-A seam, not yet wired into SYNTHESIZE: ``TeacherQuestions`` takes any ``complete(prompt) -> str``
-(e.g. a one-prompt wrapper over ``trainer/generation.build_generator("openai", ...)`` with the
-[teacher] settings) and the prompt templates in ``trainer/prompts/knowledge_*.txt``. A reply that is not
-the expected JSON object is retried ``max_retries`` times, then dropped and counted in ``dropped``.
+``TeacherQuestions`` takes any ``complete(prompt) -> str`` and the prompt templates in
+``trainer/prompts/knowledge_*.txt``; with ``domains.knowledge.generator = "teacher"`` the knowledge domain
+builds one over the run's [teacher] generator (``Knowledge.attach``) and SYNTHESIZE's candidates come from
+it. A reply that is not the expected JSON object is retried ``max_retries`` times, then dropped and counted
+in ``dropped`` (logged, and in the store's ``meta`` entry ``teacher_dropped:<round>``).
 """
 
 from __future__ import annotations
