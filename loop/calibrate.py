@@ -67,12 +67,18 @@ class Samples:
 
 
 def successes_needed(ratio: float, k: int, strict: bool) -> int:
-    """Successes out of k that make the rate > ratio (strict) or >= ratio."""
-    return math.floor(ratio * k + 1e-9) + 1 if strict else max(1, math.ceil(ratio * k - 1e-9))
+    """Successes out of k that make the rate > ratio (strict) or >= ratio (may be 0 or k + 1: decided
+    whatever the samples say, after the one answered sample a pass rate needs)."""
+    return math.floor(ratio * k + 1e-9) + 1 if strict else max(0, math.ceil(ratio * k - 1e-9))
 
 
 def decided(s: Samples, k: int, need: int) -> bool:
-    """Whether the fixed-k rule "at least ``need`` successes in k" can no longer change."""
+    """Whether the fixed-k rule "at least ``need`` successes in k" can no longer change (and the task
+    has a pass rate: at least one answered sample, unless all k were drawn)."""
+    if len(s.grades) >= k:
+        return True
+    if s.answered == 0:
+        return False
     return s.successes >= need or s.successes + (k - len(s.grades)) < need
 
 

@@ -117,6 +117,10 @@ def test_the_sequential_test_stops_exactly_when_fixed_k_is_decided():
     need = successes_needed(0.25, 4, strict=True)
     assert need == 2
     assert successes_needed(0.3, 3, strict=False) == 1 and successes_needed(0.0, 4, strict=True) == 1
+    # Degenerate bands are decided after the first answered sample, as fixed k would decide them.
+    assert successes_needed(1.0, 4, strict=True) == 5 and successes_needed(0.0, 3, strict=False) == 0
+    assert not decided(Samples(), 4, 5) and decided(Samples(grades=[False]), 4, 5)
+    assert not decided(Samples(grades=[None]), 3, 0) and decided(Samples(grades=[None, False]), 3, 0)
     assert not decided(Samples(grades=[True]), 4, need)
     assert decided(Samples(grades=[True, True]), 4, need)
     assert not decided(Samples(grades=[False, False]), 4, need)

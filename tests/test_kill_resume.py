@@ -63,14 +63,32 @@ def test_sigkill_in_calibrate_and_in_train_then_resume(tmp_path: Path, round0_ar
 
     conn = sqlite3.connect(state / "state.db")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    # Exactly the attempts calibration owes: num_solo per task, plus num_guided for those it failed alone.
+    # Exactly the attempts calibration owes under the sequential test (smoke: 2 solo, mastered at the first
+    # solo success; 2 guided, in the band at the first guided success; exam hopefuls, no solo success and
+    # every guided sample correct, go on to 2/2), numbered 0, 1, ... without a gap or a repeat.
     per_task = conn.execute(
-        """SELECT t.id, t.p_solo, sum(a.mode = 'solo'), sum(a.mode = 'guided')
-           FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id AND a.round = 1
+        """SELECT t.id, t.p_solo, group_concat(CASE a.mode WHEN 'solo' THEN a.sample_idx || ':' || a.correct END),
+                  group_concat(CASE a.mode WHEN 'guided' THEN a.sample_idx || ':' || a.correct END)
+           FROM tasks t LEFT JOIN (SELECT * FROM attempts ORDER BY sample_idx) a ON a.task_id = t.id AND a.round = 1
            WHERE t.round = 1 AND t.fate != 'eval' GROUP BY t.id"""
     ).fetchall()
-    assert per_task and all(solo == 2 for _, _, solo, _ in per_task)
-    assert all(guided == (2 if p_solo <= 0.25 else 0) for _, p_solo, _, guided in per_task)
+
+    def owed(outcomes: list[int], stop_on_success: bool, hopeful: bool) -> int:
+        if hopeful:
+            return 2
+        return outcomes.index(1) + 1 if stop_on_success and 1 in outcomes else 2
+
+    assert per_task
+    for _, p_solo, solo_s, guided_s in per_task:
+        solo = [tuple(map(int, x.split(":"))) for x in (solo_s or "").split(",") if x]
+        guided = [tuple(map(int, x.split(":"))) for x in (guided_s or "").split(",") if x]
+        assert [i for i, _ in solo] == list(range(len(solo))) and [i for i, _ in guided] == list(range(len(guided)))
+        s_out, g_out = [c for _, c in solo], [c for _, c in guided]
+        assert len(solo) == owed(s_out, True, False)
+        if p_solo > 0.25:
+            assert not guided
+        else:
+            assert len(guided) == owed(g_out, True, hopeful=all(g_out) and len(g_out) == 2)
     assert conn.execute("SELECT count(*) FROM tasks WHERE fate = 'pending'").fetchone()[0] == 0
     dup = conn.execute("SELECT count(*) FROM (SELECT task_id, round, mode, sample_idx FROM attempts "
                        "GROUP BY 1, 2, 3, 4 HAVING count(*) > 1)").fetchone()[0]
