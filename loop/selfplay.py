@@ -10,9 +10,9 @@ One model, two roles, as in Absolute Zero (AZR), R-Zero and Agent0 (``reference/
   be gradable (the domain grades its own reference solution correct) and not duplicate a stored task
   (eval and exam items included) or an earlier proposal of the round (content hash, i.e. canonical
   form). Valid, new proposals are returned as candidates (tagged in ``meta["proposal"]``); every
-  proposal, valid or not, is a row of ``proposals`` (written in SYNTHESIZE's transaction). Sampling is
-  seeded by ``derive_seed(seed, round, "propose", domain)``, so a kill-and-resume re-makes the same
-  proposals. A domain without ``parse`` (knowledge, dataset) has its candidates made by the domain at the
+  proposal, valid or not, is a row of ``proposals`` (written in SYNTHESIZE's transaction). Every sample
+  has its own seed, derived from ``(seed, round, "propose", domain)``, its group and its index, so a
+  kill-and-resume re-makes the same proposals. A domain without ``parse`` (knowledge, dataset) has its candidates made by the domain at the
   zpd-band difficulties, as under zpd-band (without escalations).
 * **Solve**: CALIBRATE measures the proposed tasks like any other; the learner trains on the ZPD
   (``select`` is zpd-band's).
@@ -137,9 +137,10 @@ class SelfPlay(Policy):
         prompts = [proposer_prompt(level) for level in levels]
         learner_round = ctx.round_row(round_n)["parent_learner_round"]
         gen = ctx.generator(ctx.learner_dir(learner_round))
+        seed = derive_seed(ctx.cfg.run.seed, round_n, "propose", domain_name)
         outs = gen.generate(prompts, n=size, temperature=cfg.selfplay_temperature,
-                            max_tokens=cfg.selfplay_max_tokens,
-                            seed=derive_seed(ctx.cfg.run.seed, round_n, "propose", domain_name))
+                            max_tokens=cfg.selfplay_max_tokens, seed=seed,
+                            sample_seeds=[[derive_seed(seed, g, j) for j in range(size)] for g in range(num_groups)])
         known = ctx.known_hashes()
         tasks: list[Any] = []
         rows: list[dict] = []
