@@ -121,6 +121,7 @@ def proposal_reward(cfg: Any, *, valid: bool, duplicate: bool, p_solo: float | N
 class SelfPlay(Policy):
     name = "self-play"
     derives = False
+    needs_pass_rate = True  # the proposer's reward is the solver's pass rate: all k solo samples
 
     def propose(self, ctx: RunContext, round_n: int, domain_name: str, domain: Any, n: int,
                 rng: random.Random) -> list[Any] | None:
