@@ -209,15 +209,15 @@ def _fates(state: Path) -> list[tuple]:
 
 def test_same_seed_same_tasks_and_fates_and_exam_versions_rebuild(tmp_path, round0_archive):
     runs = []
-    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+    for name, seed, rounds in (("a", 3, 2), ("b", 3, 2), ("c", 4, 1)):
         state = tmp_path / name
-        out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "2",
+        out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", str(rounds),
                       "--from-snapshot", str(round0_archive), "--set", f"run.seed={seed}", timeout=900)
         assert out.returncode == 0, out.stderr[-3000:]
         runs.append(state)
     a, b, c = (_fates(s) for s in runs)
     assert a and a == b  # same seed and config: the same tasks, pass rates and fates
-    assert {r[1] for r in a} != {r[1] for r in c}  # another seed: other tasks
+    assert {r[1] for r in a if r[0] == 1} != {r[1] for r in c}  # another seed: other tasks
 
     conn = sqlite3.connect(runs[0] / "state.db")
     for v in (1, 2):
