@@ -254,6 +254,15 @@ class KnowledgeConfig(Strict):
     per hop) and escalates it with the four operators (loop/domains/knowledge/llm.py, prompts in
     trainer/prompts/knowledge_*.txt). A reply that is not the expected JSON is retried, then dropped."""
 
+    source: Literal["world", "corpus"] = "world"
+    """generator = teacher: what the questions are written from. world: the built-in synthetic world's
+    documents; corpus: the documents ingested from corpus_dir (the paper's way: each seed question fuses the
+    three chunks of one composite unit, mined by k-NN and tau from chunk embeddings and used at most once per
+    round; escalation adds retrieved neighbour chunks; guided attempts read every chunk the question was
+    written from; the eval set is written once at round 0 from held-out units and frozen:
+    loop/domains/knowledge/corpus_units.py). corpus needs corpus_dir and generator = 'teacher'; the teacher's
+    guided attempts read those chunks with teacher.use_guidance = true."""
+
     teacher_retries: int = Field(2, ge=0, le=20)
     """generator = teacher: retries of a reply that is not the expected JSON before the question is dropped."""
 
@@ -295,7 +304,8 @@ class KnowledgeConfig(Strict):
     """K_max: escalation steps from a seed question; past it escalate starts a fresh top-level question."""
 
     retrieve_k: int = Field(1, ge=1, le=50)
-    """Passages retrieved per hop for the guided prompt (more than 1 adds distractors)."""
+    """Passages retrieved per hop for the guided prompt (more than 1 adds distractors). source = corpus: the
+    chunks a knowledge-expansion or factual-grounding step retrieves and adds to the question's documents."""
 
     response: Literal["worked", "answer"] = "worked"
     """Answer format: 'worked' (each entity along the chain, '>'-separated; the last is graded) or 'answer'."""
@@ -342,6 +352,12 @@ class KnowledgeConfig(Strict):
     def _check(self) -> KnowledgeConfig:
         if not self.start_kinds:
             raise ValueError("domains.knowledge.start_kinds must not be empty")
+        if self.source == "corpus" and self.generator != "teacher":
+            raise ValueError("domains.knowledge.source 'corpus' needs domains.knowledge.generator = 'teacher' "
+                             "(the question writer)")
+        if self.source == "corpus" and not self.corpus_dir:
+            raise ValueError("domains.knowledge.source 'corpus' needs domains.knowledge.corpus_dir "
+                             "(the folder the questions are written from)")
         return self
 
 

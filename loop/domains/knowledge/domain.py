@@ -17,6 +17,13 @@ generator over the synthetic world (``world.py``):
   (``Rok>Vem``), so the bare-prompt training target carries every intermediate fact; only the last one is
   graded, exactly after normalisation (case, surrounding blanks and punctuation).
 
+With ``source = "corpus"`` (``generator = "teacher"``) the questions come from the ingested corpus instead
+(``corpus_units.py``): a seed question fuses the three chunks of one composite unit (each unit seeds at most
+once per round; a harder one is the seed escalated ``difficulty - 1`` steps at once), knowledge expansion
+and factual grounding add the chunks retrieval finds nearest to the question, the guidance is every chunk
+the question was written from, and ``meta`` records the unit, the chunks and their provenance (file,
+record, character span). The eval set is teacher-written from held-out units at round 0 and frozen.
+
 Deduplication: structural (start entity + relation chain + operators: the canonical form, exact), and,
 with ``dedup = "embedding"``, near-duplicates by MiniLM cosine against everything stored (``dedup.py``):
 SYNTHESIZE calls ``remember`` with the stored prompts, after which ``make_task``, ``escalate`` and
@@ -34,6 +41,7 @@ import string
 
 from ..base import Task, register
 from . import operators as ops
+from .corpus_units import CorpusUnits
 from .dedup import PromptIndex
 from .llm import TeacherQuestions
 from .world import World
@@ -56,7 +64,11 @@ class Knowledge:
         self.world = World(cfg.world_seed, cfg.num_people, cfg.num_orgs, cfg.num_cities, cfg.num_countries)
         self._starts = [e for kind in cfg.start_kinds for e in self.world.entities[kind]]
         self._embedder = embedder
+        self._embedder_obj = None
         self._index: PromptIndex | None = None
+        self._units: CorpusUnits | None = None
+        self._used: set[tuple[int, int, int]] = set()
+        self._used_round: object = None
         self._remembering = False
         self._can_compute: bool | None = None
         self.questions: TeacherQuestions | None = None
@@ -69,6 +81,8 @@ class Knowledge:
             # deterministic yardstick, and the bootstrap replayed every round costs no teacher call.
             self.eval_items = self._offline_eval_items
             self.bootstrap_task = self._offline_bootstrap_task
+        if cfg.source == "corpus":  # teacher-written from held-out units at round 0 (then frozen)
+            self.eval_items = self._corpus_eval_items
 
     def _clip(self, hops: float) -> int:
         return int(min(self.max_difficulty, max(self.min_difficulty, round(hops))))
@@ -137,15 +151,21 @@ class Knowledge:
     def remember(self, prompts: list[str]) -> None:
         """The prompts of every stored task of this domain (SYNTHESIZE, before making candidates): from now
         on a candidate near one of them, or near one made since, is rejected (None)."""
+        self._used, self._used_round = set(), self._round()  # SYNTHESIZE begins: every unit may seed again
         if not self.embedding_dedup():
             return
         if self._index is None:
-            from zpd.trainer.embed import load_embedder
-
-            self._index = PromptIndex(self._embedder or (lambda: load_embedder(self.cfg.embedder)),
-                                      self.cfg.dedup_threshold)
+            self._index = PromptIndex(self._load_embedder, self.cfg.dedup_threshold)
         self._index.remember(prompts)
         self._remembering = True
+
+    def _load_embedder(self):
+        """The embedder (dedup, composite units, retrieval), loaded once."""
+        if self._embedder_obj is None:
+            from zpd.trainer.embed import load_embedder
+
+            self._embedder_obj = (self._embedder or (lambda: load_embedder(self.cfg.embedder)))()
+        return self._embedder_obj
 
     def _keep(self, task: Task | None, parent: Task | None = None) -> Task | None:
         if task is None or not self._remembering:
@@ -164,6 +184,8 @@ class Knowledge:
 
         cfg = self.cfg
         self._ctx = ctx
+        if cfg.source == "corpus":
+            self.use_corpus(ctx.db)
 
         def complete(prompt: str) -> str:
             self._teacher_seed += 1
@@ -177,6 +199,10 @@ class Knowledge:
             return "" if out.finish_reason == "error" else out.text
 
         self.use_teacher(complete)
+
+    def use_corpus(self, db) -> None:
+        """Write the questions from the corpus ingested into ``db`` (``source = "corpus"``)."""
+        self._units = CorpusUnits(db, self.cfg, self._load_embedder)
 
     def use_teacher(self, complete) -> None:
         """Write questions with ``complete(prompt) -> reply text`` (``llm.TeacherQuestions``)."""
@@ -206,6 +232,13 @@ class Knowledge:
 
     def _teacher_task(self, reply: dict, entities: list[str], difficulty: float, operator: str,
                       steps: int) -> Task | None:
+        return self._written(reply, " ".join(self._docs[e].strip() for e in entities), difficulty, operator,
+                             steps, {"documents": entities})
+
+    def _written(self, reply: dict, guidance: str, difficulty: float, operator: str, steps: int,
+                 where: dict) -> Task | None:
+        """The task of a teacher reply; ``guidance``: the documents it was written from; ``where``: their
+        names in ``meta`` (world entities, or corpus chunks)."""
         question, answer = reply["question"].strip(), reply["answer"].strip()
         meta: dict = {}
         program = str(reply.get("code") or "").strip()
@@ -218,10 +251,9 @@ class Knowledge:
             answer, meta["code"], meta["teacher_answer"] = result, program, reply["answer"].strip()
         return Task(
             domain=self.name, difficulty=float(difficulty), prompt=question, answer=answer,
-            guidance=" ".join(self._docs[e].strip() for e in entities),
+            guidance=guidance,
             canonical="teacher|" + " ".join(question.lower().split()),
-            meta={"generator": "teacher", "documents": entities, "operator": operator, "steps": steps,
-                  "chain": [answer], **meta},
+            meta={"generator": "teacher", **where, "operator": operator, "steps": steps, "chain": [answer], **meta},
         )
 
     def _teacher_seed_task(self, difficulty: float, rng: random.Random) -> Task | None:
@@ -233,12 +265,16 @@ class Knowledge:
         reply = self._ask(lambda: self.questions.seed([self._docs[e] for e in entities]), rng)
         return None if reply is None else self._teacher_task(reply, entities, hops, "seed", 0)
 
+    def _operators(self) -> list[str]:
+        return [o for o in self.cfg.operators if o != "computational-formulation" or self.can_compute()]
+
     def _teacher_escalate(self, task: Task, rng: random.Random) -> Task | None:
         steps = int(task.meta.get("steps", 0))
         if task.difficulty + 1 > self.max_difficulty or steps >= self.cfg.max_escalation_steps:
             return self.make_task(self.max_difficulty, rng)
-        operators = [o for o in self.cfg.operators if o != "computational-formulation" or self.can_compute()]
-        operator = rng.choice(operators)
+        if "chunks" in task.meta:
+            return self._corpus_step(task, rng)
+        operator = rng.choice(self._operators())
         entities = list(task.meta["documents"])
         if operator == "knowledge-expansion":  # one more document: an entity the last one's facts name
             near = [f.obj for (s, _r), f in sorted(self.world.facts.items()) if s == entities[-1]]
@@ -247,6 +283,87 @@ class Knowledge:
         reply = self._ask(lambda: self.questions.escalate(task.prompt, task.answer, operator,
                                                           [self._docs[e] for e in entities]), rng)
         return None if reply is None else self._teacher_task(reply, entities, task.difficulty + 1, operator, steps + 1)
+
+    # -- the teacher over the ingested corpus (source = "corpus") ---------------------------------
+    def _corpus(self) -> CorpusUnits:
+        if self._units is None:
+            raise RuntimeError("domains.knowledge.source = 'corpus' but no store is attached (use_corpus)")
+        return self._units
+
+    @staticmethod
+    def _round() -> object:
+        from zpd.loop.logs import CONTEXT
+
+        return CONTEXT.round
+
+    def _corpus_task(self, reply: dict, unit: list[int], chunks: list[int], difficulty: float, operator: str,
+                     steps: int) -> Task | None:
+        corpus = self._corpus()
+        return self._written(reply, "\n\n".join(corpus.texts(chunks)), difficulty, operator, steps,
+                             {"source": "corpus", "unit": list(unit), "chunks": list(chunks),
+                              "provenance": corpus.provenance(chunks)})
+
+    def _corpus_seed(self, unit: tuple[int, int, int], rng: random.Random) -> Task | None:
+        """The teacher's question fusing the three chunks of ``unit``."""
+        ids = list(unit)
+        reply = self._ask(lambda: self.questions.seed(self._corpus().texts(ids)), rng)
+        return None if reply is None else self._corpus_task(reply, ids, ids, self.min_difficulty, "seed", 0)
+
+    def _corpus_step(self, task: Task, rng: random.Random) -> Task | None:
+        """One operator step over the task's chunks; knowledge expansion and factual grounding (the paper's
+        search operators) add the ``retrieve_k`` chunks retrieval finds nearest to the question first."""
+        operator = rng.choice(self._operators())
+        ids = list(task.meta["chunks"])
+        if operator in ("knowledge-expansion", "factual-grounding"):
+            ids += self._corpus().search(f"{task.prompt} {task.answer}", self.cfg.retrieve_k, set(ids))
+        reply = self._ask(lambda: self.questions.escalate(task.prompt, task.answer, operator,
+                                                          self._corpus().texts(ids)), rng)
+        if reply is None:
+            return None
+        return self._corpus_task(reply, task.meta["unit"], ids, task.difficulty + 1, operator,
+                                 int(task.meta.get("steps", 0)) + 1)
+
+    def _corpus_question(self, unit: tuple[int, int, int], level: int, rng: random.Random) -> Task | None:
+        """A seed from ``unit`` escalated ``level - 1`` steps (None when a reply was dropped)."""
+        task = self._corpus_seed(unit, rng)
+        for _ in range(level - 1):
+            if task is None or int(task.meta["steps"]) >= self.cfg.max_escalation_steps:
+                break
+            task = self._corpus_step(task, rng)
+        return task
+
+    def _corpus_seed_task(self, difficulty: float, rng: random.Random) -> Task | None:
+        """A question from a unit not yet used this round and not held out for the eval set (None: none left)."""
+        units = self._corpus().refresh()
+        if self._used_round != self._round():
+            self._used, self._used_round = set(), self._round()
+        held = self._corpus().held_out()
+        free = [u for u in units if u not in held and u not in self._used]
+        if not free:
+            return None
+        unit = free[rng.randrange(len(free))]
+        self._used.add(unit)
+        return self._corpus_question(unit, self._clip(difficulty), rng)
+
+    def _corpus_eval_items(self) -> list[Task]:
+        """The frozen eval set (round 0): ``eval_per_level`` units per level, drawn with a fixed seed and held
+        out for good (meta ``knowledge_eval_units``), each a teacher question escalated to its level."""
+        corpus = self._corpus()
+        rng = random.Random(f"knowledge-eval-corpus:{self.cfg.world_seed}")
+        order = list(corpus.refresh())
+        rng.shuffle(order)
+        levels = [int(v) for v in self.eval_levels()]
+        held = order[: self.cfg.eval_per_level * len(levels)]
+        corpus.hold_out(held)
+        if len(held) < self.cfg.eval_per_level * len(levels):
+            log.warning("the corpus has fewer composite units than the eval set wants",
+                        extra={"units": len(order), "wanted": self.cfg.eval_per_level * len(levels)})
+        out = []
+        for i, unit in enumerate(held):
+            task = self._corpus_question(unit, levels[i // self.cfg.eval_per_level], rng)
+            if task is not None:
+                out.append(task)
+        return out
 
     def _offline_eval_items(self) -> list[Task]:
         rng, out = random.Random(f"knowledge-eval:{self.cfg.world_seed}"), []
@@ -269,6 +386,8 @@ class Knowledge:
     # -- the Domain interface -------------------------------------------------------------------
     def make_task(self, difficulty: float, rng: random.Random) -> Task | None:
         if self.cfg.generator == "teacher":
+            if self.cfg.source == "corpus":
+                return self._keep(self._corpus_seed_task(difficulty, rng))
             return self._keep(self._teacher_seed_task(difficulty, rng))
         start = rng.choice(self._starts)
         return self._keep(self.task_for(start, self.world.walk(start, self._clip(difficulty), rng)))
@@ -312,7 +431,10 @@ class Knowledge:
         return normalise(output.rsplit(">", 1)[-1]) == normalise(task.answer)
 
     def corpus_texts(self) -> list[str]:
-        """The corpus the questions are made from (one document per entity): continued pre-training's text."""
+        """The corpus the questions are made from (one document per entity): continued pre-training's text.
+        With source = "corpus", none: pre-training reads the ingested chunks from the store itself."""
+        if self.cfg.source == "corpus":
+            return []
         docs = self.world.documents()
         return [docs[name] for name in sorted(docs)]
 
