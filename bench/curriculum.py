@@ -117,16 +117,20 @@ def agreement(fixed_dir: Path, adaptive_dir: Path) -> dict:
             "calls_per_decision_adaptive": calls_ad / n_ad if n_ad else None}
 
 
-def fmt_tokens(values: list[int | None], budget: int) -> tuple[str, float | None, bool]:
+def fmt_tokens(values: list[int | None], used: list[int], budget: int) -> tuple[str, float | None, bool, bool]:
+    """(text, mean or lower bound, all seeds reached, the seeds that did not reach it spent the budget)."""
     reached = [v for v in values if v is not None]
+    exhausted = all(u >= budget for v, u in zip(values, used, strict=True) if v is None)
     if not reached:
-        return "> budget", None, False
+        return ("> budget" if exhausted else "not reached (round cap before the budget)"), None, False, exhausted
     if len(reached) < len(values):
+        if not exhausted:
+            return f"{len(reached)}/{len(values)} reached (others: round cap before the budget)", None, False, False
         lower = statistics.mean([v if v is not None else budget for v in values])
-        return f">= {lower:,.0f} ({len(reached)}/{len(values)} reached; others > budget)", lower, False
+        return f">= {lower:,.0f} ({len(reached)}/{len(values)} reached; others > budget)", lower, False, True
     mean = statistics.mean(reached)
     sd = statistics.stdev(reached) if len(reached) > 1 else 0.0
-    return f"{mean:,.0f} ± {sd:,.0f} (min {min(reached):,}, max {max(reached):,})", mean, True
+    return f"{mean:,.0f} ± {sd:,.0f} (min {min(reached):,}, max {max(reached):,})", mean, True, True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,17 +192,20 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, dict] = {}
     for p in policies:
         per = [tokens_to_target(d, args.target, base, args.budget_tokens) for d in runs[p]]
-        text, mean, complete = fmt_tokens([t for t, _ in per], args.budget_tokens)
+        used = [d.rounds[-1].cumulative_train_tokens - base for d in runs[p]]
+        text, mean, complete, exhausted = fmt_tokens([t for t, _ in per], used, args.budget_tokens)
         summary[p] = {"tokens": [t for t, _ in per], "mean": mean, "complete": complete, "best": [b for _, b in per],
-                      "rounds": [len(d.rounds) - 1 for d in runs[p]],
-                      "used": [d.rounds[-1].cumulative_train_tokens - base for d in runs[p]], "text": text}
+                      "rounds": [len(d.rounds) - 1 for d in runs[p]], "used": used, "text": text,
+                      "exhausted": exhausted}
     uni = summary.get("uniform")
     for p in policies:
         s = summary[p]
         if uni is None:
             ratio = "-"
         elif s["mean"] is None:
-            ratio = "- (> budget)"
+            ratio = "-"
+        elif uni["mean"] is None and not uni["exhausted"]:
+            ratio = "n/a (uniform hit the round cap before the budget)"
         elif uni["mean"] is None:
             ratio = f"< {s['mean'] / args.budget_tokens:.2f} (uniform > budget)"
         elif not uni["complete"]:
@@ -206,14 +213,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ratio = f"{s['mean'] / uni['mean']:.2f}" if s["complete"] else f">= {s['mean'] / uni['mean']:.2f}"
         s["ratio"] = ratio
-        per_seed = ", ".join("> budget" if t is None else f"{t:,}" for t in s["tokens"])
+        per_seed = ", ".join(f"{t:,}" if t is not None else "> budget" if u >= args.budget_tokens
+                             else f"not in {r} rounds" for t, u, r in zip(s["tokens"], s["used"], s["rounds"], strict=True))
         lines.append(f"| {p} | {s['text']} | {per_seed} | {ratio} | {', '.join(f'{b:.3f}' for b in s['best'])} "
                      f"| {', '.join(map(str, s['rounds']))} | {', '.join(f'{u:,}' for u in s['used'])} |")
 
     # How the answer depends on the target: tokens to each of several targets (mean over seeds when all
     # reached it; a lower bound, counting the budget for seeds that did not, when some did).
     targets = sorted({args.target, *(float(t) for t in args.also_targets.split(",") if t)})
-    lines += ["", "## Tokens to other targets (mean over seeds; k/n = seeds that reached it)", "",
+    lines += ["", "## Tokens to other targets (mean over seeds; k/n = seeds that reached it; \"not reached\": "
+              "some seed hit the round cap before the budget)", "",
               "| policy | " + " | ".join(f"eval >= {t:.2f}" for t in targets) + " | mean best eval |",
               "|---|" + "---|" * (len(targets) + 1)]
     for p in policies:
@@ -221,13 +230,16 @@ def main(argv: list[str] | None = None) -> int:
         for t in targets:
             got = [tokens_to_target(d, t, base, args.budget_tokens)[0] for d in runs[p]]
             reached = [g for g in got if g is not None]
+            spent = all(u >= args.budget_tokens for g, u in zip(got, summary[p]["used"], strict=True) if g is None)
             if not reached:
-                cells.append("> budget")
+                cells.append("> budget" if spent else "not reached")
             elif len(reached) == len(got):
                 cells.append(f"{statistics.mean(reached):,.0f}")
-            else:
+            elif spent:
                 lower = statistics.mean([g if g is not None else args.budget_tokens for g in got])
                 cells.append(f">= {lower:,.0f} ({len(reached)}/{len(got)})")
+            else:
+                cells.append(f"{len(reached)}/{len(got)} reached")
         summary[p]["by_target"] = dict(zip(map(str, targets), cells, strict=True))
         lines.append(f"| {p} | " + " | ".join(cells) + f" | {statistics.mean(summary[p]['best']):.3f} |")
 
