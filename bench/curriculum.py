@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/zpd-bench-curriculum"))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "curriculum")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for every run")
+    ap.add_argument("--truncation", default="calibration.solo_stop_after_failures=1",
+                    help="settings of the truncated sequential test compared with fixed k in round 1 ('' = none)")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
     from zpd.loop.report import load_state_dir, render
@@ -168,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     budget_total = base + args.budget_tokens
     jobs = [(p, s, None, []) for s in seeds for p in policies]
     jobs += [("zpd-band", s, f"fixed-k-s{s}", ["--set", "calibration.adaptive=false"]) for s in seeds]
+    trunc = [x for t in args.truncation.split(",") if t for x in ("--set", t)]
+    if trunc:
+        jobs += [("zpd-band", s, f"truncated-s{s}", trunc) for s in seeds]
     if not args.report_only:
         print(f"{len(jobs)} runs, {args.jobs} at a time, {threads} threads each ...", flush=True)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -256,6 +261,20 @@ def main(argv: list[str] | None = None) -> int:
     cf, ca = tot["calls_fixed"] / tot["decisions_fixed"], tot["calls_adaptive"] / tot["decisions_adaptive"]
     lines.append(f"| all | {tot['tasks']} | {tot['agree'] / tot['tasks']:.3f} | {tot['calls_fixed']} | "
                  f"{tot['calls_adaptive']} | {cf:.2f} / {ca:.2f} | {ca / cf:.2f} |")
+    trunc_dirs = [work / "runs" / f"truncated-s{s}" for s in seeds]
+    if args.truncation and all((d / "state.db").exists() for d in trunc_dirs):
+        lines += ["", f"Truncated sequential test (`{args.truncation}`), same round 1:", "",
+                  "| seed | tasks | agreement with fixed k | calls fixed-k | calls truncated | ratio |", "|---|---|---|---|---|---|"]
+        tt = {"tasks": 0, "agree": 0, "cf": 0, "ca": 0, "df": 0, "da": 0}
+        for s, d in zip(seeds, trunc_dirs, strict=True):
+            a = agreement(work / "runs" / f"fixed-k-s{s}", d)
+            lines.append(f"| {s} | {a['tasks']} | {a['agreement']:.3f} | {a['calls_fixed']} | {a['calls_adaptive']} | "
+                         f"{a['calls_per_decision_adaptive'] / a['calls_per_decision_fixed']:.2f} |")
+            for k, v in (("tasks", "tasks"), ("agree", "agree"), ("cf", "calls_fixed"), ("ca", "calls_adaptive"),
+                         ("df", "decisions_fixed"), ("da", "decisions_adaptive")):
+                tt[k] += a[v]
+        lines.append(f"| all | {tt['tasks']} | {tt['agree'] / tt['tasks']:.3f} | {tt['cf']} | {tt['ca']} | "
+                     f"{(tt['ca'] / tt['da']) / (tt['cf'] / tt['df']):.2f} |")
     # Model calls per band decision over every round of every adaptive run (num_attempts_fixed: what fixed
     # k would have drawn for the same decisions).
     drawn = sum(r.num_attempts or 0 for ds in runs.values() for d in ds for r in d.rounds)

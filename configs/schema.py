@@ -415,6 +415,15 @@ class CalibrationConfig(Strict):
     """Stop sampling a task once its fate is decided (a curtailed sequential test that decides as fixed k
     would; ``loop/calibrate.py``). False: every task gets num_solo solo and num_guided guided samples."""
 
+    solo_stop_after_failures: int | None = Field(None, ge=1, le=64)
+    """Adaptive only: decide a task failed alone once this many solo samples in a row, from the first, failed,
+    even if fixed k could still call it mastered. None: exact (decides as fixed k). With a near-deterministic
+    learner 1 saves most calls at a measured small disagreement (bench/results/curriculum)."""
+
+    guided_stop_after_failures: int | None = Field(None, ge=1, le=64)
+    """Adaptive only: decide a task failed with guidance once this many guided samples in a row, from the
+    first, failed. None: exact."""
+
 
 class CurriculumConfig(Strict):
     policy: Literal["zpd-band", "uniform", "fixed-schedule", "bandit", "learnability", "self-play"] = "zpd-band"

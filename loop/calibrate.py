@@ -25,7 +25,10 @@ num_guided`` successes, likewise. A solo pass thus rules out the ZPD without a g
 that may still enter the exam (no solo success, every guided sample correct) are sampled to the full
 k/k while the exam has room this round, so exam admission stays 0/k solo and k/k guided. Sample j of a
 task in a mode has its own seed (``sample_seeds``), so it is the same sample a fixed-k call would have
-drawn (policies that read the solo pass rate itself, bandit and learnability, get all k solo samples): adaptive and fixed-k decide alike up to floating-point batch effects. ``rounds.num_attempts``
+drawn (policies that read the solo pass rate itself, bandit and learnability, get all k solo samples).
+Optional truncation (``calibration.solo_stop_after_failures`` / ``guided_stop_after_failures``): a task
+whose first f answered samples all fail is decided failing in that mode, fixed k notwithstanding; it
+trades exact agreement for calls (measured by ``bench/curriculum.py``): adaptive and fixed-k decide alike up to floating-point batch effects. ``rounds.num_attempts``
 counts the samples drawn, ``rounds.num_attempts_fixed`` what fixed k (``num_solo + num_guided`` for
 every task) would have drawn.
 """
@@ -72,13 +75,16 @@ def successes_needed(ratio: float, k: int, strict: bool) -> int:
     return math.floor(ratio * k + 1e-9) + 1 if strict else max(0, math.ceil(ratio * k - 1e-9))
 
 
-def decided(s: Samples, k: int, need: int) -> bool:
+def decided(s: Samples, k: int, need: int, stop_after: int | None = None) -> bool:
     """Whether the fixed-k rule "at least ``need`` successes in k" can no longer change (and the task
-    has a pass rate: at least one answered sample, unless all k were drawn)."""
+    has a pass rate: at least one answered sample, unless all k were drawn). With ``stop_after``, also
+    once that many answered samples are all failures (truncation: may disagree with fixed k)."""
     if len(s.grades) >= k:
         return True
     if s.answered == 0:
         return False
+    if stop_after is not None and s.successes == 0 and s.answered >= stop_after:
+        return True
     return s.successes >= need or s.successes + (k - len(s.grades)) < need
 
 
@@ -174,7 +180,7 @@ def run(ctx: RunContext, round_n: int) -> None:
         # 1. Solo: the learner alone.
         solo: dict[int, Samples] = {}
         drawn += sample(learner, {tid: (t.prompt, grade_fn(t)) for tid, (_, t) in tasks.items()}, solo, k=k_solo,
-                        keep_going=(lambda s: not decided(s, k_solo, need_solo))
+                        keep_going=(lambda s: not decided(s, k_solo, need_solo, cal.solo_stop_after_failures))
                         if cal.adaptive and not policy.needs_pass_rate else None,
                         seed_of=seed_of("solo"), temperature=cal.temperature, max_tokens=cal.max_tokens)
         # 2. Guided: tasks failed alone (every task under fixed k), by the teacher when one is configured.
@@ -197,7 +203,8 @@ def run(ctx: RunContext, round_n: int) -> None:
                         for t in failing}
         if guided_items:
             drawn += sample(g_gen, guided_items, guided, k=k_guided,
-                            keep_going=(lambda s: not decided(s, k_guided, need_guided)) if cal.adaptive else None,
+                            keep_going=(lambda s: not decided(s, k_guided, need_guided, cal.guided_stop_after_failures))
+                            if cal.adaptive else None,
                             seed_of=seed_of("guided"), temperature=g_temp, max_tokens=t_max)
         # 3. Adaptive: tasks that may still enter the exam are sampled to k/k while it has room.
         if cal.adaptive and ctx.cfg.exam.admit_per_round > 0:

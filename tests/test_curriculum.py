@@ -121,6 +121,11 @@ def test_the_sequential_test_stops_exactly_when_fixed_k_is_decided():
     assert successes_needed(1.0, 4, strict=True) == 5 and successes_needed(0.0, 3, strict=False) == 0
     assert not decided(Samples(), 4, 5) and decided(Samples(grades=[False]), 4, 5)
     assert not decided(Samples(grades=[None]), 3, 0) and decided(Samples(grades=[None, False]), 3, 0)
+    # Truncation: f failures from the first sample decide "failed" even where fixed k could still flip.
+    assert decided(Samples(grades=[False]), 4, need, stop_after=1)
+    assert not decided(Samples(grades=[True, False]), 4, need, stop_after=1)
+    assert not decided(Samples(grades=[False]), 4, need, stop_after=2)
+    assert decided(Samples(grades=[False, False]), 4, need, stop_after=2)
     assert not decided(Samples(grades=[True]), 4, need)
     assert decided(Samples(grades=[True, True]), 4, need)
     assert not decided(Samples(grades=[False, False]), 4, need)
