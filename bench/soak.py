@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import signal
@@ -78,8 +79,19 @@ def round_fingerprint(conn: sqlite3.Connection, r: int) -> tuple:
             q("SELECT count(*) FROM tasks WHERE round = ?"), q("SELECT count(*) FROM measurements WHERE round = ?"))
 
 
+def sequential_owed(outcomes: list[int], k: int, need: int) -> int:
+    """Samples the curtailed sequential test draws for these outcomes: it stops once "at least ``need``
+    of k" is decided (after at least one sample)."""
+    n = s = 0
+    for c in outcomes:
+        n, s = n + 1, s + c
+        if s >= need or s + (k - n) < need:
+            return n
+    return k
+
+
 def check_state(state: Path, seen: dict[int, tuple], num_solo: int = 2, num_guided: int = 2,
-                solo_max_ratio: float = 0.25) -> list[str]:
+                solo_max_ratio: float = 0.25, guided_min_ratio: float = 0.3) -> list[str]:
     """Problems of a stopped daemon's state directory (empty: all checks pass). ``seen`` maps rounds
     committed at earlier checks to their fingerprint, and is updated."""
     from zpd.store.rounds import committed_on_disk, round_dir, verify_round
@@ -106,14 +118,27 @@ def check_state(state: Path, seen: dict[int, tuple], num_solo: int = 2, num_guid
                            "HAVING count(*) > 1)").fetchone()[0]
         if dup:
             problems.append(f"{dup} duplicated training examples")
-        wrong = conn.execute(
-            """SELECT t.id, t.p_solo, sum(a.mode = 'solo'), sum(a.mode = 'guided') FROM tasks t
+        # Exactly the attempts the sequential test owes (loop/calibrate.py), numbered 0, 1, ... per mode:
+        # no gap (a lost attempt), no repeat (a duplicated one).
+        rows = conn.execute(
+            """SELECT t.id, t.p_solo, a.mode, a.sample_idx, a.correct FROM tasks t
                JOIN attempts a ON a.task_id = t.id AND a.round = t.fate_round
-               WHERE t.fate NOT IN ('pending', 'eval') GROUP BY t.id""").fetchall()
-        for tid, p_solo, solo, guided in wrong:
-            want_guided = num_guided if p_solo <= solo_max_ratio else 0
-            if solo != num_solo or guided != want_guided:
-                problems.append(f"task {tid}: {solo} solo / {guided} guided attempts (want {num_solo} / {want_guided})")
+               WHERE t.fate NOT IN ('pending', 'eval') ORDER BY t.id, a.mode, a.sample_idx""").fetchall()
+        tasks: dict[int, tuple[float, dict[str, list[tuple[int, int]]]]] = {}
+        for tid, p_solo, mode, idx, correct in rows:
+            tasks.setdefault(tid, (p_solo, {"solo": [], "guided": []}))[1][mode].append((idx, correct))
+        need_solo = math.floor(solo_max_ratio * num_solo + 1e-9) + 1
+        need_guided = max(0, math.ceil(guided_min_ratio * num_guided - 1e-9))
+        for tid, (p_solo, modes) in tasks.items():
+            solo, guided = [c for _, c in modes["solo"]], [c for _, c in modes["guided"]]
+            hopeful = not any(solo) and bool(guided) and all(guided)  # an exam candidate: sampled to k/k
+            want_solo = num_solo if hopeful else sequential_owed(solo, num_solo, need_solo)
+            want_guided = 0 if p_solo > solo_max_ratio else (
+                num_guided if hopeful and len(guided) == num_guided else sequential_owed(guided, num_guided, need_guided))
+            numbered = all([i for i, _ in modes[m]] == list(range(len(modes[m]))) for m in modes)
+            if not numbered or len(solo) != want_solo or len(guided) != want_guided:
+                problems.append(f"task {tid}: {len(solo)} solo / {len(guided)} guided attempts "
+                                f"(want {want_solo} / {want_guided}, numbered from 0: {numbered})")
                 break
         for r in sorted(in_db):
             fp = round_fingerprint(conn, r)
