@@ -1,8 +1,8 @@
 """Curriculum policies side by side: training tokens to a target eval accuracy, on the same frozen eval set.
 
-    python bench/curriculum.py                      # 5 policies x 3 seeds, configs/default.toml, < 1 h on 2 cores
-    python bench/curriculum.py --policies zpd-band,uniform --seeds 0,1,2 --budget-tokens 600000
-    python bench/curriculum.py --report-only        # re-print and re-plot what the work dir holds
+    python bench/curriculum.py                      # zpd-band, uniform, fixed-schedule x 3 seeds, < 1 h on 2 cores
+    python bench/curriculum.py --policies bandit,learnability,self-play --rounds 12    # the others, same work dir
+    python bench/curriculum.py --report-only --policies zpd-band,uniform,fixed-schedule,bandit,learnability,self-play
 
 What it does, with the real daemon (``zpd start`` subprocesses) throughout:
 
@@ -136,10 +136,10 @@ def fmt_tokens(values: list[int | None], used: list[int], budget: int) -> tuple[
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "default.toml")
-    ap.add_argument("--policies", default="zpd-band,uniform,fixed-schedule,bandit,learnability")
+    ap.add_argument("--policies", default="zpd-band,uniform,fixed-schedule")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--budget-tokens", type=int, default=400_000, help="training tokens per run after round 0")
-    ap.add_argument("--rounds", type=int, default=12, help="round cap per run (the token budget is meant to bind)")
+    ap.add_argument("--rounds", type=int, default=30, help="round cap per run (the token budget is meant to bind)")
     ap.add_argument("--target", type=float, default=0.16, help="target eval accuracy")
     ap.add_argument("--also-targets", default="0.14,0.18,0.20", help="more targets, in a second table")
     ap.add_argument("--jobs", type=int, default=2)

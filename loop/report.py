@@ -235,6 +235,12 @@ def _plot_series(ax, label: str, runs: list[RunData], get, x=lambda r: r.round, 
         ax.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color(), linewidth=0)
 
 
+def _accuracy_ylim(ax) -> None:
+    """0 to a little above the highest value drawn (at most 1), so small gains stay visible."""
+    top = ax.dataLim.y1 if ax.has_data() else 1.0  # lines and min-max bands
+    ax.set_ylim(-0.01, min(1.02, max(0.1, float(top) * 1.1)))
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -279,7 +285,7 @@ def _figures(runs: dict[str, list[RunData]], title: str) -> dict[str, bytes]:
         ax.set_title(what)
         ax.set_xlabel("round")
         ax.set_ylabel("accuracy")
-        ax.set_ylim(-0.02, 1.02)
+        _accuracy_ylim(ax)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -321,7 +327,7 @@ def _figures(runs: dict[str, list[RunData]], title: str) -> dict[str, bytes]:
     ax.set_title("eval accuracy vs cumulative training tokens")
     ax.set_xlabel("cumulative training tokens (incl. bootstrap)")
     ax.set_ylabel("eval accuracy")
-    ax.set_ylim(-0.02, 1.02)
+    _accuracy_ylim(ax)
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8)
