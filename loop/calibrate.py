@@ -97,19 +97,13 @@ def sample(gen: Any, items: dict[int, tuple[str, Callable[[str], bool]]], out: d
     drawn = 0
     for tid in items:
         out.setdefault(tid, Samples())
-    if keep_going is None:
-        todo = [t for t in items if len(out[t].grades) < k]
-        if not todo:
-            return 0
-        start = {t: len(out[t].grades) for t in todo}
-        n = k - min(start.values())
-        results = gen.generate([items[t][0] for t in todo], n=n, temperature=temperature, max_tokens=max_tokens,
-                               sample_seeds=[[seed_of(t, start[t] + j) for j in range(n)] for t in todo])
-        for t, cs in zip(todo, results, strict=True):
-            for c in cs[: k - start[t]]:
+    if keep_going is None:  # fixed k for tasks not sampled yet in this mode
+        results = gen.generate([p for p, _ in items.values()], n=k, temperature=temperature, max_tokens=max_tokens,
+                               sample_seeds=[[seed_of(t, j) for j in range(k)] for t in items])
+        for t, cs in zip(items, results, strict=True):
+            for c in cs:
                 _add(out[t], c, items[t][1])
-                drawn += 1
-        return drawn
+        return k * len(items)
     while True:
         active = [t for t in items if len(out[t].grades) < k and keep_going(out[t])]
         if not active:
@@ -126,7 +120,7 @@ def _add(s: Samples, completion: Any, grade: Callable[[str], bool]) -> None:
     s.grades.append(None if completion.failed else bool(grade(completion.text)))
 
 
-def _rows(ctx: RunContext, tid: int, s: Samples, *, role: str, mode: str, model: str, round_n: int,
+def _rows(tid: int, s: Samples, *, role: str, mode: str, model: str, round_n: int,
           grader: str | None) -> list[dict]:
     return [dict(task_id=tid, round=round_n, learner_ref=model, role=role, mode=mode, sample_idx=i, output=c.text,
                  correct=int(g), num_tokens=c.num_tokens, latency_seconds=c.latency_seconds,
@@ -170,16 +164,21 @@ def run(ctx: RunContext, round_n: int) -> None:
         if not batch:
             break
         last_id = batch[-1]["id"]
-        tasks = {row["id"]: (row, ctx.task_from_row(row)) for row in batch}
+        tasks = {row["id"]: ctx.task_from_row(row) for row in batch}
         learner = ctx.generator(ctx.learner_dir(learner_round))
         drawn = 0
 
         def grade_fn(task: Any) -> Callable[[str], bool]:
             return lambda text: ctx.domains[task.domain].grade(task, text)
 
+        def guided_prompt(task: Any) -> str:
+            use_guidance = teacher is None or teacher.use_guidance
+            return ctx.domains[task.domain].guided_prompt(task) if use_guidance else task.prompt
+
         # 1. Solo: the learner alone.
         solo: dict[int, Samples] = {}
-        drawn += sample(learner, {tid: (t.prompt, grade_fn(t)) for tid, (_, t) in tasks.items()}, solo, k=k_solo,
+        solo_items = {tid: (t.prompt, grade_fn(t)) for tid, t in tasks.items()}
+        drawn += sample(learner, solo_items, solo, k=k_solo,
                         keep_going=(lambda s: not decided(s, k_solo, need_solo, cal.solo_stop_after_failures))
                         if cal.adaptive and not policy.needs_pass_rate else None,
                         seed_of=seed_of("solo"), temperature=cal.temperature, max_tokens=cal.max_tokens)
@@ -190,17 +189,13 @@ def run(ctx: RunContext, round_n: int) -> None:
         if teacher is not None:
             g_role, g_model, g_gen = "teacher", teacher.model, None
             t_max = teacher.max_tokens or cal.max_tokens
-            prompts = [ctx.domains[tasks[t][1].domain].guided_prompt(tasks[t][1]) if teacher.use_guidance
-                       else tasks[t][1].prompt for t in failing]
-            failing = failing[: budget.plan(prompts, k_guided, t_max)]
+            failing = failing[: budget.plan([guided_prompt(tasks[t]) for t in failing], k_guided, t_max)]
             if failing:
                 g_gen = ctx.teacher_generator()
             g_temp = cal.temperature if teacher.temperature is None else teacher.temperature
         else:
             g_role, g_model, g_gen, t_max, g_temp = "learner", learner_ref, learner, cal.max_tokens, cal.temperature
-        guided_items = {t: (ctx.domains[tasks[t][1].domain].guided_prompt(tasks[t][1])
-                            if teacher is None or teacher.use_guidance else tasks[t][1].prompt, grade_fn(tasks[t][1]))
-                        for t in failing}
+        guided_items = {t: (guided_prompt(tasks[t]), grade_fn(tasks[t])) for t in failing}
         if guided_items:
             drawn += sample(g_gen, guided_items, guided, k=k_guided,
                             keep_going=(lambda s: not decided(s, k_guided, need_guided, cal.guided_stop_after_failures))
@@ -208,16 +203,16 @@ def run(ctx: RunContext, round_n: int) -> None:
                             seed_of=seed_of("guided"), temperature=g_temp, max_tokens=t_max)
         # 3. Adaptive: tasks that may still enter the exam are sampled to k/k while it has room.
         if cal.adaptive and ctx.cfg.exam.admit_per_round > 0:
-            room = {d: _exam_room(ctx, round_n, d) for d in {t.domain for _, t in tasks.values()}}
+            room = {d: _exam_room(ctx, round_n, d) for d in {t.domain for t in tasks.values()}}
             hopefuls = []
             for tid in failing:
-                d = tasks[tid][1].domain
+                d = tasks[tid].domain
                 g = guided.get(tid)
                 if solo[tid].successes == 0 and g is not None and g.answered and g.successes == g.answered and room[d] > 0:
                     room[d] -= 1
                     hopefuls.append(tid)
             if hopefuls:
-                drawn += sample(learner, {t: (tasks[t][1].prompt, grade_fn(tasks[t][1])) for t in hopefuls}, solo,
+                drawn += sample(learner, {t: solo_items[t] for t in hopefuls}, solo,
                                 k=k_solo, keep_going=lambda s: s.successes == 0, seed_of=seed_of("solo"),
                                 temperature=cal.temperature, max_tokens=cal.max_tokens)
                 hopefuls = [t for t in hopefuls if solo[t].successes == 0]
@@ -229,7 +224,7 @@ def run(ctx: RunContext, round_n: int) -> None:
         with ctx.db.atomic():
             routed: dict[str, int] = {}
             num_solo = num_guided = decided_here = 0
-            for tid, (_row, task) in tasks.items():
+            for tid, task in tasks.items():
                 ps = solo[tid].rate
                 if ps is None:
                     unanswered["generator"] += 1
@@ -244,9 +239,9 @@ def run(ctx: RunContext, round_n: int) -> None:
                         unanswered[g_role if g_role == "teacher" else "generator"] += 1
                         continue
                 grader = getattr(ctx.domains[task.domain], "grader_name", None)
-                solo_rows = _rows(ctx, tid, solo[tid], role="learner", mode="solo", model=learner_ref,
+                solo_rows = _rows(tid, solo[tid], role="learner", mode="solo", model=learner_ref,
                                   round_n=round_n, grader=grader)
-                guided_rows = [] if tid not in guided else _rows(ctx, tid, guided[tid], role=g_role, mode="guided",
+                guided_rows = [] if tid not in guided else _rows(tid, guided[tid], role=g_role, mode="guided",
                                                                   model=g_model, round_n=round_n, grader=grader)
                 ctx.db["attempts"].insert_all(solo_rows + guided_rows, ignore=True)
                 num_solo, num_guided = num_solo + len(solo_rows), num_guided + len(guided_rows)

@@ -61,10 +61,6 @@ def needs_guided(cfg: CurriculumConfig, p_solo: float) -> bool:
     return p_solo <= cfg.solo_max_ratio
 
 
-def route(cfg: CurriculumConfig, p_solo: float, p_guided: float | None) -> str:
-    return band_fate(cfg, p_solo, p_guided)
-
-
 class Policy:
     """The zpd-band policy; the other policies override what differs."""
 

@@ -15,7 +15,7 @@ pure functions of the store, so a rerun after a kill sees the same state.
 from __future__ import annotations
 
 from .context import RunContext, rng_for
-from .curriculum import build_policy, frontier_of  # noqa: F401  (frontier_of: re-exported)
+from .curriculum import build_policy
 
 
 def solo_stats(ctx: RunContext, domain: str) -> dict[str, tuple[int, int]]:

@@ -15,12 +15,12 @@ from zpd.store.db import open_store
 
 def test_zpd_band_routes_as_agentfrontier() -> None:
     cfg = CurriculumConfig()
-    assert curriculum.route(cfg, 1.0, None) == "mastered"  # the learner solves it alone -> pre-training pool
-    assert curriculum.route(cfg, 0.0, 1 / 3) == "zpd"  # fails alone, 1 of 3 guided -> training
-    assert curriculum.route(cfg, 0.25, 0.5) == "zpd"
-    assert curriculum.route(cfg, 0.0, 0.0) == "beyond"
-    assert curriculum.route(CurriculumConfig(beyond_fate="review"), 0.0, 0.0) == "review"  # the paper's D_human
-    assert curriculum.route(CurriculumConfig(solo_max_ratio=0.0), 0.25, 1.0) == "mastered"
+    assert curriculum.band_fate(cfg, 1.0, None) == "mastered"  # the learner solves it alone -> pre-training pool
+    assert curriculum.band_fate(cfg, 0.0, 1 / 3) == "zpd"  # fails alone, 1 of 3 guided -> training
+    assert curriculum.band_fate(cfg, 0.25, 0.5) == "zpd"
+    assert curriculum.band_fate(cfg, 0.0, 0.0) == "beyond"
+    assert curriculum.band_fate(CurriculumConfig(beyond_fate="review"), 0.0, 0.0) == "review"  # the paper's D_human
+    assert curriculum.band_fate(CurriculumConfig(solo_max_ratio=0.0), 0.25, 1.0) == "mastered"
     assert not curriculum.needs_guided(cfg, 0.5) and curriculum.needs_guided(cfg, 0.0)
 
 

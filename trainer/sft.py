@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -102,11 +103,32 @@ def train_sft(
     """
     if not examples:
         raise ValueError("train_sft needs at least one example")
+    return train_sequences(learner_dir, lambda model, tokenizer: encode_examples(tokenizer, examples), out_dir,
+                           epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                           weight_decay=weight_decay, seed=seed, device=device, on_step=on_step)
+
+
+def train_sequences(
+    learner_dir: Path,
+    encode: Callable[[Any, Any], list[tuple[list[int], list[int]]]],
+    out_dir: Path,
+    *,
+    epochs: float,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: str = "cpu",
+    on_step: Callable[[int, int, float, int], None] | None = None,
+) -> TrainResult:
+    """The token-mean cross-entropy loop SFT and CPT share: ``encode(model, tokenizer)`` gives (input ids,
+    labels) per sequence; AdamW, warm-up then cosine, gradient clipping at 1; the result saved into
+    ``out_dir``. ``loss`` is the mean of the last tenth of the steps."""
     began = time.perf_counter()
     torch.manual_seed(seed)
     model, tokenizer = load_learner(Path(learner_dir), device)
     model.train()
-    encoded = encode_examples(tokenizer, examples)
+    encoded = encode(model, tokenizer)
     order = epoch_order(len(encoded), epochs, seed)
     total_steps = math.ceil(len(order) / batch_size)
     warmup = default_warmup(total_steps)
