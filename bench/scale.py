@@ -180,7 +180,7 @@ def insert_rate(ctx, round_n: int, num_tasks: int) -> float:
 
 
 def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, str]]:
-    from zpd.loop import snapshot, status, synthesize, train
+    from zpd.loop import integrity, snapshot, status, synthesize, train
     from zpd.loop.context import RunContext
     from zpd.loop.curriculum import build_policy_for
     from zpd.loop.domains.base import build_domains
@@ -196,12 +196,14 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
     out.append(("start-up: open_store, second open", s, ""))
     ctx = RunContext(state_dir, cfg, db, build_domains(cfg.domains), None, logging.getLogger("bench"))
     s, stats = timed(synthesize.solo_stats, ctx, "arithmetic")
-    out.append(("solo_stats (SYNTHESIZE's observation hook)", s, f"{len(stats)} items"))
+    out.append(("solo_stats (observation hook), first of a daemon", s, f"{len(stats)} items"))
+    s, stats = timed(synthesize.solo_stats, ctx, "arithmetic")
+    out.append(("solo_stats, next round", s, f"{len(stats)} items"))
     bandit = build_policy_for(cfg.curriculum.model_copy(update={"policy": "bandit"}), cfg.synthesis.spread)
     s, _ = timed(bandit.values, ctx, last, "arithmetic", 1.0, 8.0)
-    out.append(("bandit value scan (first, round N)", s, ""))
+    out.append(("bandit value scan, round N", s, ""))
     s, _ = timed(bandit.values, ctx, last + 1, "arithmetic", 1.0, 8.0)
-    out.append(("bandit value scan (next round)", s, ""))
+    out.append(("bandit value scan, round N+1", s, ""))
     s, n = timed(train.build_examples, ctx, last)
     out.append(("build_examples", s, f"{n} examples"))
     s, data = timed(train.training_set, ctx, last)
@@ -210,6 +212,8 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
     out.append(("training_set (again)", s, f"{len(data)} rows"))
     s, _ = timed(train.round_yield, ctx, last)
     out.append(("round_yield", s, ""))
+    s, held = timed(integrity.held_out, db, last)
+    out.append(("exam version + eval set (integrity.held_out)", s, f"{len(held)} items"))
     s, _ = timed(status.collect, state_dir)
     out.append(("status read model (in process)", s, ""))
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -234,6 +234,7 @@ def m007_scale(db: Database) -> None:
     db.execute("CREATE INDEX tasks_fate_round ON tasks(fate_round)")            # round_yield, build_examples
     db.execute("CREATE INDEX tasks_domain_fate_round ON tasks(domain, fate_round)")  # bandit, per-domain reads
     db.execute("CREATE INDEX train_examples_kind_round ON train_examples(kind, round)")  # the replay sample
+    db.execute("CREATE INDEX exam_items_admitted ON exam_items(admitted_round, domain)")  # a round's admissions
     # Per task: the learner's solo answers, correct and in all, from calibration (solo attempts of the
     # learner) and MEASURE (eval and exam answers). Attempts and measurements are only ever inserted (with
     # OR IGNORE: an ignored row fires no trigger), so the totals are exact.
@@ -241,23 +242,26 @@ def m007_scale(db: Database) -> None:
         """CREATE TABLE solo_totals (
             domain TEXT NOT NULL, content_hash TEXT NOT NULL,
             correct INTEGER NOT NULL, answers INTEGER NOT NULL,
+            updated_round INTEGER NOT NULL,    -- the round of the newest answer counted (incremental reads)
             PRIMARY KEY (domain, content_hash)
         ) WITHOUT ROWID"""
     )
+    db.execute("CREATE INDEX solo_totals_updated ON solo_totals(domain, updated_round)")
     for table, when in (("attempts", "WHEN NEW.mode = 'solo' AND NEW.role = 'learner' "), ("measurements", "")):
         db.execute(
             f"""CREATE TRIGGER {table}_solo_totals AFTER INSERT ON {table} {when}BEGIN
-                  INSERT INTO solo_totals (domain, content_hash, correct, answers)
-                  SELECT domain, content_hash, NEW.correct, 1 FROM tasks WHERE id = NEW.task_id
+                  INSERT INTO solo_totals (domain, content_hash, correct, answers, updated_round)
+                  SELECT domain, content_hash, NEW.correct, 1, NEW.round FROM tasks WHERE id = NEW.task_id
                   ON CONFLICT (domain, content_hash) DO UPDATE
-                  SET correct = correct + excluded.correct, answers = answers + 1;
+                  SET correct = correct + excluded.correct, answers = answers + 1,
+                      updated_round = max(updated_round, excluded.updated_round);
                 END"""
         )
     db.execute(
-        """INSERT INTO solo_totals (domain, content_hash, correct, answers)
-           SELECT t.domain, t.content_hash, sum(x.correct), count(*) FROM (
-               SELECT task_id, correct FROM attempts WHERE mode = 'solo' AND role = 'learner'
-               UNION ALL SELECT task_id, correct FROM measurements) x
+        """INSERT INTO solo_totals (domain, content_hash, correct, answers, updated_round)
+           SELECT t.domain, t.content_hash, sum(x.correct), count(*), max(x.round) FROM (
+               SELECT task_id, correct, round FROM attempts WHERE mode = 'solo' AND role = 'learner'
+               UNION ALL SELECT task_id, correct, round FROM measurements) x
            JOIN tasks t ON t.id = x.task_id GROUP BY t.domain, t.content_hash"""
     )
     # The replayed bootstrap set (loop/train.py), made once per key (its config and seed), not each round.

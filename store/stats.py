@@ -27,9 +27,27 @@ _INSERT_ATTEMPT = (f"INSERT OR IGNORE INTO attempts ({', '.join(ATTEMPT_COLUMNS)
 
 def solo_stats(db: Any, domain: str) -> dict[str, tuple[int, int]]:
     """Per content hash of ``domain``: (solo answers correct, solo answers) over all rounds, from the
-    learner's calibration attempts and its eval and exam answers in MEASURE (all solo)."""
-    return {h: (int(s), int(n)) for h, s, n in db.execute(
-        "SELECT content_hash, correct, answers FROM solo_totals WHERE domain = ?", [domain]).fetchall()}
+    learner's calibration attempts and its eval and exam answers in MEASURE (all solo).
+
+    Read from ``solo_totals``. On a sqlite-utils Database (the daemon's, which lives across rounds) the
+    totals are also kept in memory, and a later call reads only the items answered in or after the
+    newest round it saw (answers are stored with the round they were given in, and rounds only
+    advance); returns a fresh dict each time."""
+    memo = getattr(db, "_zpd_solo_totals", None) if hasattr(db, "conn") else None
+    seen = memo.get(domain) if memo is not None else None
+    since, totals = seen if seen is not None else (None, {})
+    sql = "SELECT content_hash, correct, answers, updated_round FROM solo_totals WHERE domain = ?"
+    rows = db.execute(sql if since is None else sql + " AND updated_round >= ?",
+                      [domain] if since is None else [domain, since]).fetchall()
+    newest = since
+    for h, s, n, r in rows:
+        totals[h] = (int(s), int(n))
+        newest = r if newest is None else max(newest, r)
+    if hasattr(db, "conn"):
+        if memo is None:
+            memo = db._zpd_solo_totals = {}
+        memo[domain] = (newest, totals)
+    return dict(totals)
 
 
 def round_yield_counts(db: Any, round_n: int) -> tuple[int, int, float, int]:
