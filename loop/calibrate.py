@@ -40,6 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zpd.store.stats import insert_attempts
+
 from . import curriculum, exam
 from .context import RunContext, derive_seed, rng_for
 from .logs import Progress
@@ -224,6 +226,7 @@ def run(ctx: RunContext, round_n: int) -> None:
         with ctx.db.atomic():
             routed: dict[str, int] = {}
             num_solo = num_guided = decided_here = 0
+            batch_rows: list[dict] = []
             for tid, task in tasks.items():
                 ps = solo[tid].rate
                 if ps is None:
@@ -243,7 +246,7 @@ def run(ctx: RunContext, round_n: int) -> None:
                                   round_n=round_n, grader=grader)
                 guided_rows = [] if tid not in guided else _rows(tid, guided[tid], role=g_role, mode="guided",
                                                                   model=g_model, round_n=round_n, grader=grader)
-                ctx.db["attempts"].insert_all(solo_rows + guided_rows, ignore=True)
+                batch_rows += solo_rows + guided_rows
                 num_solo, num_guided = num_solo + len(solo_rows), num_guided + len(guided_rows)
                 fate = curriculum.band_fate(cur, ps, pg if needs else None)
                 complete = len(solo[tid].grades) == k_solo and tid in guided and len(guided[tid].grades) == k_guided
@@ -258,6 +261,7 @@ def run(ctx: RunContext, round_n: int) -> None:
                 )
                 routed[fate] = routed.get(fate, 0) + 1
                 decided_here += 1
+            insert_attempts(ctx.db, batch_rows)  # the batch's attempts: one executemany, same transaction
             for role, mode, model, samples in (("learner", "solo", learner_ref, solo), (g_role, "guided", g_model, guided)):
                 completions = [c for s in samples.values() for c in s.completions]
                 record_failures(ctx, round_n, "calibrate", role,

@@ -40,6 +40,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from zpd.configs.schema import CurriculumConfig
+from zpd.store.stats import bandit_rewards
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -143,13 +144,7 @@ class Bandit(Uniform):
     def values(self, ctx: RunContext, round_n: int, domain: str, lo: float, hi: float) -> dict[int, float]:
         """Q per arm after rounds 1..round_n-1 (TD(0) over each round's mean absolute advantage)."""
         q = {arm: self.cfg.bandit_initial_value for arm in self.arms(lo, hi)}
-        rows = ctx.db.execute(
-            """SELECT fate_round, CAST(difficulty AS INTEGER), avg(2 * p_solo * (1 - p_solo)) FROM tasks
-               WHERE domain = ? AND fate_round BETWEEN 1 AND ? AND p_solo IS NOT NULL AND round = fate_round
-               GROUP BY fate_round, CAST(difficulty AS INTEGER) ORDER BY fate_round""",
-            [domain, round_n - 1],
-        ).fetchall()
-        for _, arm, reward in rows:
+        for _, arm, reward in bandit_rewards(ctx.db, domain, round_n - 1):
             if arm in q:
                 q[arm] += self.cfg.bandit_step * (reward - q[arm])
         return q

@@ -25,6 +25,7 @@ from zpd.configs.load import ConfigError, changed_keys, immutable_changes, to_js
 from zpd.configs.schema import ZpdConfig
 from zpd.store.db import StoreError, StoreIOError, get_meta, is_storage_full, open_store, set_meta
 from zpd.store.lock import ControllerLock, LockHeld
+from zpd.store.readmodel import last_committed, next_round
 from zpd.store.rounds import dir_bytes, round_dir
 
 from . import notify
@@ -50,18 +51,6 @@ class StartError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-def next_round(db) -> int:
-    row = db.execute("SELECT id FROM rounds WHERE status = 'running' ORDER BY id LIMIT 1").fetchone()
-    if row:
-        return row[0]
-    row = db.execute("SELECT max(id) FROM rounds WHERE status = 'committed'").fetchone()
-    return 0 if row[0] is None else row[0] + 1
-
-
-def last_committed(db) -> int | None:
-    return db.execute("SELECT max(id) FROM rounds WHERE status = 'committed'").fetchone()[0]
 
 
 class Daemon:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .status import rounds_phrase
+
 BAND_FATES = ["mastered", "zpd", "beyond", "review", "exam"]
 BAND_COLORS = {"mastered": "#4c956c", "zpd": "#2c7da0", "beyond": "#d62828", "review": "#f77f00", "exam": "#7b2cbf"}
 PLOTS = {
@@ -407,7 +409,8 @@ def _markdown(runs: dict[str, list[RunData]], title: str) -> str:
             if run.state_dir:
                 facts.append(f"state dir `{run.state_dir}`")
             facts.append(f"curriculum policy `{run.policy or 'unknown'}`")
-            facts.append(f"{len(run.rounds)} committed rounds")
+            facts.append(rounds_phrase(sum(1 for r in run.rounds if r.round >= 1),
+                                       max((r.round for r in run.rounds), default=None)) + " committed")
             parts += ["; ".join(facts), ""]
             parts.append(round_table(run) if run.rounds else "(no committed round)")
     return "\n".join(parts) + "\n"

@@ -7,16 +7,16 @@ writes) and never takes the controller lock.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
-from zpd.store.db import get_meta, open_readonly
+from zpd.store.connect import StoreError, open_readonly_conn
 from zpd.store.lock import holder_if_running
+from zpd.store.readmodel import FATES, store_facts
 from zpd.store.rounds import committed_on_disk
 
-from .daemon import next_round
-
-FATES = ["pending", "mastered", "zpd", "beyond", "review", "exam", "eval", "dropped"]
+__all__ = ["FATES", "StatusError", "collect", "render"]
 
 
 class StatusError(Exception):
@@ -31,42 +31,32 @@ def collect(state_dir: Path) -> dict[str, Any]:
         raise StatusError(2, f"{state_dir}: no such state directory (or it is empty)")
     if not (state_dir / "state.db").is_file():
         raise StatusError(2, f"{state_dir}: not a zpd state directory (no state.db)")
-    from zpd.store.db import StoreError
-
     try:
-        db = open_readonly(state_dir / "state.db")
+        conn = open_readonly_conn(state_dir / "state.db")
     except StoreError as exc:
         raise StatusError(4, str(exc)) from None
     try:
-        return _collect(db, state_dir)
+        facts = store_facts(conn)
+    except sqlite3.DatabaseError as exc:
+        raise StatusError(4, f"{state_dir / 'state.db'}: cannot read state database: {exc}") from None
     finally:
-        db.conn.close()
+        conn.close()
+    return _collect(facts, state_dir)
 
 
-def _collect(db, state_dir: Path) -> dict[str, Any]:
+def _collect(f: dict[str, Any], state_dir: Path) -> dict[str, Any]:
     pid = holder_if_running(state_dir)
     running = pid is not None
-    controller = next(db.query("SELECT * FROM controller WHERE id = 1"), None) if "controller" in db.table_names() else None
-    committed_db = {r[0] for r in db.execute("SELECT id FROM rounds WHERE status = 'committed'").fetchall()}
+    controller, committed_db, cur_row, newest_row = f["controller"], f["committed"], f["current"], f["newest"]
     committed = committed_db | set(committed_on_disk(state_dir))
     last = max(committed) if committed else None
     if running and controller:
         round_n, phase = controller["round"], controller["phase"] or "idle"
     else:
-        round_n, phase = next_round(db), "idle"
+        round_n, phase = f["next_round"], "idle"
         if round_n in committed:  # committed on disk; the store hears of it when the daemon next starts
             round_n = max(committed) + 1
-    cur_row = None
-    if committed_db:
-        newest = db.execute("SELECT current_learner_round FROM rounds WHERE id = ?", [max(committed_db)]).fetchone()[0]
-        cur_row = next(db.query("SELECT * FROM rounds WHERE id = ?", [newest]), None)
-    newest_row = next(db.query("SELECT * FROM rounds WHERE id = ?", [max(committed_db)]), None) if committed_db else None
-    by_fate = dict.fromkeys(FATES, 0)
-    for fate, n in db.execute("SELECT fate, count(*) FROM tasks GROUP BY fate").fetchall():
-        by_fate[fate] = n
-    frontier = {}
-    if cur_row:
-        frontier = dict(db.execute("SELECT domain, value FROM frontier WHERE round = ?", [cur_row["id"]]).fetchall())
+    by_fate = f["by_fate"]
     return {
         "state_dir": str(state_dir),
         "running": running,
@@ -85,39 +75,22 @@ def _collect(db, state_dir: Path) -> dict[str, Any]:
             "num_items": (newest_row["exam_items"] or 0) if newest_row else 0,
             "accuracy": (newest_row["exam_accuracy"] or 0.0) if newest_row else 0.0,
         },
-        "frontier": frontier,
+        "frontier": f["frontier"],
         "tasks": {"total": sum(by_fate.values()), "by_fate": by_fate},
         "metrics_url": controller["metrics_url"] if controller else None,
-        "generation": _generation(db),
-        "teacher": _teacher(db),
+        "generation": f["generation"],
+        "teacher": _teacher(f),
     }
 
 
-def _generation(db) -> dict[str, Any]:
-    """Run totals per role: requests, failed samples, tokens, dollars (empty before any generation)."""
-    if "generation_usage" not in db.table_names():
-        return {}
-    out = {}
-    for role, req, failed, pt, ct, cost in db.execute(
-        "SELECT role, sum(num_requests), sum(num_failed), sum(prompt_tokens), sum(completion_tokens), sum(cost_usd) "
-        "FROM generation_usage GROUP BY role"
-    ).fetchall():
-        out[role] = {"requests": req, "failed": failed, "prompt_tokens": pt, "completion_tokens": ct,
-                     "cost_usd": round(cost, 6)}
-    return out
-
-
-def _teacher(db) -> dict[str, Any] | None:
+def _teacher(f: dict[str, Any]) -> dict[str, Any] | None:
     """None without a [teacher]; else its model, cap, dollars spent and whether calls are paused."""
-    config = json.loads(get_meta(db, "config_json") or "{}")
-    teacher = config.get("teacher")
+    teacher = f["config"].get("teacher")
     if not teacher:
         return None
-    state = json.loads(get_meta(db, "teacher_state") or "{}")
-    spent = 0.0
-    if "generation_usage" in db.table_names():
-        spent = db.execute("SELECT coalesce(sum(cost_usd), 0) FROM generation_usage WHERE role = 'teacher'").fetchone()[0]
-    return {"model": teacher.get("model"), "max_cost_usd": teacher.get("max_cost_usd"), "spent_usd": round(spent, 6),
+    state = f["teacher_state"]
+    return {"model": teacher.get("model"), "max_cost_usd": teacher.get("max_cost_usd"),
+            "spent_usd": round(f["teacher_spent_usd"], 6),
             "paused": bool(state.get("paused", False)), "awaiting_tasks": state.get("awaiting_tasks", 0),
             "paused_round": state.get("round") if state.get("paused") else None}
 
@@ -127,7 +100,8 @@ def render(s: dict[str, Any]) -> str:
         f"state dir        {s['state_dir']}",
         f"daemon           {'running, pid ' + str(s['pid']) if s['running'] else 'not running'}",
         f"round / phase    {s['round']} / {s['phase']}",
-        f"committed        {s['committed_rounds']} rounds (last: {s['last_committed_round']})",
+        f"committed        {rounds_phrase(s['committed_rounds'], s['last_committed_round'])} "
+        f"(last: {s['last_committed_round']})",
         f"eval accuracy    {s['eval']['accuracy']:.3f}  " + "  ".join(f"{d}={v:.3f}" for d, v in s["eval"]["by_domain"].items()),
         f"exam             v{s['exam']['version']}: {s['exam']['num_items']} items, accuracy {s['exam']['accuracy']:.3f}",
         "frontier         " + "  ".join(f"{d}={v:.2f}" for d, v in s["frontier"].items()),
@@ -142,3 +116,11 @@ def render(s: dict[str, Any]) -> str:
         paused = f"  PAUSED (spending cap), {t['awaiting_tasks']} tasks waiting" if t["paused"] else ""
         lines.append(f"teacher          {t['model']}: ${t['spent_usd']:.4f} spent, {cap}{paused}")
     return "\n".join(lines)
+
+
+def rounds_phrase(committed_rounds: int, last_committed_round: int | None) -> str:
+    """How many rounds a run has committed, said so that round 0 is not mistaken for a missing round:
+    "round 0 (bootstrap) + N rounds" (N = ``committed_rounds``, the rounds numbered >= 1)."""
+    if last_committed_round is None:
+        return "no round yet"
+    return f"round 0 (bootstrap) + {committed_rounds} round{'' if committed_rounds == 1 else 's'}"

@@ -14,24 +14,17 @@ pure functions of the store, so a rerun after a kill sees the same state.
 
 from __future__ import annotations
 
+from zpd.store import stats
+
 from .context import RunContext, rng_for
 from .curriculum import build_policy
 
 
 def solo_stats(ctx: RunContext, domain: str) -> dict[str, tuple[int, int]]:
     """Per content hash of ``domain``: (solo answers correct, solo answers) over all rounds, from the
-    learner's calibration attempts and its eval and exam answers in MEASURE (all solo)."""
-    out: dict[str, tuple[int, int]] = {}
-    for sql in (
-        """SELECT t.content_hash, sum(a.correct), count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id
-           WHERE t.domain = ? AND a.mode = 'solo' AND a.role = 'learner' GROUP BY t.content_hash""",
-        """SELECT t.content_hash, sum(m.correct), count(*) FROM measurements m JOIN tasks t ON t.id = m.task_id
-           WHERE t.domain = ? GROUP BY t.content_hash""",
-    ):
-        for h, s, n in ctx.db.execute(sql, [domain]).fetchall():
-            s0, n0 = out.get(h, (0, 0))
-            out[h] = (s0 + int(s), n0 + int(n))
-    return out
+    learner's calibration attempts and its eval and exam answers in MEASURE (all solo); kept as totals
+    in the store, so this reads one row per item (``store/stats.py``)."""
+    return stats.solo_stats(ctx.db, domain)
 
 
 def observe(ctx: RunContext, name: str, domain: object) -> None:

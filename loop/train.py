@@ -11,14 +11,17 @@ or reuses a learner that was already complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from zpd.store import training
 from zpd.store.atomic import atomic_write_text
 from zpd.store.rounds import link_or_copy_tree, work_dir
+from zpd.store.stats import round_yield_counts
 
 from . import integrity
 from .context import RunContext, Stopped, derive_seed, rng_for
@@ -41,52 +44,48 @@ def build_examples(ctx: RunContext, round_n: int) -> int:
     """Insert this round's training examples (idempotent); returns how many the round has."""
     kind = example_kind(ctx)
     with ctx.db.atomic():
-        rows = ctx.db.query(
-            # The policy's selection (tasks.selected); the target is the first correct guided sample, else
-            # the first correct solo sample (loop/curriculum.py). Older stores: selected = (fate = 'zpd').
-            """SELECT t.id AS task_id, t.prompt, t.answer,
-                      (SELECT a.id FROM attempts a WHERE a.task_id = t.id AND a.round = ? AND a.correct = 1
-                         ORDER BY a.mode = 'guided' DESC, a.sample_idx LIMIT 1) AS attempt_id
-               FROM tasks t WHERE t.selected = 1 AND t.fate_round = ? AND t.fate != 'exam' ORDER BY t.id""",
-            [round_n, round_n],
-        )
-        for row in list(rows):
-            if row["attempt_id"] is None:
-                continue
-            output = ctx.db.execute("SELECT output FROM attempts WHERE id = ?", [row["attempt_id"]]).fetchone()[0]
-            response = output.strip() if kind == "sft" else row["answer"]
-            ctx.db.execute(
-                """INSERT OR IGNORE INTO train_examples (round, task_id, attempt_id, kind, prompt, response)
-                   VALUES (?, ?, ?, ?, ?, ?)""",
-                [round_n, row["task_id"], row["attempt_id"], kind, row["prompt"], response],
-            )
-    return ctx.db.execute("SELECT count(*) FROM train_examples WHERE round = ? AND kind = ?", [round_n, kind]).fetchone()[0]
+        # The policy's selection (tasks.selected); the target is the first correct guided sample, else
+        # the first correct solo sample (loop/curriculum.py). Older stores: selected = (fate = 'zpd').
+        rows = [(r["task_id"], r["attempt_id"], r["prompt"], r["output"].strip() if kind == "sft" else r["answer"])
+                for r in training.selected_targets(ctx.db, round_n) if r["attempt_id"] is not None]
+        training.insert_examples(ctx.db, round_n, kind, rows)
+    return training.count_examples(ctx.db, round_n, kind)
+
+
+def _example_row(ctx: RunContext, r: dict) -> dict:
+    return {"prompt": r["eprompt"], "response": r["response"], "domain": r["domain"], "answer": r["answer"],
+            "task_json": json.dumps(asdict(ctx.task_from_row(r)))}
+
+
+def bootstrap_replay(ctx: RunContext) -> list[dict]:
+    """The bootstrap set that every round replays (without it a tiny learner forgets how to read guidance
+    and what it knew alone at the easiest level): made once, deterministically, and kept in the store
+    under a key of everything it depends on; empty unless the embedded learner is bootstrapped for SFT."""
+    if example_kind(ctx) != "sft" or not ctx.cfg.bootstrap.enabled or ctx.cfg.learner.path is not None:
+        return []
+    from .bootstrap import bootstrap_set, eval_hashes, propose_share
+
+    seed = derive_seed(ctx.cfg.run.seed, "bootstrap")
+    share = propose_share(ctx.cfg)
+    key = hashlib.sha256(json.dumps([ctx.cfg.bootstrap.model_dump(mode="json"), seed, share,
+                                     ctx.cfg.domains.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()
+    return training.bootstrap_examples(ctx.db, key, lambda: bootstrap_set(
+        ctx.domains, ctx.cfg.bootstrap, seed, eval_hashes(ctx), propose_fraction=share))
 
 
 def training_set(ctx: RunContext, round_n: int) -> list[dict]:
-    """This round's examples plus a replay sample of earlier rounds' (seeded by round)."""
+    """This round's examples plus a replay sample of earlier rounds' and the bootstrap set (seeded by
+    round). Reads this round's rows, the ids of earlier ones, and only the rows the sample drew."""
     cfg, kind = ctx.cfg.train, example_kind(ctx)
-    def rows(where: str) -> list[dict]:
-        return [
-            {"prompt": r["eprompt"], "response": r["response"], "domain": r["domain"], "answer": r["answer"],
-             "task_json": json.dumps(asdict(ctx.task_from_row(r)))}
-            for r in ctx.db.query(
-                f"""SELECT e.prompt AS eprompt, e.response, t.* FROM train_examples e JOIN tasks t ON t.id = e.task_id
-                    WHERE e.round {where} ? AND e.kind = ? ORDER BY e.id""",
-                [round_n, kind],
-            )
-        ]
-
-    new, old = rows("="), rows("<")
-    if kind == "sft" and ctx.cfg.bootstrap.enabled and ctx.cfg.learner.path is None:
-        # The bootstrap set is replayed too (re-made deterministically, nothing stored): without it a
-        # tiny learner forgets how to read guidance and what it knew alone at the easiest level.
-        from .bootstrap import bootstrap_set, eval_hashes, propose_share
-
-        old += bootstrap_set(ctx.domains, ctx.cfg.bootstrap, derive_seed(ctx.cfg.run.seed, "bootstrap"),
-                             eval_hashes(ctx), propose_fraction=propose_share(ctx.cfg))
+    new = [_example_row(ctx, r) for r in training.round_examples(ctx.db, round_n, kind)]
+    old_ids = training.earlier_example_ids(ctx.db, round_n, kind)
+    boot = bootstrap_replay(ctx)
     rng = rng_for(ctx.cfg.run.seed, round_n, "replay")
-    replay = rng.sample(old, min(len(old), int(cfg.replay_ratio * len(new))))
+    # Positions into [earlier examples by id] + [bootstrap set]: random.sample draws positions from the
+    # population's length alone, so this is the sample the whole list would have given.
+    picks = rng.sample(range(len(old_ids) + len(boot)), min(len(old_ids) + len(boot), int(cfg.replay_ratio * len(new))))
+    rows = training.examples_by_id(ctx.db, [old_ids[p] for p in picks if p < len(old_ids)])
+    replay = [_example_row(ctx, rows[old_ids[p]]) if p < len(old_ids) else boot[p - len(old_ids)] for p in picks]
     data = new + replay
     rng.shuffle(data)
     return data[: cfg.max_examples]
@@ -217,12 +216,7 @@ def round_yield(ctx: RunContext, round_n: int) -> dict:
     band (``zpd``, plus ``exam``, which admits only in-band items), over all calibrated this round; and the
     generation spent per accepted item (teacher USD, and generated tokens of every role). None when nothing
     was calibrated / accepted. Read from the store, so a rerun gives the same figures."""
-    calibrated, accepted = ctx.db.execute(
-        """SELECT count(*), coalesce(sum(fate IN ('zpd', 'exam')), 0) FROM tasks
-           WHERE fate_round = ? AND fate IN ('mastered', 'zpd', 'beyond', 'review', 'exam')""", [round_n]).fetchone()
-    usd, tokens = ctx.db.execute(
-        "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(completion_tokens), 0) FROM generation_usage WHERE round = ?",
-        [round_n]).fetchone()
+    calibrated, accepted, usd, tokens = round_yield_counts(ctx.db, round_n)
     return {"yield_ratio": accepted / calibrated if calibrated else None,
             "cost_per_accepted_usd": usd / accepted if accepted else None,
             "tokens_per_accepted": tokens / accepted if accepted else None}

@@ -19,6 +19,12 @@ Tables
     corpus_chunks     ingested document chunks with provenance (m004)
     review_verdicts   human-review verdicts imported by ``zpd review`` (m004)
     proposals         the self-play proposer's samples, valid or not, with their reward (m006)
+    solo_totals       per task (domain, content hash): the learner's solo answers, kept by triggers (m007)
+    bootstrap_examples the replayed bootstrap set, made once per config key (m007)
+    bandit_rewards    a memo of the bandit policy's per-round arm rewards, cleared by triggers (m007)
+
+Per-round queries read only what the round touches (indexes of m007; ``bench/scale.py`` times them
+at 1M tasks / 10M attempts); the few that must see all history read small tables (rounds, the totals).
 """
 
 from __future__ import annotations
@@ -29,9 +35,19 @@ from pathlib import Path
 
 from sqlite_utils import Database, Migrations
 
-APP_ID = "zpd"
-FORMAT_VERSION = 1
-DB_NAME = "state.db"
+from .connect import (
+    APP_ID,
+    DB_NAME,
+    FORMAT_VERSION,
+    StoreError,
+    StoreIOError,
+    check_identity,
+    connect,
+    open_readonly_conn,
+)
+from .connect import IO_MESSAGES as _IO_MESSAGES
+
+__all__ = ["APP_ID", "DB_NAME", "FORMAT_VERSION", "StoreError", "StoreIOError", "open_readonly", "open_store"]
 
 migrations = Migrations("zpd")
 
@@ -211,16 +227,68 @@ def m006_selfplay(db: Database) -> None:
         db.execute(f"ALTER TABLE rounds ADD COLUMN {col}")
 
 
-class StoreError(RuntimeError):
-    """The state database is corrupt, foreign or of a newer format (exit code 4)."""
-
-
-class StoreIOError(StoreError):
-    """The state database could not be read or written for reasons of the disk (full, read-only,
-    I/O error), not because of what it holds (exit code 1)."""
-
-
-_IO_MESSAGES = ("disk i/o error", "database or disk is full", "readonly database", "unable to open database")
+@migrations()
+def m007_scale(db: Database) -> None:
+    """Per-round cost independent of history (issue 15): indexes for the per-round queries, solo totals
+    kept by triggers, the bootstrap set stored once, and a memo of the bandit's per-round rewards."""
+    db.execute("CREATE INDEX tasks_fate_round ON tasks(fate_round)")            # round_yield, build_examples
+    db.execute("CREATE INDEX tasks_domain_fate_round ON tasks(domain, fate_round)")  # bandit, per-domain reads
+    db.execute("CREATE INDEX train_examples_kind_round ON train_examples(kind, round)")  # the replay sample
+    db.execute("CREATE INDEX exam_items_admitted ON exam_items(admitted_round, domain)")  # a round's admissions
+    # Per task: the learner's solo answers, correct and in all, from calibration (solo attempts of the
+    # learner) and MEASURE (eval and exam answers). Attempts and measurements are only ever inserted (with
+    # OR IGNORE: an ignored row fires no trigger), so the totals are exact.
+    db.execute(
+        """CREATE TABLE solo_totals (
+            domain TEXT NOT NULL, content_hash TEXT NOT NULL,
+            correct INTEGER NOT NULL, answers INTEGER NOT NULL,
+            updated_round INTEGER NOT NULL,    -- the round of the newest answer counted (incremental reads)
+            PRIMARY KEY (domain, content_hash)
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX solo_totals_updated ON solo_totals(domain, updated_round)")
+    for table, when in (("attempts", "WHEN NEW.mode = 'solo' AND NEW.role = 'learner' "), ("measurements", "")):
+        db.execute(
+            f"""CREATE TRIGGER {table}_solo_totals AFTER INSERT ON {table} {when}BEGIN
+                  INSERT INTO solo_totals (domain, content_hash, correct, answers, updated_round)
+                  SELECT domain, content_hash, NEW.correct, 1, NEW.round FROM tasks WHERE id = NEW.task_id
+                  ON CONFLICT (domain, content_hash) DO UPDATE
+                  SET correct = correct + excluded.correct, answers = answers + 1,
+                      updated_round = max(updated_round, excluded.updated_round);
+                END"""
+        )
+    db.execute(
+        """INSERT INTO solo_totals (domain, content_hash, correct, answers, updated_round)
+           SELECT t.domain, t.content_hash, sum(x.correct), count(*), max(x.round) FROM (
+               SELECT task_id, correct, round FROM attempts WHERE mode = 'solo' AND role = 'learner'
+               UNION ALL SELECT task_id, correct, round FROM measurements) x
+           JOIN tasks t ON t.id = x.task_id GROUP BY t.domain, t.content_hash"""
+    )
+    # The replayed bootstrap set (loop/train.py), made once per key (its config and seed), not each round.
+    db.execute(
+        """CREATE TABLE bootstrap_examples (
+            idx INTEGER PRIMARY KEY, key TEXT NOT NULL,
+            prompt TEXT NOT NULL, response TEXT NOT NULL, domain TEXT NOT NULL, answer TEXT NOT NULL
+        )"""
+    )
+    # The bandit's mean absolute advantage per (domain, round, arm), as its query computes it from the
+    # tasks (store/stats.py). A memo: every change to a task it reads deletes that round's entry.
+    db.execute(
+        """CREATE TABLE bandit_rewards (
+            domain TEXT NOT NULL, fate_round INTEGER NOT NULL,
+            rewards_json TEXT NOT NULL,        -- [[arm, reward], ...] by arm; [] for a round without any
+            PRIMARY KEY (domain, fate_round)
+        ) WITHOUT ROWID"""
+    )
+    forget = "DELETE FROM bandit_rewards WHERE domain = {r}.domain AND fate_round = {r}.fate_round;"
+    db.execute(f"""CREATE TRIGGER tasks_bandit_insert AFTER INSERT ON tasks WHEN NEW.fate_round IS NOT NULL
+                   BEGIN {forget.format(r="NEW")} END""")
+    db.execute(f"""CREATE TRIGGER tasks_bandit_update
+                   AFTER UPDATE OF domain, difficulty, round, fate_round, p_solo ON tasks
+                   WHEN OLD.fate_round IS NOT NULL OR NEW.fate_round IS NOT NULL
+                   BEGIN {forget.format(r="OLD")} {forget.format(r="NEW")} END""")
+    db.execute(f"""CREATE TRIGGER tasks_bandit_delete AFTER DELETE ON tasks WHEN OLD.fate_round IS NOT NULL
+                   BEGIN {forget.format(r="OLD")} END""")
 
 
 def is_storage_full(exc: BaseException) -> bool:
@@ -237,44 +305,53 @@ def is_storage_full(exc: BaseException) -> bool:
 
 
 def _check_identity(db: Database, path: Path) -> None:
-    if "meta" not in db.table_names():
-        raise StoreError(f"{path}: not a zpd state database (no meta table); refusing to touch it")
-    meta = {r["key"]: r["value"] for r in db.query("SELECT key, value FROM meta")}
-    if meta.get("app") != APP_ID:
-        raise StoreError(f"{path}: not a zpd state database (app={meta.get('app')!r})")
-    if int(meta.get("format_version", "0")) > FORMAT_VERSION:
-        raise StoreError(
-            f"{path}: format version {meta['format_version']} is newer than this zpd understands ({FORMAT_VERSION})"
-        )
+    check_identity(db.conn, path)
 
 
-def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
-    else:
-        conn = sqlite3.connect(str(path), timeout=10.0)
-    # Autocommit at the driver level: every write is either a single statement or inside an explicit
-    # ``db.atomic()`` block, never an implicit transaction left open by accident.
-    conn.isolation_level = None
-    conn.execute("PRAGMA busy_timeout = 10000")
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
+# Tables whose size grows with the number of rounds, not with tasks or attempts: checked on every start.
+SMALL_TABLES = ("sqlite_master", "_sqlite_migrations", "meta", "rounds", "controller", "frontier", "exam_items",
+                "generation_usage")
+
+
+def start_up_check(conn: sqlite3.Connection, path: Path) -> str:
+    """Check the store before use, in time bounded by the number of rounds; returns "full" or "bounded".
+
+    A full ``PRAGMA quick_check`` (every page of every table and index: seconds at 1M tasks) runs only
+    when the last daemon did not record a clean stop (``controller.pid`` still set: killed, crashed, or
+    the machine lost power), which is the only way a WAL store written with ``synchronous = FULL`` can
+    be left torn (a disk that lies about fsync included). After a clean stop, the schema and the tables
+    that steer the loop (rounds, meta, exam, frontier, migrations) are checked with
+    ``quick_check(table)``; a file that is not SQLite, truncated or overwritten at its start fails here
+    already. Pages of the big tables damaged later (by the disk, while nothing ran) are still reported:
+    SQLite raises "database disk image is malformed" on the first read of such a page, and the next
+    start after that unclean stop checks everything. Raises StoreError naming the file.
+    """
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    unclean = True
+    if "controller" in tables:
+        row = conn.execute("SELECT pid FROM controller WHERE id = 1").fetchone()
+        unclean = row is not None and row[0] is not None
+    checks = [None] if unclean else [t for t in SMALL_TABLES if t in tables or t == "sqlite_master"]
+    for table in checks:
+        sql = "PRAGMA quick_check" if table is None else f"PRAGMA quick_check('{table}')"
+        ok = conn.execute(sql).fetchone()[0]
+        if ok != "ok":
+            raise StoreError(f"{path}: database is corrupt (quick_check: {ok})")
+    return "full" if unclean else "bounded"
 
 
 def open_store(path: Path) -> Database:
     """Open (creating if absent) the daemon's read-write connection; apply migrations.
 
-    Raises StoreError when the file is not SQLite, fails ``quick_check``, or is not ours. An existing
-    file is never overwritten or "repaired".
+    Raises StoreError when the file is not SQLite, fails its start-up check (``start_up_check``), or is
+    not ours. An existing file is never overwritten or "repaired".
     """
     path = Path(path)
     fresh = not path.exists() or path.stat().st_size == 0
     try:
-        conn = _connect(path, readonly=False)
+        conn = connect(path, readonly=False)
         if not fresh:
-            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
-            if ok != "ok":
-                raise StoreError(f"{path}: database is corrupt (quick_check: {ok})")
+            start_up_check(conn, path)
         db = Database(conn)
         if not fresh:
             tables = db.table_names()
@@ -300,24 +377,9 @@ def open_store(path: Path) -> Database:
 
 
 def open_readonly(path: Path) -> Database:
-    """A read-only connection for ``status``, ``export``, ``serve``; works while the daemon writes."""
-    path = Path(path)
-    if not path.is_file():
-        raise StoreError(f"{path}: no state database")
-    try:
-        try:
-            db = Database(_connect(path, readonly=True))
-            _check_identity(db, path)
-        except sqlite3.OperationalError:
-            # A read-only directory: a WAL reader cannot create the -shm file. With no writer able to
-            # run there either, reading the file as immutable is safe.
-            conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=10.0)
-            conn.isolation_level = None
-            db = Database(conn)
-            _check_identity(db, path)
-        return db
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: cannot read state database: {exc}") from None
+    """A read-only connection for ``export``, ``serve``, ``report``; works while the daemon writes.
+    (``status`` uses ``connect.open_readonly_conn`` directly, without sqlite-utils.)"""
+    return Database(open_readonly_conn(path))
 
 
 def get_meta(db: Database, key: str) -> str | None:

@@ -1,0 +1,97 @@
+"""Per-round statistics, read so that their cost does not grow with the store's history.
+
+* ``solo_stats``: per item, the learner's solo answers (correct, all) over every round, read from
+  ``solo_totals`` (kept by triggers on insert; m007): one row per item of the domain, never a join over
+  every attempt ever made.
+* ``round_yield_counts``: a round's calibrated and accepted tasks and its generation spend, through
+  the ``tasks(fate_round)`` index.
+* ``bandit_rewards``: per round, the bandit policy's reward per arm (its tasks' mean absolute advantage
+  2 p (1 - p)), memoised in ``bandit_rewards``: a round is computed once, and again only after one of
+  its tasks changed (triggers delete its entry), so a round's scan reads that round's tasks.
+* ``insert_attempts``: CALIBRATE's graded samples, one ``executemany`` per batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .connect import transaction
+
+ATTEMPT_COLUMNS = ("task_id", "round", "learner_ref", "role", "mode", "sample_idx", "output", "correct",
+                   "num_tokens", "latency_seconds", "finish_reason", "grader")
+_INSERT_ATTEMPT = (f"INSERT OR IGNORE INTO attempts ({', '.join(ATTEMPT_COLUMNS)}) "
+                   f"VALUES ({', '.join('?' * len(ATTEMPT_COLUMNS))})")
+
+
+def solo_stats(db: Any, domain: str) -> dict[str, tuple[int, int]]:
+    """Per content hash of ``domain``: (solo answers correct, solo answers) over all rounds, from the
+    learner's calibration attempts and its eval and exam answers in MEASURE (all solo).
+
+    Read from ``solo_totals``. On a sqlite-utils Database (the daemon's, which lives across rounds) the
+    totals are also kept in memory, and a later call reads only the items answered in or after the
+    newest round it saw (answers are stored with the round they were given in, and rounds only
+    advance); returns a fresh dict each time."""
+    memo = getattr(db, "_zpd_solo_totals", None) if hasattr(db, "conn") else None
+    seen = memo.get(domain) if memo is not None else None
+    since, totals = seen if seen is not None else (None, {})
+    sql = "SELECT content_hash, correct, answers, updated_round FROM solo_totals WHERE domain = ?"
+    rows = db.execute(sql if since is None else sql + " AND updated_round >= ?",
+                      [domain] if since is None else [domain, since]).fetchall()
+    newest = since
+    for h, s, n, r in rows:
+        totals[h] = (int(s), int(n))
+        newest = r if newest is None else max(newest, r)
+    if hasattr(db, "conn"):
+        if memo is None:
+            memo = db._zpd_solo_totals = {}
+        memo[domain] = (newest, totals)
+    return dict(totals)
+
+
+def round_yield_counts(db: Any, round_n: int) -> tuple[int, int, float, int]:
+    """(tasks calibrated in the round, of which zpd or exam, teacher USD, generated tokens) of a round."""
+    calibrated, accepted = db.execute(
+        """SELECT count(*), coalesce(sum(fate IN ('zpd', 'exam')), 0) FROM tasks
+           WHERE fate_round = ? AND fate IN ('mastered', 'zpd', 'beyond', 'review', 'exam')""", [round_n]).fetchone()
+    usd, tokens = db.execute(
+        "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(completion_tokens), 0) FROM generation_usage WHERE round = ?",
+        [round_n]).fetchone()
+    return calibrated, accepted, usd, tokens
+
+
+_BANDIT_SQL = """SELECT fate_round, CAST(difficulty AS INTEGER), avg(2 * p_solo * (1 - p_solo)) FROM tasks
+                 WHERE domain = ? AND fate_round BETWEEN ? AND ? AND p_solo IS NOT NULL AND round = fate_round
+                 GROUP BY fate_round, CAST(difficulty AS INTEGER) ORDER BY fate_round"""
+
+
+def bandit_rewards(db: Any, domain: str, last_round: int) -> list[tuple[int, int, float]]:
+    """(round, arm, mean 2 p (1 - p) of the round's own tasks at that integer difficulty) for rounds
+    1..``last_round`` of ``domain``, by round then arm. Rounds not memoised yet are computed (one
+    indexed query over them) and memoised; needs a writable store."""
+    memo = {r: json.loads(j) for r, j in db.execute(
+        "SELECT fate_round, rewards_json FROM bandit_rewards WHERE domain = ? AND fate_round BETWEEN 1 AND ?",
+        [domain, last_round]).fetchall()}
+    missing = [r for r in range(1, last_round + 1) if r not in memo]
+    if missing:
+        fresh: dict[int, list] = {r: [] for r in missing}
+        wanted = set(missing)
+        for r, arm, reward in db.execute(_BANDIT_SQL, [domain, missing[0], missing[-1]]).fetchall():
+            if r in wanted:
+                fresh[r].append([arm, reward])
+        with transaction(db) as conn:
+            conn.executemany("INSERT OR REPLACE INTO bandit_rewards (domain, fate_round, rewards_json) VALUES (?, ?, ?)",
+                             [(domain, r, json.dumps(v)) for r, v in fresh.items()])
+        memo.update(fresh)
+    return [(r, arm, reward) for r in sorted(memo) for arm, reward in memo[r]]
+
+
+def insert_attempts(db: Any, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Insert graded attempts (dicts with ``ATTEMPT_COLUMNS``; ``grader`` may be absent), ignoring any
+    already stored (unique per task, round, mode, sample). One statement for the whole batch; call it
+    inside the batch's transaction. Returns the rows given."""
+    values = [tuple(r.get(c) for c in ATTEMPT_COLUMNS) for r in rows]
+    if values:
+        getattr(db, "conn", db).executemany(_INSERT_ATTEMPT, values)  # a sqlite-utils Database or a connection
+    return len(values)

@@ -1,0 +1,89 @@
+"""Training data in the store: a round's examples, the replay sample and the stored bootstrap set.
+
+Bounded reads: a round's selected tasks come through the ``tasks(fate_round)`` index; the replay sample
+reads the ids of earlier examples from an index (``train_examples(kind, round)``) and then only the rows
+it drew; the bootstrap set is made once per key and read back, not re-made each round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .connect import transaction
+
+
+def _dicts(cur: Any) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def selected_targets(db: Any, round_n: int) -> list[dict[str, Any]]:
+    """The round's selected tasks (``tasks.selected``; not exam items) with their target answer: the first
+    correct guided sample, else the first correct solo sample (``attempt_id``/``output`` None: neither)."""
+    return _dicts(db.execute(
+        """SELECT x.task_id, x.prompt, x.answer, x.attempt_id, a.output FROM (
+               SELECT t.id AS task_id, t.prompt, t.answer,
+                      (SELECT a.id FROM attempts a WHERE a.task_id = t.id AND a.round = ? AND a.correct = 1
+                         ORDER BY a.mode = 'guided' DESC, a.sample_idx LIMIT 1) AS attempt_id
+               FROM tasks t WHERE t.selected = 1 AND t.fate_round = ? AND t.fate != 'exam') x
+           LEFT JOIN attempts a ON a.id = x.attempt_id ORDER BY x.task_id""",
+        [round_n, round_n]))
+
+
+def insert_examples(db: Any, round_n: int, kind: str, rows: Sequence[tuple[int, int, str, str]]) -> None:
+    """(task_id, attempt_id, prompt, response) rows as the round's examples of ``kind`` (idempotent)."""
+    getattr(db, "conn", db).executemany(
+        """INSERT OR IGNORE INTO train_examples (round, task_id, attempt_id, kind, prompt, response)
+           VALUES (?, ?, ?, ?, ?, ?)""", [(round_n, t, a, kind, p, r) for t, a, p, r in rows])
+
+
+def count_examples(db: Any, round_n: int, kind: str) -> int:
+    return db.execute("SELECT count(*) FROM train_examples WHERE round = ? AND kind = ?", [round_n, kind]).fetchone()[0]
+
+
+_EXAMPLE_ROWS = """SELECT e.id AS example_id, e.prompt AS eprompt, e.response, t.*
+                   FROM train_examples e JOIN tasks t ON t.id = e.task_id"""
+
+
+def round_examples(db: Any, round_n: int, kind: str) -> list[dict[str, Any]]:
+    """The round's examples of ``kind`` with their task's columns, by example id."""
+    return _dicts(db.execute(f"{_EXAMPLE_ROWS} WHERE e.round = ? AND e.kind = ? ORDER BY e.id", [round_n, kind]))
+
+
+def earlier_example_ids(db: Any, round_n: int, kind: str) -> list[int]:
+    """Ids of the examples of ``kind`` of rounds before ``round_n``, ascending (an index-only read)."""
+    return sorted(r[0] for r in db.execute(
+        "SELECT id FROM train_examples WHERE kind = ? AND round < ?", [kind, round_n]).fetchall())
+
+
+def examples_by_id(db: Any, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The examples with these ids, with their task's columns."""
+    out: dict[int, dict[str, Any]] = {}
+    for i in range(0, len(ids), 500):  # below SQLite's limit on host parameters
+        chunk = list(ids[i:i + 500])
+        for row in _dicts(db.execute(f"{_EXAMPLE_ROWS} WHERE e.id IN ({','.join('?' * len(chunk))})", chunk)):
+            out[row["example_id"]] = row
+    return out
+
+
+BOOTSTRAP_FIELDS = ("prompt", "response", "domain", "answer")
+
+
+def bootstrap_examples(db: Any, key: str, make: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The bootstrap set stored under ``key``; made with ``make()`` and stored (replacing any other key's)
+    when absent. Rows are dicts of ``BOOTSTRAP_FIELDS``, in the order ``make`` returned them."""
+    rows = [dict(zip(BOOTSTRAP_FIELDS, r, strict=True)) for r in db.execute(
+        "SELECT prompt, response, domain, answer FROM bootstrap_examples WHERE key = ? ORDER BY idx", [key]).fetchall()]
+    stored = db.execute("SELECT count(*) FROM bootstrap_examples").fetchone()[0]
+    if rows and stored == len(rows):
+        return rows
+    rows = make()
+    if any(set(r) != set(BOOTSTRAP_FIELDS) for r in rows):  # not storable as such: used as made
+        return rows
+    with transaction(db) as conn:
+        conn.execute("DELETE FROM bootstrap_examples")
+        conn.executemany("INSERT INTO bootstrap_examples (idx, key, prompt, response, domain, answer) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", [(i, key, *(r[f] for f in BOOTSTRAP_FIELDS))
+                                                       for i, r in enumerate(rows)])
+    return [{f: r[f] for f in BOOTSTRAP_FIELDS} for r in rows]
