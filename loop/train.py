@@ -105,9 +105,14 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
     tmp = out.parent / f"{out.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
+    from zpd.trainer.threads import threads_for
+
+    ckpt_dir = out.parent / f"{out.name}.ckpt"  # survives a kill; removed once the learner is complete
     job = TrainJob(
         backend=backend, learner_dir=str(learner), out_dir=str(tmp), data_path=str(data_path),
         params=params, result_path=str(out.parent / f"{out.name}.result.json"), pretrain=pretrain or {},
+        threads=threads_for(ctx.cfg), checkpoint_dir=str(ckpt_dir),
+        checkpoint_seconds=ctx.cfg.train.checkpoint_seconds,
     )
     last_tokens = 0
 
@@ -117,6 +122,10 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
     def on_progress(event: dict) -> None:
         nonlocal last_tokens, last_log, bar
         ctx.beat()
+        if event.get("event") == "resumed":
+            ctx.log.info("training resumed from its checkpoint", extra={
+                "part": event.get("part"), "step": event.get("step"), "total": event.get("total"),
+                "seconds_saved": event.get("seconds_saved")})
         if event.get("event") == "step":
             if bar is None:
                 bar = Progress(f"round {round_n} train", int(event.get("total") or 1), ctx.cfg.logging.progress)
@@ -149,6 +158,7 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
         if bar is not None:
             bar.close()
     tmp.rename(out)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     return {"loss": result.loss, "num_tokens": result.num_tokens, "num_steps": result.num_steps, "seconds": result.seconds}
 
 
