@@ -146,6 +146,9 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
             result = train_with_verl(ctx.cfg, backend=backend, learner_dir=learner, rows=data, out_dir=tmp,
                                      work_dir=out.parent, round_n=round_n, on_progress=on_progress,
                                      should_stop=ctx.stop.is_set, resume=resume)
+        elif (worker := trainer_worker(ctx)) is not None:
+            result = worker.run(job, timeout_seconds=ctx.cfg.train.timeout_seconds, on_progress=on_progress,
+                                should_stop=ctx.stop.is_set)
         else:
             result = run_job(job, timeout_seconds=ctx.cfg.train.timeout_seconds, on_progress=on_progress,
                              should_stop=ctx.stop.is_set)
@@ -160,6 +163,22 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
     tmp.rename(out)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return {"loss": result.loss, "num_tokens": result.num_tokens, "num_steps": result.num_steps, "seconds": result.seconds}
+
+
+def trainer_worker(ctx: RunContext):
+    """The run's persistent trainer worker (``train.persistent_worker``; auto: on for a CPU learner), made on
+    first use and kept on ``ctx``; None when jobs get a fresh child each."""
+    from zpd.trainer.model import resolve_device
+
+    setting = ctx.cfg.train.persistent_worker
+    if setting == "off" or (setting == "auto" and resolve_device(ctx.cfg.learner.device) != "cpu"):
+        ctx.close_trainer()
+        return None
+    if ctx.trainer_worker is None:
+        from zpd.trainer.worker import TrainerWorker
+
+        ctx.trainer_worker = TrainerWorker(cwd=ctx.state_dir)
+    return ctx.trainer_worker
 
 
 def train_params(ctx: RunContext, round_n: int) -> dict:
