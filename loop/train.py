@@ -139,6 +139,7 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
                                                          "loss": event.get("loss"), "tokens": tokens})
 
     ctx.release_generators()  # give the memory back before training
+    began = time.monotonic()
     try:
         if backend.startswith("verl"):
             from zpd.trainer.verl import train_with_verl
@@ -162,6 +163,9 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
             bar.close()
     tmp.rename(out)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
+    # compute_seconds: inside the trainer (load, steps, save); wall_seconds adds start-up and hand-over.
+    ctx.log.info("training job finished", extra={"backend": backend, "compute_seconds": round(result.seconds, 3),
+                                                 "wall_seconds": round(time.monotonic() - began, 3)})
     return {"loss": result.loss, "num_tokens": result.num_tokens, "num_steps": result.num_steps, "seconds": result.seconds}
 
 
