@@ -578,6 +578,15 @@ class TrainConfig(Strict):
     retry_backoff_seconds: float = Field(2.0, ge=0, le=3600)
     """First backoff between retries; doubles each time."""
 
+    checkpoint_seconds: float = Field(60.0, gt=0, le=86400)
+    """Embedded trainers: a resumable checkpoint (weights, optimizer, RNG, data position) at most this many
+    seconds apart, written atomically beside the job; a rerun of the same job resumes from it."""
+
+    persistent_worker: Literal["auto", "on", "off"] = "auto"
+    """Embedded trainers: on: one worker process lives across rounds (torch imported once); off: a fresh
+    child per job. auto: on when the learner runs on the CPU. On CUDA the worker drops its model and frees
+    the GPU's cached memory before every generation phase."""
+
 
 class MeasureConfig(Strict):
     promotion_tolerance: float = Field(0.02, ge=0, le=1)
@@ -634,6 +643,7 @@ class LoggingConfig(Strict):
 
 
 # Imported here, after Strict: configs/verl.py builds on it (the package __init__ loads this module first).
+from .runtime import RuntimeConfig  # noqa: E402
 from .verl import VerlConfig  # noqa: E402
 
 
@@ -813,6 +823,9 @@ class ZpdConfig(Strict):
 
     verl: VerlConfig = Field(default_factory=VerlConfig)
     """How the verl-sft / verl-grpo trainer backends launch verl (local or on a Ray cluster)."""
+
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    """How zpd uses the machine (torch's CPU threads)."""
 
     @model_validator(mode="after")
     def _question_writer(self) -> ZpdConfig:

@@ -50,6 +50,8 @@ class RunContext:
     beat: Callable[[], None] = lambda: None
     """Called at progress points: feeds /healthz and the systemd watchdog."""
     _generators: dict[str, Any] = field(default_factory=dict)
+    trainer_worker: Any = None
+    """The persistent trainer worker (``trainer/worker.py``) once a job has started it; None: none."""
 
     # -- stopping -----------------------------------------------------------------------
     def check_stop(self) -> None:
@@ -81,6 +83,7 @@ class RunContext:
             name = gen_cfg.measure_backend
         key = f"learner:{name}:{learner_dir}"
         if key not in self._generators:
+            self.release_trainer(exit=name == "vllm")
             for old in [k for k in self._generators if k.startswith("learner:")]:
                 self._generators.pop(old).close()
             from zpd.trainer.generation import build_generator
@@ -101,6 +104,7 @@ class RunContext:
             return None
         key = f"teacher:{t.backend}:{t.model}"
         if key not in self._generators:
+            self.release_trainer(exit=t.backend == "vllm")
             from zpd.trainer.generation import build_generator
             from zpd.trainer.model import resolve_device
 
@@ -110,6 +114,20 @@ class RunContext:
                 batch_size=self.cfg.calibration.batch_size,
             )
         return self._generators[key]
+
+    def release_trainer(self, *, exit: bool = False) -> None:
+        """Before a generator is made on a GPU: the trainer worker drops its model and frees CUDA's cache
+        (``exit``, for vLLM, which sizes itself to the free memory: the worker exits). On the CPU: nothing."""
+        from zpd.trainer.model import resolve_device
+
+        if self.trainer_worker is not None and resolve_device(self.cfg.learner.device) == "cuda":
+            self.trainer_worker.release(exit=exit)
+
+    def close_trainer(self) -> None:
+        """Stop the trainer worker, if one runs (the daemon stops)."""
+        if self.trainer_worker is not None:
+            self.trainer_worker.close()
+            self.trainer_worker = None
 
     def release_generators(self) -> None:
         """Close every generator (a vllm child exits here: before TRAIN, the GPU memory comes back)."""

@@ -327,6 +327,7 @@ class Daemon:
             code = self._loop()
         finally:
             self.ctx.release_generators()
+            self.ctx.close_trainer()
             try:  # best effort: on a full or read-only disk these writes fail too
                 self._set_phase("idle")
                 with self.db.atomic():

@@ -8,7 +8,8 @@
 * promotion gate: a learner whose eval accuracy fell by more than ``measure.promotion_tolerance``
   below the current learner's stays in its round but is not made current.
 
-All of it commits in one transaction with the phase advance.
+The answers commit one batch at a time (a kill loses at most the batch in flight); the figures, graduation
+and promotion commit in one transaction with the phase advance.
 """
 
 from __future__ import annotations
@@ -37,28 +38,53 @@ def estimate_frontier(by_level: dict[float, float]) -> float:
     return levels[-1]
 
 
-def _answer(ctx: RunContext, learner, rows, n: int, temperature: float, seed: int, round_n: int) -> list[list[tuple[str, bool]]]:
-    """Per row, ``n`` graded answers. Any sample without an answer (a failed generation) fails the phase:
-    an eval accuracy over a subset would not be the fixed yardstick. Failed samples are recorded first."""
+def _answer(ctx: RunContext, learner, rows, n: int, temperature: float, seed: int, round_n: int,
+            kind: str) -> list[list[tuple[str, bool]]]:
+    """Per row, ``n`` graded answers, made and committed (``measurements``, with their usage) one batch of
+    ``calibration.batch_size`` rows at a time, so a kill loses at most the batch in flight: a rerun takes the
+    batches already stored from the store. Batches are fixed slices of ``rows`` (the frozen eval set, the
+    round's exam version) with a seed each, so a rerun makes the same answers. Any sample without an answer
+    (a failed generation) fails the phase: an eval accuracy over a subset would not be the fixed yardstick.
+    Failed samples are recorded first."""
+    stored = {(task_id, idx): (text, bool(ok)) for task_id, idx, text, ok in ctx.db.execute(
+        "SELECT task_id, sample_idx, output, correct FROM measurements WHERE round = ? AND kind = ?",
+        [round_n, kind]).fetchall()}
+    size = max(1, ctx.cfg.calibration.batch_size)
+    out: list[list[tuple[str, bool]]] = []
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        if all((r["id"], i) in stored for r in chunk for i in range(n)):
+            out += [[stored[(r["id"], i)] for i in range(n)] for r in chunk]
+            continue
+        ctx.check_stop()
+        out += _answer_batch(ctx, learner, chunk, n, temperature, derive_seed(seed, start), round_n, kind)
+        ctx.beat()
+    return out
+
+
+def _answer_batch(ctx: RunContext, learner, rows, n: int, temperature: float, seed: int, round_n: int,
+                  kind: str) -> list[list[tuple[str, bool]]]:
     tasks = [ctx.task_from_row(r) for r in rows]
-    if not tasks:
-        return []
     outs = ctx.generator(learner, phase="measure").generate(
         [t.prompt for t in tasks], n=n, temperature=temperature, max_tokens=ctx.cfg.measure.max_tokens, seed=seed
     )
     flat = [c for cs in outs for c in cs]
     count_generated(ctx, "learner", flat)
-    with ctx.db.atomic():
-        add_usage(ctx, round_n, "learner", str(round_n), flat)
-        failed = [(r["id"], None, i, c) for r, cs in zip(rows, outs, strict=True) for i, c in enumerate(cs) if c.failed]
-        record_failures(ctx, round_n, "measure", "learner", failed)
-    if failed:
-        raise PhaseFailed("generator", f"measure: {len(failed)} of {len(flat)} samples got no answer "
-                                       f"(first: {failed[0][3].error}); the phase is retried")
-    return [
+    failed = [(r["id"], None, i, c) for r, cs in zip(rows, outs, strict=True) for i, c in enumerate(cs) if c.failed]
+    graded = [] if failed else [
         [(c.text, ctx.domains[t.domain].grade(t, c.text)) for c in completions]
         for t, completions in zip(tasks, outs, strict=True)
     ]
+    with ctx.db.atomic():
+        add_usage(ctx, round_n, "learner", str(round_n), flat)
+        record_failures(ctx, round_n, "measure", "learner", failed)
+        ctx.db["measurements"].insert_all(
+            [dict(round=round_n, kind=kind, task_id=r["id"], sample_idx=i, output=text, correct=int(ok))
+             for r, answers in zip(rows, graded, strict=True) for i, (text, ok) in enumerate(answers)], ignore=True)
+    if failed:
+        raise PhaseFailed("generator", f"measure: {len(failed)} of {len(flat)} samples got no answer "
+                                       f"(first: {failed[0][3].error}); the phase is retried")
+    return graded
 
 
 def run(ctx: RunContext, round_n: int) -> None:
@@ -67,13 +93,14 @@ def run(ctx: RunContext, round_n: int) -> None:
     domains = list(ctx.domains)
     ph = ",".join("?" * len(domains))
     eval_rows = list(ctx.db.query(f"SELECT * FROM tasks WHERE fate = 'eval' AND domain IN ({ph}) ORDER BY id", domains))
-    eval_results = _answer(ctx, learner, eval_rows, 1, 0.0, derive_seed(ctx.cfg.run.seed, round_n, "eval"), round_n)
+    eval_results = _answer(ctx, learner, eval_rows, 1, 0.0, derive_seed(ctx.cfg.run.seed, round_n, "eval"), round_n,
+                           "eval")
     ctx.check_stop()
     exam_ids = version_items(ctx.db, round_n)
     exam_rows = [next(ctx.db.query("SELECT * FROM tasks WHERE id = ?", [i])) for i in exam_ids]
     n_exam = ctx.cfg.exam.num_samples
     exam_results = _answer(ctx, learner, exam_rows, n_exam, 0.0 if n_exam == 1 else ctx.cfg.calibration.temperature,
-                           derive_seed(ctx.cfg.run.seed, round_n, "exam"), round_n)
+                           derive_seed(ctx.cfg.run.seed, round_n, "exam"), round_n, "exam")
     ctx.check_stop()
 
     by_domain: dict[str, list[bool]] = defaultdict(list)
@@ -100,13 +127,7 @@ def run(ctx: RunContext, round_n: int) -> None:
             promoted = False
     current = round_n if promoted else parent
 
-    with ctx.db.atomic():
-        rows = []
-        for kind, src, results in (("eval", eval_rows, eval_results), ("exam", exam_rows, exam_results)):
-            for r, answers in zip(src, results, strict=True):
-                for i, (text, ok) in enumerate(answers):
-                    rows.append(dict(round=round_n, kind=kind, task_id=r["id"], sample_idx=i, output=text, correct=int(ok)))
-        ctx.db["measurements"].insert_all(rows, ignore=True)
+    with ctx.db.atomic():  # the answers are stored already (``_answer``)
         for task_id in graduated:
             ctx.db.execute("UPDATE exam_items SET graduated_round = ? WHERE task_id = ? AND graduated_round IS NULL",
                            [round_n, task_id])

@@ -49,6 +49,9 @@ def run_round(ctx: RunContext, round_n: int, on_phase: Callable[[str], None] | N
     """Run round ``round_n`` from wherever it stands to committed. Raises Stopped or a phase's error."""
     ctx.cfg = start_round(ctx, round_n)
     CONTEXT.round = round_n
+    from zpd.trainer.threads import apply_threads, threads_for
+
+    apply_threads(threads_for(ctx.cfg))  # generation in this process; each training job gets its own count
     ingestion.ingest_for_round(ctx, round_n)  # domains.knowledge.corpus_dir: new documents, bad ones counted
     while (phase := ctx.round_row(round_n)["phase"]) != "done":
         ctx.check_stop()

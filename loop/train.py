@@ -104,9 +104,14 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
     tmp = out.parent / f"{out.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
+    from zpd.trainer.threads import threads_for
+
+    ckpt_dir = out.parent / f"{out.name}.ckpt"  # survives a kill; removed once the learner is complete
     job = TrainJob(
         backend=backend, learner_dir=str(learner), out_dir=str(tmp), data_path=str(data_path),
         params=params, result_path=str(out.parent / f"{out.name}.result.json"), pretrain=pretrain or {},
+        threads=threads_for(ctx.cfg), checkpoint_dir=str(ckpt_dir),
+        checkpoint_seconds=ctx.cfg.train.checkpoint_seconds,
     )
     last_tokens = 0
 
@@ -116,6 +121,10 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
     def on_progress(event: dict) -> None:
         nonlocal last_tokens, last_log, bar
         ctx.beat()
+        if event.get("event") == "resumed":
+            ctx.log.info("training resumed from its checkpoint", extra={
+                "part": event.get("part"), "step": event.get("step"), "total": event.get("total"),
+                "seconds_saved": event.get("seconds_saved")})
         if event.get("event") == "step":
             if bar is None:
                 bar = Progress(f"round {round_n} train", int(event.get("total") or 1), ctx.cfg.logging.progress)
@@ -129,6 +138,7 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
                                                          "loss": event.get("loss"), "tokens": tokens})
 
     ctx.release_generators()  # give the memory back before training
+    began = time.monotonic()
     try:
         if backend.startswith("verl"):
             from zpd.trainer.verl import train_with_verl
@@ -136,6 +146,9 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
             result = train_with_verl(ctx.cfg, backend=backend, learner_dir=learner, rows=data, out_dir=tmp,
                                      work_dir=out.parent, round_n=round_n, on_progress=on_progress,
                                      should_stop=ctx.stop.is_set, resume=resume)
+        elif (worker := trainer_worker(ctx)) is not None:
+            result = worker.run(job, timeout_seconds=ctx.cfg.train.timeout_seconds, on_progress=on_progress,
+                                should_stop=ctx.stop.is_set)
         else:
             result = run_job(job, timeout_seconds=ctx.cfg.train.timeout_seconds, on_progress=on_progress,
                              should_stop=ctx.stop.is_set)
@@ -148,7 +161,27 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
         if bar is not None:
             bar.close()
     tmp.rename(out)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    # compute_seconds: inside the trainer (load, steps, save); wall_seconds adds start-up and hand-over.
+    ctx.log.info("training job finished", extra={"backend": backend, "compute_seconds": round(result.seconds, 3),
+                                                 "wall_seconds": round(time.monotonic() - began, 3)})
     return {"loss": result.loss, "num_tokens": result.num_tokens, "num_steps": result.num_steps, "seconds": result.seconds}
+
+
+def trainer_worker(ctx: RunContext):
+    """The run's persistent trainer worker (``train.persistent_worker``; auto: on for a CPU learner), made on
+    first use and kept on ``ctx``; None when jobs get a fresh child each."""
+    from zpd.trainer.model import resolve_device
+
+    setting = ctx.cfg.train.persistent_worker
+    if setting == "off" or (setting == "auto" and resolve_device(ctx.cfg.learner.device) != "cpu"):
+        ctx.close_trainer()
+        return None
+    if ctx.trainer_worker is None:
+        from zpd.trainer.worker import TrainerWorker
+
+        ctx.trainer_worker = TrainerWorker(cwd=ctx.state_dir)
+    return ctx.trainer_worker
 
 
 def train_params(ctx: RunContext, round_n: int) -> dict:

@@ -66,10 +66,13 @@ def query(state_dir: Path, sql: str, params: tuple = ()) -> list[tuple]:
 
 
 def trainer_children(pid: int) -> list:
-    """The training child processes (``python -m zpd.trainer.job``) below a daemon's pid."""
+    """The training child processes (``python -m zpd.trainer.job``, or the persistent worker
+    ``zpd.trainer.worker``) below a daemon's pid."""
     import psutil
 
+    names = ("zpd.trainer.job", "zpd.trainer.worker")
     try:
-        return [c for c in psutil.Process(pid).children(recursive=True) if "zpd.trainer.job" in " ".join(c.cmdline())]
+        return [c for c in psutil.Process(pid).children(recursive=True)
+                if any(n in " ".join(c.cmdline()) for n in names)]
     except psutil.Error:
         return []

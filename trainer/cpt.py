@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .result import TrainResult
 from .sft import train_sequences
@@ -41,8 +42,10 @@ def train_cpt(
     seed: int = 0,
     device: str = "cpu",
     on_step: Callable[[int, int, float, int], None] | None = None,
+    **resume: Any,
 ) -> TrainResult:
-    """Causal-LM training of the learner at ``learner_dir`` on ``texts``; the result saved into ``out_dir``."""
+    """Causal-LM training of the learner at ``learner_dir`` on ``texts``; the result saved into ``out_dir``.
+    ``resume``: ``train_sequences``' checkpoint arguments (a killed run resumes from its checkpoint)."""
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise ValueError("train_cpt needs at least one non-empty text")
@@ -53,4 +56,4 @@ def train_cpt(
 
     return train_sequences(learner_dir, encode, out_dir, epochs=epochs, batch_size=batch_size,
                            learning_rate=learning_rate, weight_decay=weight_decay, seed=seed, device=device,
-                           on_step=on_step)
+                           on_step=on_step, **resume)

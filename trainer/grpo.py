@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import Checkpointer, fingerprint
 from .generate import sample_rows
 from .model import load_learner
 from .sft import IGNORE, TrainResult, collate, save_learner
@@ -44,10 +45,15 @@ def train_grpo(
     seed: int = 0,
     device: str = "cpu",
     on_step: Callable[[int, int, float, int], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_seconds: float = 60.0,
+    on_resume: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
     """Train the learner at ``learner_dir`` for ``steps`` updates; save the result into ``out_dir``.
 
-    ``on_step(step, steps, policy_loss, tokens_so_far)`` after every step (1-based).
+    ``on_step(step, steps, policy_loss, tokens_so_far)`` after every step (1-based). ``checkpoint``,
+    ``checkpoint_seconds``, ``on_resume``: as ``trainer/sft.py:train_sequences`` (the sampling generator's
+    state and the prompt cursor are saved too, so a resumed run samples what an uninterrupted one would).
     """
     if not prompts:
         raise ValueError("train_grpo needs at least one prompt")
@@ -61,11 +67,21 @@ def train_grpo(
     encoded = encode_user_prompts(tokenizer, prompts)
     order = list(range(len(prompts)))
     random.Random(seed).shuffle(order)
-    cursor = 0
+    cursor = start = 0
     mean_rewards: list[float] = []
     last_loss = 0.0
     num_tokens = 0
-    for step in range(steps):
+    ckpt = Checkpointer(checkpoint, every_seconds=checkpoint_seconds, fingerprint=fingerprint(
+        learner_dir, prompts, dict(num_samples=num_samples, steps=steps, prompts_per_step=prompts_per_step,
+                                   lr=learning_rate, max_tokens=max_tokens, temperature=temperature, seed=seed)))
+    if (state := ckpt.load()) is not None:
+        ckpt.restore(state, model, optimizer)
+        generator.set_state(state["generator"])
+        start, cursor, mean_rewards = state["step"], state["cursor"], list(state["history"])
+        last_loss, num_tokens = state["last_loss"], state["num_tokens"]
+        if on_resume is not None:
+            on_resume(start, steps, float(state["seconds"]))
+    for step in range(start, steps):
         picked = [order[(cursor + k) % len(order)] for k in range(min(prompts_per_step, len(order)))]
         cursor += len(picked)
         model.eval()
@@ -95,6 +111,11 @@ def train_grpo(
             last_loss = 0.0
         if on_step is not None:
             on_step(step + 1, steps, last_loss, num_tokens)
+        if ckpt.due():
+            ckpt.save(step=step + 1, model=model, optimizer=optimizer, extra={
+                "generator": generator.get_state(), "cursor": cursor, "history": mean_rewards,
+                "last_loss": last_loss, "num_tokens": num_tokens})
+    ckpt.close()
     model.eval()
     save_learner(model, tokenizer, Path(out_dir))
     return TrainResult(last_loss, num_tokens, steps, time.perf_counter() - began, mean_rewards)
@@ -125,6 +146,9 @@ def train_grpo_groups(
     seed: int = 0,
     device: str = "cpu",
     on_step: Callable[[int, int, float, int], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_seconds: float = 60.0,
+    on_resume: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
     """The GRPO update of ``train_grpo`` on groups sampled and scored elsewhere (the self-play proposer's
     proposals, ``loop/selfplay.py``): each group is ``[(prompt, completion text, ended, reward), ...]``,
@@ -152,14 +176,25 @@ def train_grpo_groups(
                 continue
             batch.append((list(p_ids) + c_ids, [IGNORE] * len(p_ids) + c_ids))
             advantages.append((r - mean) / (std + 1e-4))
-    last_loss, num_tokens = 0.0, 0
-    for step in range(steps):
+    last_loss, num_tokens, start = 0.0, 0, 0
+    ckpt = Checkpointer(checkpoint, every_seconds=checkpoint_seconds, fingerprint=fingerprint(
+        learner_dir, (batch, advantages), dict(steps=steps, lr=learning_rate, seed=seed)))
+    if (state := ckpt.load()) is not None:
+        ckpt.restore(state, model, optimizer)
+        start, last_loss, num_tokens = state["step"], state["last_loss"], state["num_tokens"]
+        if on_resume is not None:
+            on_resume(start, steps, float(state["seconds"]))
+    for step in range(start, steps):
         if batch:
             model.train()
             last_loss = _policy_step(model, optimizer, batch, advantages, tokenizer.pad_token_id)
             num_tokens += sum(len(ids) for ids, _ in batch)
         if on_step is not None:
             on_step(step + 1, steps, last_loss, num_tokens)
+        if ckpt.due():
+            ckpt.save(step=step + 1, model=model, optimizer=optimizer,
+                      extra={"last_loss": last_loss, "num_tokens": num_tokens})
+    ckpt.close()
     model.eval()
     save_learner(model, tokenizer, Path(out_dir))
     mean_reward = sum(all_rewards) / len(all_rewards) if all_rewards else 0.0

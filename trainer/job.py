@@ -50,6 +50,13 @@ class TrainJob:
     pretrain: dict[str, Any] = field(default_factory=dict)
     """Continued pre-training first (``trainer/cpt.py``): {"data_path": JSONL of {"text"}, "params": train_cpt
     keyword arguments}; the main step then starts from its model. Empty: none."""
+    threads: int = 0
+    """torch's intra-op threads in the child (``trainer/threads.py``); 0: torch's default."""
+    checkpoint_dir: str = ""
+    """Where each training step of the job keeps its resumable checkpoint (``main.pt``, ``cpt.pt``,
+    ``format.pt``; ``trainer/checkpoint.py``); a rerun of the same job resumes from them. Empty: none."""
+    checkpoint_seconds: float = 60.0
+    """At most this long between two checkpoints."""
 
 
 class TrainJobFailed(RuntimeError):
@@ -123,6 +130,19 @@ def _grpo_reward(rows: list[dict]) -> Callable[[int, str], float]:
     return reward
 
 
+def _resume_args(job: TrainJob, name: str) -> dict[str, Any]:
+    """The checkpoint arguments of one training step of ``job`` (none without ``checkpoint_dir``); a resume
+    is reported as a "resumed" event (step, total, seconds_saved: training time not redone)."""
+    if not job.checkpoint_dir:
+        return {}
+
+    def on_resume(step: int, total: int, seconds: float) -> None:
+        _emit({"event": "resumed", "part": name, "step": step, "total": total, "seconds_saved": round(seconds, 3)})
+
+    return {"checkpoint": str(Path(job.checkpoint_dir) / f"{name}.pt"),
+            "checkpoint_seconds": job.checkpoint_seconds, "on_resume": on_resume}
+
+
 def _pretrained(job: TrainJob) -> TrainJob:
     """``job`` itself, or with ``job.pretrain``: CPT into ``<out_dir>.cpt`` (its result beside
     ``result_path`` as ``.cpt.json``, its steps as "cpt-step" events) and the job starting from there."""
@@ -138,14 +158,20 @@ def _pretrained(job: TrainJob) -> TrainJob:
     out = Path(f"{job.out_dir}.cpt")
     shutil.rmtree(out, ignore_errors=True)
     texts = [r["text"] for r in _read_rows(job.pretrain["data_path"])]
-    result = train_cpt(Path(job.learner_dir), texts, out, on_step=on_step, **job.pretrain["params"])
+    result = train_cpt(Path(job.learner_dir), texts, out, on_step=on_step, **job.pretrain["params"],
+                       **_resume_args(job, "cpt"))
     if job.result_path:
         _atomic_write_text(Path(f"{job.result_path}.cpt.json"), json.dumps(asdict(result)))
     return replace(job, learner_dir=str(out), pretrain={})
 
 
 def _run(job: TrainJob) -> TrainResult:
+    if job.threads:
+        from .threads import apply_threads
+
+        apply_threads(job.threads)
     job = _pretrained(job)
+    resume = _resume_args(job, "main")
     def on_step(step: int, total: int, loss: float, tokens: int) -> None:
         _emit({"event": "step", "step": step, "total": total, "loss": loss, "tokens": tokens})
 
@@ -154,12 +180,13 @@ def _run(job: TrainJob) -> TrainResult:
         from .sft import SFTExample, train_sft
 
         examples = [SFTExample(r["prompt"], r["response"]) for r in rows]
-        return train_sft(Path(job.learner_dir), examples, Path(job.out_dir), on_step=on_step, **job.params)
+        return train_sft(Path(job.learner_dir), examples, Path(job.out_dir), on_step=on_step, **job.params,
+                         **resume)
     if job.backend == "embedded-grpo":
         from .grpo import train_grpo
 
         return train_grpo(Path(job.learner_dir), [r["prompt"] for r in rows], _grpo_reward(rows),
-                          Path(job.out_dir), on_step=on_step, **job.params)
+                          Path(job.out_dir), on_step=on_step, **job.params, **resume)
     if job.backend == "embedded-grpo-groups":
         from .grpo import train_grpo_groups
 
@@ -177,14 +204,16 @@ def _run(job: TrainJob) -> TrainResult:
             start = Path(f"{job.out_dir}.format")
             shutil.rmtree(start, ignore_errors=True)
             format_tokens = train_sft(Path(job.learner_dir), [SFTExample(r["prompt"], r["response"]) for r in fmt],
-                                      start, on_step=on_format_step, **params.pop("format")).num_tokens
+                                      start, on_step=on_format_step, **params.pop("format"),
+                                      **_resume_args(job, "format")).num_tokens
         params.pop("format", None)
         groups: dict[object, list[tuple[str, str, bool, float]]] = {}
         for r in rows:
             if not r.get("format"):
                 groups.setdefault(r["group"], []).append(
                     (r["prompt"], r["completion"], bool(r["ended"]), float(r["reward"])))
-        result = train_grpo_groups(start, list(groups.values()), Path(job.out_dir), on_step=on_step, **params)
+        result = train_grpo_groups(start, list(groups.values()), Path(job.out_dir), on_step=on_step, **params,
+                                   **resume)
         result.num_tokens += format_tokens  # every token the job trained on
         return result
     raise ValueError(f"unknown trainer backend {job.backend!r}")
@@ -301,6 +330,13 @@ def supervise(argv: list[str], *, what: str, timeout_seconds: float, on_line: Ca
     return proc
 
 
+def child_argv(module: str, *args: str) -> list[str]:
+    """The command line of a trainer child: this interpreter with ``-P``, so neither the working directory
+    nor the script's folder goes on ``sys.path`` (a repository checkout's ``zpd/`` folder would otherwise
+    shadow an installed zpd), and the child is started in its work directory (``supervise``'s ``cwd``)."""
+    return [sys.executable, "-P", "-m", module, *args]
+
+
 def run_job(
     job: TrainJob,
     *,
@@ -327,7 +363,7 @@ def run_job(
         elif on_progress is not None:
             on_progress(event)
 
-    proc = supervise([sys.executable, "-m", "zpd.trainer.job", str(job_path)], what="training",
+    proc = supervise(child_argv("zpd.trainer.job", str(job_path)), what="training", cwd=job_path.parent,
                      timeout_seconds=timeout_seconds, on_line=on_line, tail=tail, should_stop=should_stop)
     if proc.returncode != 0:
         raise TrainJobFailed(f"training exited with status {proc.returncode}", "\n".join(tail), proc.pid)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .checkpoint import Checkpointer, fingerprint
 from .model import load_learner
 from .result import TrainResult
 from .schedule import default_warmup, warmup_cosine
@@ -95,17 +96,18 @@ def train_sft(
     seed: int = 0,
     device: str = "cpu",
     on_step: Callable[[int, int, float, int], None] | None = None,
+    **resume: Any,
 ) -> TrainResult:
     """Fine-tune the learner at ``learner_dir`` on ``examples``; save the result into ``out_dir``.
 
     ``on_step(step, total_steps, loss, tokens_so_far)`` is called after every optimiser step (1-based).
-    Deterministic for a seed on CPU.
+    Deterministic for a seed on CPU. ``resume``: ``train_sequences``' checkpoint arguments.
     """
     if not examples:
         raise ValueError("train_sft needs at least one example")
     return train_sequences(learner_dir, lambda model, tokenizer: encode_examples(tokenizer, examples), out_dir,
                            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                           weight_decay=weight_decay, seed=seed, device=device, on_step=on_step)
+                           weight_decay=weight_decay, seed=seed, device=device, on_step=on_step, **resume)
 
 
 def train_sequences(
@@ -120,10 +122,18 @@ def train_sequences(
     seed: int = 0,
     device: str = "cpu",
     on_step: Callable[[int, int, float, int], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_seconds: float = 60.0,
+    on_resume: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
     """The token-mean cross-entropy loop SFT and CPT share: ``encode(model, tokenizer)`` gives (input ids,
     labels) per sequence; AdamW, warm-up then cosine, gradient clipping at 1; the result saved into
-    ``out_dir``. ``loss`` is the mean of the last tenth of the steps."""
+    ``out_dir``. ``loss`` is the mean of the last tenth of the steps.
+
+    ``checkpoint``: a file for resumable checkpoints (``trainer/checkpoint.py``), saved at least every
+    ``checkpoint_seconds``; a run of the same job finding one resumes from it and calls
+    ``on_resume(step, total_steps, seconds_saved)`` first, ending with the weights an uninterrupted run
+    ends with."""
     began = time.perf_counter()
     torch.manual_seed(seed)
     model, tokenizer = load_learner(Path(learner_dir), device)
@@ -135,8 +145,32 @@ def train_sequences(
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
                                   betas=(0.9, 0.98))
     history: list[float] = []
-    num_tokens = 0
-    for step in range(total_steps):
+    num_tokens = start = 0
+    ckpt = Checkpointer(checkpoint, every_seconds=checkpoint_seconds, fingerprint=fingerprint(
+        learner_dir, encoded, dict(epochs=epochs, batch_size=batch_size, lr=learning_rate, wd=weight_decay,
+                                   seed=seed)))
+    if (state := ckpt.load()) is not None:
+        ckpt.restore(state, model, optimizer)
+        start, history, num_tokens = state["step"], list(state["history"]), int(state["num_tokens"])
+        if on_resume is not None:
+            on_resume(start, total_steps, float(state["seconds"]))
+    try:
+        num_tokens = _sequence_steps(model, tokenizer, optimizer, encoded, order, range(start, total_steps),
+                                     batch_size, learning_rate, warmup, history, num_tokens, ckpt, on_step)
+    finally:
+        ckpt.close()
+    model.eval()
+    save_learner(model, tokenizer, Path(out_dir))
+    tail = history[-max(1, len(history) // 10) :]
+    return TrainResult(sum(tail) / len(tail), num_tokens, total_steps, time.perf_counter() - began, history)
+
+
+def _sequence_steps(model, tokenizer, optimizer, encoded, order, steps: range, batch_size: int,
+                    learning_rate: float, warmup: int, history: list[float], num_tokens: int,
+                    ckpt: Checkpointer, on_step) -> int:
+    """Steps ``steps`` of the loop (appending to ``history``), checkpointing when due; the tokens so far."""
+    total_steps = steps.stop
+    for step in steps:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate * warmup_cosine(step, total_steps, warmup)
         batch = [encoded[i] for i in order[step * batch_size : (step + 1) * batch_size]]
@@ -150,10 +184,10 @@ def train_sequences(
         history.append(float(loss.detach()))
         if on_step is not None:
             on_step(step + 1, total_steps, history[-1], num_tokens)
-    model.eval()
-    save_learner(model, tokenizer, Path(out_dir))
-    tail = history[-max(1, len(history) // 10) :]
-    return TrainResult(sum(tail) / len(tail), num_tokens, total_steps, time.perf_counter() - began, history)
+        if ckpt.due():
+            ckpt.save(step=step + 1, model=model, optimizer=optimizer,
+                      extra={"history": history, "num_tokens": num_tokens})
+    return num_tokens
 
 
 def save_learner(model, tokenizer, out_dir: Path) -> None:

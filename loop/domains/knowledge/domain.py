@@ -35,9 +35,12 @@ the filter would only throw distinct questions away.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import string
+from dataclasses import asdict
+from typing import Any
 
 from ..base import Task, register
 from . import operators as ops
@@ -74,6 +77,7 @@ class Knowledge:
         self.questions: TeacherQuestions | None = None
         self._ctx = None
         self._teacher_seed = 0
+        self._replies: tuple[int, Any] | None = None
         docs = self.world.documents()
         self._docs = {e: docs[f"{kind}_{e.lower()}.txt"] for e, kind in self.world.kind_of.items()}
         if cfg.generator == "teacher":
@@ -181,6 +185,7 @@ class Knowledge:
             return
         from zpd.loop.logs import CONTEXT
         from zpd.loop.usage import TeacherBudget, add_usage
+        from zpd.trainer.generate import Completion
 
         cfg = self.cfg
         self._ctx = ctx
@@ -189,16 +194,37 @@ class Knowledge:
 
         def complete(prompt: str) -> str:
             self._teacher_seed += 1
+            # A reply a killed SYNTHESIZE already paid for is replayed (store/replies.py); its usage is added
+            # again, since the killed phase's ledger rows were rolled back with its transaction.
+            key = f"{self._teacher_seed}:{hashlib.sha256(prompt.encode('utf-8', 'replace')).hexdigest()}"
+            replies = self._reply_log(ctx, CONTEXT.round)
+            stored = replies.get(key)
             budget = TeacherBudget(ctx, CONTEXT.round)
+            if stored is not None:
+                out = Completion(**stored["completion"])
+                add_usage(ctx, CONTEXT.round, "teacher", ctx.cfg.teacher.model, [out], stored["cost_usd"])
+                return "" if out.finish_reason == "error" else out.text
             if not budget.plan([prompt], 1, cfg.teacher_max_tokens):
                 log.warning("teacher paused by teacher.max_cost_usd; question not written")
                 return ""
             out = ctx.teacher_generator().generate([prompt], n=1, temperature=cfg.teacher_temperature,
                                                    max_tokens=cfg.teacher_max_tokens, seed=self._teacher_seed)[0][0]
-            add_usage(ctx, CONTEXT.round, "teacher", ctx.cfg.teacher.model, [out], budget.cost([out]))
+            cost = budget.cost([out])
+            if out.finish_reason != "error":
+                replies.put(key, {"completion": asdict(out), "cost_usd": cost})
+            add_usage(ctx, CONTEXT.round, "teacher", ctx.cfg.teacher.model, [out], cost)
             return "" if out.finish_reason == "error" else out.text
 
         self.use_teacher(complete)
+
+    def _reply_log(self, ctx, round_n: int):
+        """The round's durable log of teacher replies (one per round, in its work directory)."""
+        from zpd.store.replies import ReplyLog
+        from zpd.store.rounds import work_dir
+
+        if self._replies is None or self._replies[0] != round_n:
+            self._replies = (round_n, ReplyLog(work_dir(ctx.state_dir, round_n) / "teacher_replies.jsonl"))
+        return self._replies[1]
 
     def use_corpus(self, db) -> None:
         """Write the questions from the corpus ingested into ``db`` (``source = "corpus"``)."""
