@@ -41,7 +41,6 @@ from typing import Any
 from .generate import Completion
 from .generation import Generator, backend
 
-
 GREEDY_EPS = 1e-5
 """vLLM's ``_SAMPLING_EPS``: below it SamplingParams samples greedily and raises for n > 1."""
 PR_SET_PDEATHSIG = 1

@@ -32,6 +32,7 @@ from .launch import run_local
 from .progress import StepTracker
 from .ray_jobs import run_ray_job
 
+
 def round_dir(cfg: ZpdConfig, work_dir: Path, round_n: int) -> Path:
     if cfg.storage.shared_dir is not None:
         return (Path(cfg.storage.shared_dir) / "verl" / f"round_{round_n:06d}").resolve()
