@@ -68,10 +68,9 @@ def _verl_first_batch(num_rows: int, world: int, global_batch: int) -> tuple[int
 
 
 def test_sft_batches_split_into_verls_micro_batches_for_every_row_count():
+    import torch
     from verl.utils import tensordict_utils as tu
     from verl.workers.engine.utils import prepare_micro_batches
-
-    import torch
 
     checked = 0
     for world in (1, 2, 8):
