@@ -832,6 +832,10 @@ class ZpdConfig(Strict):
         k = self.domains.knowledge
         if k.enabled and k.generator == "teacher" and self.teacher is None:
             raise ValueError("domains.knowledge.generator = 'teacher' needs a [teacher] section (the question writer)")
+        if self.train.backend == "verl-grpo":
+            from .verl import check_grpo_batch
+
+            check_grpo_batch(self.train.grpo_prompts_per_step, self.train.grpo_num_samples, self.verl)
         return self
 
 

@@ -94,6 +94,13 @@ class VerlConfig(Strict):
     filter_groups_metric: str = "acc"
     """algorithm.filter_groups.metric: "acc" (verl records zpd's 0/1 reward under it) or "reward"."""
 
+    checkpoint_interval_minutes: float = Field(15.0, gt=0, le=10080)
+    """How much training a killed verl run may lose: verl saves a checkpoint every
+    trainer.save_freq steps (and at the last step), and zpd sets save_freq to the steps that fit in
+    this many minutes at the slowest pace that still ends within train.timeout_seconds
+    (floor(steps * 60 * minutes / timeout), at least 1). A re-run of the crashed round resumes from
+    the newest checkpoint. Smaller: less lost work, more time and disk spent saving."""
+
     extra_overrides: list[str] = Field(default_factory=list)
     """Hydra overrides appended last (they win), e.g. ["engine.param_offload=True"]."""
 
@@ -102,3 +109,15 @@ class VerlConfig(Strict):
         if (self.nnodes * self.n_gpus_per_node) % self.rollout_tensor_parallel_size:
             raise ValueError("verl.rollout_tensor_parallel_size must divide nnodes * n_gpus_per_node")
         return self
+
+
+def check_grpo_batch(prompts_per_step: int, num_samples: int, verl: VerlConfig) -> None:
+    """verl's check (``validate_config``): data.train_batch_size * rollout.n divides by the GPU count.
+
+    Raised before launch, naming the keys; zpd's GRPO schedule keeps it true for rounds with fewer
+    prompts than ``train.grpo_prompts_per_step``."""
+    gpus = verl.nnodes * verl.n_gpus_per_node
+    if (prompts_per_step * num_samples) % gpus:
+        raise ValueError(f"train.grpo_prompts_per_step * train.grpo_num_samples = {prompts_per_step} * {num_samples} "
+                         f"must divide by the GPU count verl.nnodes * verl.n_gpus_per_node = {gpus} "
+                         "(verl's real_train_batch_size check)")

@@ -1,8 +1,8 @@
 """Generation backends, ``zpd serve`` and the graders that need a model or a library.
 
 The openai backend and the official ``openai`` client talk to a real ``zpd serve`` process over a real
-socket; retries are checked against a small stand-in HTTP server on 127.0.0.1; vLLM (which cannot run
-on a CPU) is replaced by a test double named as such (``generation_doubles.FakeVllmLLM``).
+socket; retries are checked against a small stand-in HTTP server on 127.0.0.1. The vLLM backend's tests
+(with its test double) are in ``test_vllm_backend.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from harness import ZPD, query, run_zpd, spawn_zpd, status, wait_for, zpd_env
 
-from zpd.configs.schema import OpenAIEndpointConfig, VllmBackendConfig
+from zpd.configs.schema import OpenAIEndpointConfig
 from zpd.trainer.judge import LLMJudge, parse_verdict
 from zpd.trainer.openai_backend import OpenAIGenerator
 
@@ -234,51 +234,6 @@ def test_api_key_variable_must_be_set() -> None:
     os.environ.pop("ZPD_TEST_MISSING", None)
     with pytest.raises(ValueError, match=r"\$ZPD_TEST_MISSING"):
         OpenAIGenerator(_endpoint("http://127.0.0.1:9/v1", api_key_env="ZPD_TEST_MISSING"))
-
-
-# -- vllm backend with a test double -----------------------------------------------------------------
-def test_vllm_parameter_mapping_with_test_double(tmp_path: Path, monkeypatch) -> None:
-    from generation_doubles import FakeSamplingParams, FakeVllmLLM
-
-    from zpd.trainer.vllm_backend import VllmGenerator, engine_kwargs, run_generate
-
-    llm = FakeVllmLLM(model="m")
-    outs = run_generate(llm, FakeSamplingParams, ["a", "bb"], n=3, temperature=0.7, max_tokens=24, seed=5, stop=["\n"])
-    (convos, sp, kw), = llm.calls
-    assert convos == [[{"role": "user", "content": "a"}], [{"role": "user", "content": "bb"}]]
-    assert (sp.n, sp.temperature, sp.max_tokens, sp.seed, sp.stop, sp.top_p) == (3, 0.7, 24, 5, ["\n"], 1.0)
-    assert [[c.text for c in o] for o in outs] == [["a#0", "a#1", "a#2"], ["bb#0", "bb#1", "bb#2"]]
-    assert outs[1][0].prompt_tokens == 2 and outs[0][0].num_tokens == 3 and outs[0][0].finish_reason == "stop"
-    short = run_generate(llm, FakeSamplingParams, ["a"], n=1, temperature=0.0, max_tokens=2, seed=0, stop=None)
-    assert short[0][0].finish_reason == "length" and llm.calls[-1][1].stop is None
-    settings = VllmBackendConfig(max_model_len=512, gpu_memory_utilization=0.5)
-    assert engine_kwargs("/m", settings, seed=1) == dict(model="/m", tensor_parallel_size=1, dtype="auto", seed=1,
-                                                          gpu_memory_utilization=0.5, enforce_eager=False,
-                                                          max_model_len=512)
-    # The real child process, with the double in place of vllm.LLM: loads once, answers, exits on close.
-    log = tmp_path / "vllm.jsonl"
-    monkeypatch.setenv("ZPD_TEST_VLLM_LOG", str(log))
-    gen = VllmGenerator("/some/learner", settings, llm_class="generation_doubles:FakeVllmLLM",
-                        sampling_class="generation_doubles:FakeSamplingParams")
-    proc = gen._proc
-    try:
-        assert gen.generate(["x"], n=2, max_tokens=9, seed=4)[0][1].text == "x#1"
-    finally:
-        gen.close()
-    assert not proc.is_alive()
-    lines = [json.loads(x) for x in log.read_text().splitlines()]
-    assert lines[0]["init"]["model"] == "/some/learner" and lines[1]["params"]["max_tokens"] == 9
-
-
-def test_vllm_backend_is_import_guarded() -> None:
-    import importlib.util
-
-    from zpd.trainer.generation import build_generator
-
-    if importlib.util.find_spec("vllm") is not None:
-        pytest.skip("vllm is installed here")
-    with pytest.raises(RuntimeError, match=r"zpd\[vllm\]"):
-        build_generator("vllm", model="/m", settings=VllmBackendConfig())
 
 
 # -- math-verify under a time limit -------------------------------------------------------------------

@@ -151,12 +151,16 @@ def test_rl_parquet_loads_with_rlhf_dataset(tmp_path: Path, learner: Path):
 
 
 # -- the reward module through verl's custom reward loader ----------------------------------------
-def test_reward_module_loads_through_verl_and_scores(tmp_path: Path):
+def _reward_fn(path: Path = REWARD_FILE):
     from omegaconf import OmegaConf
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
-    fn = get_custom_reward_fn(OmegaConf.create(
-        {"reward": {"custom_reward_function": {"path": str(REWARD_FILE), "name": "compute_score"}}}))
+    return get_custom_reward_fn(OmegaConf.create(
+        {"reward": {"custom_reward_function": {"path": str(path), "name": "compute_score"}}}))
+
+
+def test_reward_module_loads_through_verl_and_scores(tmp_path: Path):
+    fn = _reward_fn()
     info = {"domain": "arithmetic", "prompt": "3+4", "index": 1}
     assert fn(data_source="zpd/arithmetic", solution_str=" 7", ground_truth="7", extra_info=info) == 1.0
     assert fn(data_source="zpd/arithmetic", solution_str="8", ground_truth="7", extra_info=info) == 0.0
@@ -165,6 +169,44 @@ def test_reward_module_loads_through_verl_and_scores(tmp_path: Path):
               reward_router_address=None) == 1.0
 
 
+def test_reward_grades_dataset_and_knowledge_tasks_as_calibration_does(tmp_path: Path, learner: Path):
+    """Rows carry their task (task_json) through the parquet and verl's RLHFDataset into the reward:
+    a dataset task graded by math-verify and a knowledge answer after its reasoning chain score 1.0
+    (by exact match against the answer both scored 0.0), and their wrong answers 0.0."""
+    import json
+    import random
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+    from verl.utils import hf_tokenizer
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    from zpd.configs.load import SHIPPED_DIR
+    from zpd.configs.schema import DatasetConfig, KnowledgeConfig
+    from zpd.loop.domains.base import _REGISTRY, registered
+
+    registered()
+    ds = _REGISTRY["dataset"](DatasetConfig(enabled=True, path=SHIPPED_DIR / "data" / "word_problems.jsonl",
+                                            grader="math-verify", eval_size=8, bootstrap_size=8))
+    dtask = next(t for t in ds.tasks.values() if t.answer == "42")
+    ktask = _REGISTRY["knowledge"](KnowledgeConfig(enabled=True)).make_task(2.0, random.Random(0))
+    rows = [{"prompt": t.prompt, "response": "", "domain": t.domain, "answer": t.answer,
+             "task_json": json.dumps(asdict(t))} for t in (dtask, ktask)]
+    path = verl_data.write_rl_parquet(rows, tmp_path / "rl.parquet")
+    tok = hf_tokenizer(str(stage_tokenizer(learner, tmp_path / "tok") or learner))
+    items = RLHFDataset(str(path), tok, OmegaConf.create({"prompt_key": "prompt", "max_prompt_length": 512,
+                                                          "filter_overlong_prompts": False, "truncation": "right"}))
+    fn = _reward_fn()
+
+    def score(i: int, text: str) -> float:
+        item = items[i]
+        return fn(data_source=item["data_source"], solution_str=text,
+                  ground_truth=item["reward_model"]["ground_truth"], extra_info=item["extra_info"])
+
+    assert score(0, "46 - 4 leaves #### $\\frac{84}{2}$") == 1.0  # math-verify: 84/2 = 42
+    assert score(0, "#### 41") == 0.0
+    chain = ">".join(ktask.meta["chain"])
+    assert score(1, f" {chain}") == 1.0 and score(1, "x>nobody") == 0.0
 # -- a verl failure carries its log tail ------------------------------------------------------------
 def test_a_bad_override_fails_with_verls_log_tail(tmp_path: Path, learner: Path):
     cfg = ZpdConfig()
@@ -190,8 +232,21 @@ STANDIN = textwrap.dedent('''
     args = dict(a.lstrip("+").split("=", 1) for a in sys.argv[1:] if "=" in a)
     mode = os.environ.get("STANDIN_MODE", "ok")
     total = int(args["trainer.total_training_steps"])
+    grpo = "actor_rollout_ref.model.path" in args
+    if grpo:  # load zpd's reward the way verl's workers do, from the path they are given, and grade row 0
+        import pyarrow.parquet as pq
+        from omegaconf import OmegaConf
+        from verl.trainer.ppo.reward import get_custom_reward_fn
+        fn = get_custom_reward_fn(OmegaConf.create({"reward": {"custom_reward_function": {
+            "path": args["reward.custom_reward_function.path"], "name": "compute_score"}}}))
+        row = pq.read_table(args["data.train_files"]).to_pylist()[0]
+        gt = row["reward_model"]["ground_truth"]
+        print(f"reward of row 0's answer: {fn(row['data_source'], gt, gt, row['extra_info'])}", flush=True)
     for step in range(1, total + 1):
-        print(f"step:{step} - train/loss:{1.0 / step} - train/global_tokens:100 - train/lr:0.1", flush=True)
+        if grpo:
+            print(f"step:{step} - actor/pg_loss:{1.0 / step} - perf/total_num_tokens:100", flush=True)
+        else:
+            print(f"step:{step} - train/loss:{1.0 / step} - train/global_tokens:100 - train/lr:0.1", flush=True)
     if mode == "fail":
         print("RuntimeError: stand-in failure for the test", flush=True)
         sys.exit(1)
@@ -199,7 +254,7 @@ STANDIN = textwrap.dedent('''
         time.sleep(600)
     ckpt = Path(args["trainer.default_local_dir"])
     model = Path(args.get("model.path") or args["actor_rollout_ref.model.path"])
-    hf = ckpt / f"global_step_{total}" / "huggingface"
+    hf = ckpt / f"global_step_{total}" / ("actor" if grpo else "") / "huggingface"
     hf.mkdir(parents=True)
     for name in ("config.json", "model.safetensors"):
         shutil.copy(model / name, hf / name)
@@ -276,6 +331,30 @@ def test_ray_job_trains_streams_and_ingests(tmp_path: Path, learner: Path, ray_c
     model, tok = load_learner(tmp_path / "out", "cpu")  # the ingested learner is a usable HF directory
     assert tok("1\n2", add_special_tokens=False)["input_ids"] == _exact_ids(learner, "1\n2")
     assert model.config.num_hidden_layers == TINY.num_layers
+
+
+def test_ray_grpo_job_finds_the_reward_on_shared_storage(tmp_path: Path, learner: Path, ray_cluster: str):
+    """The reward module goes to the round's directory on storage.shared_dir: its path is the same on
+    every node, wherever zpd is installed there (the daemon's own path of reward.py is not passed)."""
+    import json
+    from dataclasses import asdict
+
+    from zpd.loop.domains.base import Task
+
+    standin = tmp_path / "standin_verl.py"
+    standin.write_text(STANDIN)
+    cfg = _ray_cfg(ray_cluster, tmp_path / "shared", standin)
+    cfg.train.backend = "verl-grpo"
+    cfg.train.grpo_steps, cfg.train.grpo_prompts_per_step = 2, 2
+    rows = [dict(r, task_json=json.dumps(asdict(Task("arithmetic", 1.0, r["prompt"], r["answer"], "", r["prompt"]))))
+            for r in ROWS]
+    result = train_with_verl(cfg, backend="verl-grpo", learner_dir=learner, rows=rows, out_dir=tmp_path / "out",
+                             work_dir=tmp_path / "work", round_n=4, on_progress=None, should_stop=None, resume=False)
+    rdir = tmp_path / "shared" / "verl" / "round_000004"
+    log = (rdir / "verl.log").read_text()
+    assert "reward of row 0's answer: 1.0" in log and result.num_steps == 2
+    assert (rdir / "zpd_reward.py").read_bytes() == REWARD_FILE.read_bytes()
+    assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
 def test_ray_job_failure_and_stop(tmp_path: Path, learner: Path, ray_cluster: str, monkeypatch):

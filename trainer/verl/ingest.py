@@ -2,9 +2,11 @@
 
 verl writes ``<ckpt>/latest_checkpointed_iteration.txt`` and ``<ckpt>/global_step_N/`` (SFT) or
 ``global_step_N/actor/`` (GRPO). With ``hf_model`` in ``checkpoint.save_contents`` the full weights are
-in ``huggingface/`` beside the FSDP shards; otherwise ``python -m verl.model_merger merge`` rebuilds
-them. A LoRA run leaves the base weights plus a PEFT adapter (``lora_adapter/``): it is merged into
-the weights with PEFT, since the next round needs one plain model. The tokenizer files always come
+in ``huggingface/`` beside the FSDP shards; otherwise (and whenever ``huggingface/`` holds a PEFT model's
+keys, which verl writes there for a LoRA run with ``hf_model``) ``python -m verl.model_merger merge``
+rebuilds them from the shards. For a LoRA run the merger writes the base weights plus the PEFT adapter
+(``lora_adapter/``), which is merged into the weights with PEFT, since the next round needs one plain
+model. The tokenizer files always come
 from the parent learner: training does not change the tokenizer, and verl re-saves it through
 AutoTokenizer, which may turn it into another class.
 """
@@ -15,10 +17,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from zpd.trainer.autotokenizer import copy_tokenizer
+
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
 MODEL_FILES = ("config.json", "generation_config.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
 
 
 class IngestError(RuntimeError):
@@ -41,6 +43,19 @@ def latest_step_dir(ckpt_dir: Path, actor: bool) -> Path:
 
 def _has_weights(d: Path) -> bool:
     return d.is_dir() and any(any(d.glob(g)) for g in WEIGHT_GLOBS[:2])
+
+
+def _peft_keyed(d: Path) -> bool:
+    """True when ``d``'s safetensors hold a PEFT model's state dict (``base_model.model.*``,
+    ``*.lora_A.*``): what verl's ``hf_model`` save writes for a LoRA run. Loaded as a plain model, every
+    key would be missing and the weights random; verl's merger splits them instead."""
+    from safetensors import safe_open
+
+    for f in d.glob("*.safetensors"):
+        with safe_open(str(f), framework="pt") as fh:
+            if any(k.startswith("base_model.model.") or ".lora_" in k for k in fh.keys()):
+                return True
+    return False
 
 
 def _copy_model(src: Path, dst: Path) -> None:
@@ -84,13 +99,13 @@ def ingest_checkpoint(ckpt_dir: Path, out_dir: Path, *, parent_learner: Path, ac
     src = latest_step_dir(ckpt_dir, actor)
     hf = src / "huggingface"
     staged = src.parent / f".zpd_merged_{src.name}"
-    if not _has_weights(hf):
+    if not _has_weights(hf) or _peft_keyed(hf):
         if staged.exists():
             shutil.rmtree(staged)
         merge_fsdp(src, staged, python)
         hf = staged
-    if not _has_weights(hf):
-        raise IngestError(f"{src}: no HF weights in the checkpoint, and the merger wrote none")
+    if not _has_weights(hf) or _peft_keyed(hf):
+        raise IngestError(f"{src}: no plain HF weights in the checkpoint, and the merger wrote none")
     adapter = _find_adapter(hf, src)
     if adapter is not None:
         merge_lora(hf, adapter, out_dir)
@@ -103,10 +118,3 @@ def ingest_checkpoint(ckpt_dir: Path, out_dir: Path, *, parent_learner: Path, ac
     if staged.exists():
         shutil.rmtree(staged, ignore_errors=True)
     return out_dir
-
-
-def copy_tokenizer(src: Path, dst: Path) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES:
-        if (src / name).is_file():
-            shutil.copy2(src / name, dst / name)

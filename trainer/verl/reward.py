@@ -1,27 +1,35 @@
 """zpd's graders behind verl's reward-function signature.
 
 verl loads this file by path (``reward.custom_reward_function.path``, ``.name=compute_score``), so
-it imports zpd absolutely: zpd must be installed wherever verl's reward workers run. The domain comes
-from ``extra_info["domain"]``, else from ``data_source`` (``zpd/<domain>``); a row of an unknown
-domain is graded by exact match. The score is 1.0 or 0.0, and verl's naive reward manager also
-records it as ``acc``, the metric of ``algorithm.filter_groups``.
+it imports zpd absolutely: zpd must be installed wherever verl's reward workers run (with Ray
+placement zpd ships a copy of this file to ``storage.shared_dir``, so the path is the same on every
+node wherever zpd is installed there). Each row carries its task in ``extra_info["task_json"]`` (the
+``Task`` fields, as the embedded GRPO gets them); it is rebuilt and graded by its domain's own
+grader (``zpd.loop.domains.base.grader_for``: a dataset's grader and answer marker, math-verify
+included, come from the task's ``meta``), so verl's reward is the one calibration used. A row
+without ``task_json`` is graded by its domain (``extra_info["domain"]``, else ``data_source`` =
+``zpd/<domain>``) with a task rebuilt from prompt and answer, and by exact match for an unknown
+domain. The score is 1.0 or 0.0; verl's naive reward manager also records it as ``acc``, the
+metric of ``algorithm.filter_groups``.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 _PREFIX = "zpd/"
 
 
 @functools.cache
-def _domains() -> dict:
-    from zpd.configs.schema import ZpdConfig
-    from zpd.loop.domains.base import build_domains
+def _grader(domain: str):
+    from zpd.loop.domains.base import grader_for
 
-    # Graders do not depend on the config; the defaults enable every built-in domain.
-    return build_domains(ZpdConfig().domains)
+    try:
+        return grader_for(domain)  # config-independent: built with the domain's defaults
+    except KeyError:
+        return None
 
 
 def _domain_of(data_source: str, extra_info: dict | None) -> str:
@@ -30,16 +38,23 @@ def _domain_of(data_source: str, extra_info: dict | None) -> str:
     return data_source[len(_PREFIX):] if data_source.startswith(_PREFIX) else data_source
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
-                  **kwargs: Any) -> float:
-    """1.0 when ``solution_str`` answers the task whose answer is ``ground_truth``, else 0.0."""
+def _task(data_source: str, ground_truth: Any, extra_info: dict | None):
     from zpd.loop.domains.base import Task
 
-    name = _domain_of(str(data_source), extra_info)
-    answer = str(ground_truth)
-    domain = _domains().get(name)
-    if domain is None:
-        return 1.0 if solution_str.strip() == answer.strip() else 0.0
-    prompt = str((extra_info or {}).get("prompt", ""))
-    task = Task(domain=name, difficulty=0.0, prompt=prompt, answer=answer, guidance="", canonical=prompt)
-    return 1.0 if domain.grade(task, solution_str) else 0.0
+    info = extra_info if isinstance(extra_info, dict) else {}
+    spec = info.get("task_json")
+    if spec:
+        return Task(**(json.loads(spec) if isinstance(spec, str) else dict(spec)))
+    prompt = str(info.get("prompt", ""))
+    return Task(domain=_domain_of(data_source, info), difficulty=0.0, prompt=prompt, answer=str(ground_truth),
+                guidance="", canonical=prompt)
+
+
+def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
+                  **kwargs: Any) -> float:
+    """1.0 when ``solution_str`` answers the row's task (its answer is ``ground_truth``), else 0.0."""
+    task = _task(str(data_source), ground_truth, extra_info)
+    grade = _grader(task.domain)
+    if grade is None:
+        return 1.0 if solution_str.strip() == str(ground_truth).strip() else 0.0
+    return 1.0 if grade(task, solution_str) else 0.0

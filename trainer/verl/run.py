@@ -6,6 +6,7 @@ other nodes, else ``<work_dir>/verl``)::
     train.parquet    the round's rows in verl's schema
     base/            the parent learner (Ray placement only: a copy on shared storage)
     tokenizer/       the learner's tokenizer files alone, when AutoTokenizer would misread them
+    zpd_reward.py    GRPO on Ray: the reward module, where every node finds it
     ckpt/            trainer.default_local_dir (this round only)
     verl.log         everything verl printed
 
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from zpd.configs.schema import ZpdConfig
+from zpd.trainer.autotokenizer import stage_tokenizer
 from zpd.trainer.job import TrainJobFailed
 from zpd.trainer.result import TrainResult
 
@@ -30,8 +32,6 @@ from .launch import run_local
 from .progress import StepTracker
 from .ray_jobs import run_ray_job
 
-PROBE_TEXT = "a\nb 1+2=3"
-
 
 def round_dir(cfg: ZpdConfig, work_dir: Path, round_n: int) -> Path:
     if cfg.storage.shared_dir is not None:
@@ -39,23 +39,19 @@ def round_dir(cfg: ZpdConfig, work_dir: Path, round_n: int) -> Path:
     return (Path(work_dir) / "verl").resolve()
 
 
-def stage_tokenizer(learner_dir: Path, dest: Path) -> Path | None:
-    """A tokenizer-only copy of the learner when AutoTokenizer (what verl uses) misreads the learner.
+def reward_file(cfg: ZpdConfig, rdir: Path) -> Path:
+    """The reward module's path as verl's workers will open it.
 
-    transformers 5 picks the tokenizer class from config.json's model_type: for zpd's character
-    tokenizer in a qwen2 model that is Qwen2Tokenizer, whose byte-level pre-tokenizer drops "\\n" and
-    " ". Without a config.json beside it, AutoTokenizer reads tokenizer.json as written. Returns None
-    when AutoTokenizer already agrees with the tokenizer file.
-    """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    exact = PreTrainedTokenizerFast.from_pretrained(learner_dir)(PROBE_TEXT, add_special_tokens=False)["input_ids"]
-    auto = AutoTokenizer.from_pretrained(learner_dir)(PROBE_TEXT, add_special_tokens=False)["input_ids"]
-    if auto == exact:
-        return None
-    if dest.exists():
-        shutil.rmtree(dest)
-    ingest.copy_tokenizer(learner_dir, dest)
+    Locally: the module itself. On a Ray cluster the daemon's path of zpd may not exist on the nodes
+    (zpd installed elsewhere, another venv, a container): a copy goes to the round's directory on
+    storage.shared_dir, which every node sees at the same path (it imports zpd, installed on the nodes)."""
+    own = Path(__file__).resolve().with_name("reward.py")
+    if cfg.verl.placement != "ray":
+        return own
+    dest = rdir / "zpd_reward.py"
+    tmp = rdir / ".zpd_reward.py.tmp"
+    shutil.copyfile(own, tmp)
+    tmp.replace(dest)
     return dest
 
 
@@ -105,7 +101,7 @@ def train_with_verl(cfg: ZpdConfig, *, backend: str, learner_dir: Path, rows: li
         paths = overrides.RoundPaths(
             train_file=train_file, model_dir=model_dir, ckpt_dir=ckpt,
             tokenizer_dir=stage_tokenizer(learner_dir, rdir / "tokenizer"),
-            reward_file=Path(__file__).resolve().with_name("reward.py") if grpo else None,
+            reward_file=reward_file(cfg, rdir) if grpo else None,
         )
         build = overrides.build_grpo_overrides if grpo else overrides.build_sft_overrides
         ovr = build(cfg, paths, num_rows=len(rows), round_n=round_n, resume=resume)
