@@ -148,10 +148,11 @@ class DatasetConfig(Strict):
     """Optional field holding a worked solution, used as the guidance of guided attempts."""
 
     difficulty_field: str | None = None
-    """Optional field holding a numeric difficulty. None: estimated from calibration (solo pass rates)."""
+    """Optional field holding a numeric difficulty. None: the worked solution's length, as a quantile over
+    the file scaled to 0..levels (frozen: it never moves with the learner)."""
 
     category_field: str | None = None
-    """Optional field holding a category; estimated difficulties are pooled per category."""
+    """Optional field holding a category (kept in each task's meta, for reports and exports)."""
 
     grader: Literal["exact", "numeric", "math-verify", "llm-judge"] = "exact"
     """How answers are graded: exact (normalised text), numeric (the last number, within the tolerances),
@@ -189,10 +190,7 @@ class DatasetConfig(Strict):
     """Seed of the deterministic eval / bootstrap / pool split (by content hash)."""
 
     levels: int = Field(10, ge=2, le=1000)
-    """Estimated difficulty runs over 0..levels (levels * (1 - estimated solo pass rate)), in whole levels."""
-
-    prior_strength: float = Field(4.0, gt=0, le=10_000)
-    """Weight, in solo answers, of the category (and dataset) prior in an item's estimated pass rate."""
+    """Without difficulty_field, difficulty runs over 0..levels in whole levels (the solution-length quantile)."""
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:

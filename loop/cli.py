@@ -2,6 +2,7 @@
 so ``zpd --help`` and ``zpd status`` answer at once.
 
     zpd start   --config FILE --state-dir DIR [--rounds N] [--set dotted.key=value ...] [--from-snapshot PATH]
+                [--log-format human|json]
     zpd status  --state-dir DIR [--json]
     zpd snapshot --state-dir DIR --out PATH
     zpd rollback --state-dir DIR --round N
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key (TOML literal), e.g. --set calibration.num_solo=4")
     p.add_argument("--from-snapshot", type=Path, default=None, metavar="PATH",
                    help="seed an empty state directory from a snapshot archive")
+    p.add_argument("--log-format", choices=["human", "json"], default="human",
+                   help="stdout: human lines with progress bars (default), or JSON lines for systemd's journal; "
+                        "logs/zpd.jsonl holds JSON lines either way")
 
     p = sub.add_parser("status", help="what a state directory holds and what its daemon is doing (read-only)")
     p.add_argument("--state-dir", required=True, type=Path)
@@ -87,6 +91,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"zpd start: config error: {exc}", file=sys.stderr)
         return 2
+    from zpd.loop.logs import set_console_format
+
+    set_console_format(args.log_format)
     from zpd.loop.daemon import start
 
     return start(args.state_dir, cfg, args.rounds, from_snapshot=args.from_snapshot)

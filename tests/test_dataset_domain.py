@@ -1,6 +1,6 @@
-"""The dataset domain: the four file formats, per-dataset grading, difficulty estimated from calibration
-(the observe hook), escalate/simplify by that estimate, the eval / bootstrap / pool split, and
-``zpd start --config configs/dataset.toml`` end to end with the eval set, the exam and training disjoint."""
+"""The dataset domain: the four file formats, per-dataset grading, frozen difficulty (from the worked
+solution, never from pass rates) and a frontier that stays put while the learner does, escalate and
+simplify, the eval / bootstrap / pool split, and ``zpd start --config configs/dataset.toml`` end to end with the eval set, the exam and training disjoint."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from zpd.configs.load import load_config
 from zpd.configs.schema import DatasetConfig
 from zpd.loop.domains.base import build_domains
 from zpd.loop.domains.dataset import Dataset, grade_with_meta
+from zpd.loop.domains.dataset_file import DatasetFileError
 from zpd.loop.domains.dataset_grading import parse_number
 
 SHIPPED = ROOT / "configs" / "data" / "word_problems.jsonl"
@@ -80,25 +81,62 @@ def test_exact_grader_normalises_space_and_case(tmp_path: Path) -> None:
     assert d.grade(task, "  n'djamena. ") and not d.grade(task, "Ndjamena")
 
 
-def test_splits_are_disjoint_and_difficulty_follows_observed_pass_rates() -> None:
+def test_splits_are_disjoint_and_difficulty_is_frozen_from_the_worked_solution() -> None:
     d = dataset(SHIPPED)
     ev, bo, pool = set(d.eval_hashes), set(d.bootstrap_hashes), set(d.pool_hashes)
     assert len(ev) == 10 and len(bo) == 10 and not (ev & bo or ev & pool or bo & pool)
     assert len(ev | bo | pool) == len(ROWS)
+    level = {h: d.estimated_difficulty(h) for h in d.items}
     cat = {h: d.items[h].category for h in d.items}
-    # mul is always solved alone, two-step never: estimates (levels * (1 - p)) order the categories.
-    stats = {h: ((4, 4) if cat[h] == "mul" else (0, 4) if cat[h] == "two-step" else (2, 4)) for h in list(pool)[:120]}
+    # Longer worked solutions are harder: one-digit sums below two-digit ones, two-step problems on top.
+    one_digit = [level[h] for h in d.items if len(d.items[h].solution) <= 5]
+    assert max(one_digit) < min(level[h] for h in d.items if cat[h] == "add" and len(d.items[h].solution) == 8)
+    assert min(level[h] for h in d.items if cat[h] == "two-step") > max(level[h] for h in d.items if cat[h] != "two-step")
+    assert 0.0 <= min(level.values()) < max(level.values()) <= 10.0
+    # Solo statistics do not move a difficulty (they did, and the frontier drifted with no training).
+    stats = {h: ((4, 4) if cat[h] == "two-step" else (0, 4)) for h in list(pool)[:120]}
     d.observe(stats, used=set(stats))
-    est = {c: {d.estimated_difficulty(h) for h in pool - set(stats) if cat[h] == c} for c in set(cat.values())}
-    assert max(est["mul"]) < min(est["add"]) <= max(est["add"]) < min(est["two-step"])
+    assert {h: d.estimated_difficulty(h) for h in d.items} == level
+    assert [t.difficulty for t in d.eval_items()] == [level[h] for h in d.eval_hashes]
     rng = random.Random(0)
     easy = d.make_task(0.0, rng)
     hard = d.make_task(10.0, rng)
-    assert easy.meta["category"] == "mul" and hard.meta["category"] == "two-step"
+    assert easy.difficulty == min(level.values()) and hard.meta["category"] == "two-step"
     assert d.escalate(easy, rng).difficulty >= easy.difficulty and d.simplify(hard, rng).difficulty <= hard.difficulty
     # Items handed out or already stored are never offered again, until the pool is spent.
     offered = [d.make_task(5.0, rng).content_hash for _ in range(len(pool) - len(stats) - 4)]
     assert len(set(offered)) == len(offered) and not set(offered) & (set(stats) | ev | bo)
+
+
+def test_the_frontier_does_not_move_while_the_learner_is_unchanged(tmp_path: Path) -> None:
+    """Nothing is trained after round 0 (train.min_examples out of reach), so rounds 1 and 2 measure the
+    round-0 learner again: same answers, same eval difficulties, same frontier."""
+    state = tmp_path / "state"
+    out = run_zpd("start", "--config", str(ROOT / "configs" / "dataset.toml"), "--state-dir", str(state),
+                  "--rounds", "2", "--set", "bootstrap.num_examples=200", "--set", "synthesis.num_candidates=8",
+                  "--set", "train.min_examples=1000000", timeout=500)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    conn = sqlite3.connect(state / "state.db")
+    assert [r[0] for r in conn.execute("SELECT current_learner_round FROM rounds ORDER BY id")] == [0, 0, 0]
+    answers = {n: conn.execute("SELECT task_id, output FROM measurements WHERE round = ? AND kind = 'eval' "
+                               "ORDER BY task_id", [n]).fetchall() for n in (0, 1, 2)}
+    assert answers[0] == answers[1] == answers[2] and len(answers[0]) == 24
+    frontier = [r[0] for r in conn.execute("SELECT value FROM frontier WHERE domain = 'dataset' ORDER BY round")]
+    assert len(frontier) == 3 and frontier[0] == frontier[1] == frontier[2], frontier
+    levels = {r[0] for r in conn.execute("SELECT difficulty FROM tasks WHERE fate = 'eval'")}
+    assert len(levels) >= 3  # the eval set spans several difficulties, so the frontier means something
+
+
+def test_a_file_too_small_names_the_minimum(tmp_path: Path) -> None:
+    cfg = load_config(ROOT / "configs" / "dataset.toml").domains.dataset
+    need = cfg.eval_size + cfg.bootstrap_size + 1
+    path = tmp_path / "small.jsonl"
+    rows = ROWS[: need - 1]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DatasetFileError, match=rf"small.jsonl: {need - 1} usable items, at least {need} needed"):
+        Dataset(cfg.model_copy(update={"path": path}))
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:need]))
+    assert len(Dataset(cfg.model_copy(update={"path": path})).pool_hashes) == 1
 
 
 def test_file_difficulty_is_used_as_given(tmp_path: Path) -> None:

@@ -13,22 +13,22 @@ round-0 warm-up trains only on those, ``bootstrap_task``) and the **pool**. SYNT
 candidates only from the pool, and CALIBRATE admits exam items only from candidates, so the eval set,
 the exam and every training example are pairwise disjoint.
 
-Difficulty. With ``difficulty_field`` the file's value is the difficulty. Without it, difficulty is
-estimated from calibration: ``levels * (1 - p)``, where ``p`` is the item's solo pass rate over every
-solo answer any learner gave it in any round (calibration attempts, eval and exam answers), shrunk
-towards its category's pooled rate, which is shrunk towards the whole dataset's (a Beta prior of
-weight ``prior_strength`` at each step). So 0 is "always solved alone" and ``levels`` is "never",
-an unseen item sits at its category's level, and the frontier (the difficulty where the learner's
-solo rate crosses 0.5) and the band around it are meaningful on any dataset. Estimates are rounded
-to whole levels so the eval set has several items per level.
+Difficulty is frozen: an item's difficulty is fixed when the file is read and never moves, so the
+frontier (the difficulty where the learner's solo rate on the eval set crosses 0.5) changes only when
+the learner does. With ``difficulty_field`` the file's value is the difficulty. Without it, it is a
+learner-independent proxy: the length of the item's worked solution (its guidance; the question when
+there is none), as a mid-rank quantile over the file scaled to ``0..levels`` in whole levels (ties
+share a level). An earlier version estimated difficulty from solo pass rates; that scale is relative to
+the learner (as it improves every item looks easier, so a frontier measured on it cannot climb), and
+estimated from the eval answers themselves it is circular: the frontier climbed from 4.5 to 9.5 while
+nothing was trained.
 
-The hook. Domains are pure logic, so the loop hands the statistics in: SYNTHESIZE calls
-``observe(stats, used)`` before making candidates (``stats``: content hash -> (solo answers correct,
-solo answers); ``used``: content hashes this domain already has in the store), then relabels the eval
-items' stored difficulty with ``estimated_difficulty`` so MEASURE's frontier uses the new estimates.
-``make_task(d)`` returns an unused pool item from the level nearest ``d`` (a used one, i.e. a
-duplicate, once the pool is spent: SYNTHESIZE then stops with "domain exhausted"). ``escalate`` /
-``simplify`` pick an unused item one level above / below the parent's estimate.
+The hook. Domains are pure logic, so the loop hands the store's state in: SYNTHESIZE calls
+``observe(stats, used)`` before making candidates (``used``: content hashes this domain already has in
+the store; ``stats``, per-item solo statistics, is not needed by this domain any more). ``make_task(d)``
+returns an unused pool item from the level nearest ``d`` (a used one, i.e. a duplicate, once the pool is
+spent: SYNTHESIZE then stops with "domain exhausted"). ``escalate`` / ``simplify`` pick an unused item one
+level above / below the parent's.
 
 Grading is per dataset (``grader``): the settings go into every task's ``meta``, so a task rebuilt
 from the store or a trainer row grades alike (``dataset_grading``). Guidance is the row's solution
@@ -63,10 +63,12 @@ class Dataset:
     def __init__(self, cfg: Any) -> None:  # cfg: zpd.configs.schema.DatasetConfig
         self.cfg = cfg
         items, self.report = read_items(cfg)
-        if len(items) <= cfg.eval_size + cfg.bootstrap_size:
+        need = minimum_items(cfg)
+        if len(items) < need:
             raise DatasetFileError(
-                f"{cfg.path}: {len(items)} usable items leave none to train on after domains.dataset.eval_size "
-                f"({cfg.eval_size}) and domains.dataset.bootstrap_size ({cfg.bootstrap_size}); lower them")
+                f"{cfg.path}: {len(items)} usable items, at least {need} needed (domains.dataset.eval_size "
+                f"{cfg.eval_size} + domains.dataset.bootstrap_size {cfg.bootstrap_size} + 1 to train on); "
+                "add items or lower those keys")
         self.grader_name = cfg.grader
         self._grade_meta = {"grader": cfg.grader, "answer_marker": cfg.answer_marker, "tolerance": cfg.tolerance,
                             "rel_tolerance": cfg.rel_tolerance, "case_sensitive": cfg.case_sensitive}
@@ -84,7 +86,8 @@ class Dataset:
         self.fixed = cfg.difficulty_field is not None
         self.min_difficulty = min(given) if self.fixed else 0.0
         self.max_difficulty = max(given) if self.fixed else float(cfg.levels)
-        self._estimate: dict[str, float] = {}
+        self._difficulty = frozen_difficulties(self.items, cfg.levels) if not self.fixed else {
+            h: float(item.difficulty) for h, item in self.items.items()}  # type: ignore[arg-type]
         self._used: set[str] = set()
         self.observe({}, set())
         log = logging.getLogger("zpd")
@@ -104,40 +107,21 @@ class Dataset:
 
     def _at(self, h: str) -> Task:
         t = self.tasks[h]
-        return Task(t.domain, self._estimate[h], t.prompt, t.answer, t.guidance, t.canonical, t.meta)
+        return Task(t.domain, self._difficulty[h], t.prompt, t.answer, t.guidance, t.canonical, t.meta)
 
     # -- the observation hook ------------------------------------------------------------------
     def observe(self, stats: dict[str, tuple[int, int]], used: set[str]) -> None:
-        """Take the store's per-item solo statistics (content hash -> (correct, answers), over all rounds)
-        and the content hashes already stored; re-estimate every item's difficulty. Deterministic."""
+        """Take the content hashes already stored (``stats`` is ignored: difficulties are frozen) and
+        rebuild the per-level buckets of unused pool items. Deterministic."""
         self._used = set(used)
-        k = self.cfg.prior_strength
-        n_all = sum(n for _, n in stats.values())
-        s_all = sum(s for s, _ in stats.values())
-        p_all = (s_all + 1.0) / (n_all + 2.0)
-        by_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for h, (s, n) in stats.items():
-            item = self.items.get(h)
-            if item is not None:
-                by_cat[item.category][0] += s
-                by_cat[item.category][1] += n
-        p_cat = {c: (s + k * p_all) / (n + k) for c, (s, n) in by_cat.items()}
-        for h, item in self.items.items():
-            if self.fixed:
-                self._estimate[h] = float(item.difficulty)  # type: ignore[arg-type]
-                continue
-            prior = p_cat.get(item.category, p_all)
-            s, n = stats.get(h, (0, 0))
-            p = (s + k * prior) / (n + k)
-            self._estimate[h] = float(round(self.cfg.levels * (1.0 - p)))
         self._levels: dict[float, list[str]] = defaultdict(list)
         for h in self.pool_hashes:
             if h not in self._used:
-                self._levels[self._estimate[h]].append(h)
+                self._levels[self._difficulty[h]].append(h)
 
     def estimated_difficulty(self, content_hash: str) -> float | None:
-        """The current estimate of an item of this dataset (None: not an item of the file)."""
-        return self._estimate.get(content_hash)
+        """The (frozen) difficulty of an item of this dataset (None: not an item of the file)."""
+        return self._difficulty.get(content_hash)
 
     # -- the Domain interface ----------------------------------------------------------------
     def make_task(self, difficulty: float, rng: random.Random) -> Task:
@@ -155,11 +139,11 @@ class Dataset:
         return 1.0 if not self.fixed else max(1e-9, (self.max_difficulty - self.min_difficulty) / self.cfg.levels)
 
     def escalate(self, task: Task, rng: random.Random) -> Task:
-        base = self._estimate.get(task.content_hash, task.difficulty)
+        base = self._difficulty.get(task.content_hash, task.difficulty)
         return self.make_task(base + self._step(), rng)
 
     def simplify(self, task: Task, rng: random.Random) -> Task:
-        base = self._estimate.get(task.content_hash, task.difficulty)
+        base = self._difficulty.get(task.content_hash, task.difficulty)
         return self.make_task(base - self._step(), rng)
 
     def guided_prompt(self, task: Task) -> str:
@@ -175,11 +159,11 @@ class Dataset:
         return grade_with_meta(task, output)
 
     def eval_levels(self) -> list[float]:
-        return sorted({self._estimate[h] for h in self.eval_hashes})
+        return sorted({self._difficulty[h] for h in self.eval_hashes})
 
     # -- carve-outs (hooks of loop/bootstrap.py) -------------------------------------------------
     def eval_items(self) -> list[Task]:
-        """The frozen eval set: the ``eval_size`` items of the eval split, with their estimates now."""
+        """The frozen eval set: the ``eval_size`` items of the eval split, with their frozen difficulties."""
         return [self._at(h) for h in self.eval_hashes]
 
     def bootstrap_task(self, rng: random.Random) -> Task | None:
@@ -187,6 +171,27 @@ class Dataset:
         if not self.bootstrap_hashes:
             return None
         return self._at(rng.choice(self.bootstrap_hashes))
+
+
+def minimum_items(cfg: Any) -> int:
+    """The fewest usable (valid, distinct) items a file may have: the eval set, the bootstrap share, and
+    at least one pool item to calibrate and train on."""
+    return cfg.eval_size + cfg.bootstrap_size + 1
+
+
+def frozen_difficulties(items: dict[str, Item], levels: int) -> dict[str, float]:
+    """Per content hash, ``levels`` times the mid-rank quantile of the item's worked-solution length
+    (the question's when it has no solution), in whole levels: longer work, harder item. A function of
+    the file alone, so it never moves with the learner."""
+    length = {h: len(" ".join((item.solution or item.question).split())) for h, item in items.items()}
+    counts: dict[int, int] = defaultdict(int)
+    for n in length.values():
+        counts[n] += 1
+    below, quantile = 0, {}
+    for n in sorted(counts):
+        quantile[n] = (below + counts[n] / 2) / len(length)
+        below += counts[n]
+    return {h: float(round(levels * quantile[n])) for h, n in length.items()}
 
 
 @register(NAME)
