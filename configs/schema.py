@@ -642,6 +642,7 @@ class LoggingConfig(Strict):
 
 # Imported here, after Strict: configs/verl.py builds on it (the package __init__ loads this module first).
 from .runtime import RuntimeConfig  # noqa: E402
+from .served import ServedConfig  # noqa: E402
 from .verl import VerlConfig  # noqa: E402
 
 
@@ -696,9 +697,10 @@ class GenerationConfig(Strict):
     """How the learner's attempts are generated. Every backend takes the same calls (prompts, n, temperature,
     max tokens, seed, stop)."""
 
-    backend: Literal["embedded", "vllm", "openai"] = "embedded"
+    backend: Literal["embedded", "vllm", "openai", "served"] = "embedded"
     """embedded: the learner in this process (batched, KV cache); vllm: vllm.LLM in a child process;
-    openai: an OpenAI-compatible server that serves the learner (see [generation.openai])."""
+    openai: an OpenAI-compatible server that serves the learner (see [generation.openai]); served:
+    replicas of a server started on the current learner each round (see [served])."""
 
     measure_backend: Literal["same", "embedded", "vllm"] = "same"
     """Backend of MEASURE, which evaluates the learner TRAIN just wrote. same: as ``backend``. With
@@ -824,6 +826,9 @@ class ZpdConfig(Strict):
 
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     """How zpd uses the machine (torch's CPU threads)."""
+
+    served: ServedConfig = Field(default_factory=ServedConfig)
+    """Replicas serving the current learner when generation.backend = "served" (local or Ray jobs)."""
 
     @model_validator(mode="after")
     def _question_writer(self) -> ZpdConfig:

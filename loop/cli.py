@@ -69,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="directory to write into (created if absent)")
 
     p = sub.add_parser("serve", help="an OpenAI-compatible endpoint for a committed round's learner (read-only)")
-    p.add_argument("--state-dir", required=True, type=Path)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--state-dir", type=Path)
+    where.add_argument("--learner", type=Path, metavar="PATH", help="serve this learner directory as it is")
+    p.add_argument("--enable-lora", action="store_true",
+                   help="vLLM's runtime adapter routes: POST /v1/load_lora_adapter, /v1/unload_lora_adapter")
     p.add_argument("--round", type=int, default=None, metavar="N",
                    help="serve round N's learner (default: the current learner, followed as the daemon commits)")
     p.add_argument("--host", default="127.0.0.1", help="bind address; beyond loopback a token is required")
@@ -195,7 +199,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("zpd serve: --round must be >= 0 and --port in 0..65535", file=sys.stderr)
         return 2
     try:
-        return serve(args.state_dir, args.round, args.host, args.port, args.token_env, args.device)
+        return serve(args.state_dir, args.round, args.host, args.port, args.token_env, args.device,
+                     learner=args.learner, enable_lora=args.enable_lora)
     except ServeError as exc:
         print(f"zpd serve: {exc}", file=sys.stderr)
         return exc.code

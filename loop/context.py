@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import random
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,11 @@ class RunContext:
 
             settings = gen_cfg.openai if name == "openai" else gen_cfg.vllm
             model = gen_cfg.openai.model if name == "openai" else learner_dir
+            if name == "served":  # replicas on this learner (trainer/served.py); their registry in the state dir
+                from zpd.trainer.served import ServedSettings
+
+                settings = ServedSettings(self.cfg.served, self.state_dir / "served", self.cfg.storage.shared_dir,
+                                          self.cfg.run.seed, self.metrics)
             self._generators[key] = build_generator(
                 name, model=model, settings=settings, device=resolve_device(self.cfg.learner.device),
                 batch_size=self.cfg.calibration.batch_size,
@@ -129,11 +135,15 @@ class RunContext:
             self.trainer_worker.close()
             self.trainer_worker = None
 
-    def release_generators(self) -> None:
-        """Close every generator (a vllm child exits here: before TRAIN, the GPU memory comes back)."""
+    def release_generators(self, final: bool = False) -> None:
+        """Close every generator (a vllm child exits here, served replicas stop: before TRAIN, the GPU memory
+        comes back). ``final`` (the daemon exits): also the replicas parked for a LoRA reload."""
         for gen in self._generators.values():
             gen.close()
         self._generators.clear()
+        served = sys.modules.get("zpd.trainer.served")
+        if final and served is not None:
+            served.stop_parked()
 
     # -- rounds -------------------------------------------------------------------------
     def round_row(self, round_n: int) -> dict[str, Any]:

@@ -174,7 +174,8 @@ class Daemon:
         if fixed:
             self.log.info("reconciled rounds committed on disk", extra={"rounds": fixed})
         self._check_config()
-        self.metrics = DaemonMetrics(sorted(domains), zpd.__version__)
+        served = self.cfg.served.num_replicas if self.cfg.generation.backend == "served" else 0
+        self.metrics = DaemonMetrics(sorted(domains), zpd.__version__, replicas=served)
         url = None
         if self.cfg.metrics.enabled:
             m = self.cfg.metrics
@@ -309,6 +310,7 @@ class Daemon:
                 with self.db.atomic():
                     self.db.execute("UPDATE rounds SET failures = failures + 1, last_error = ? WHERE id = ?",
                                     [str(exc)[-4000:], n])
+                self.ctx.release_generators()  # a retry starts fresh engines / replicas, not the failed ones
                 if attempt < cfg.max_retries and self.stop.wait(cfg.retry_backoff_seconds * 2**attempt):
                     raise Stopped() from None
         self.metrics.round_finished("failed")
@@ -326,7 +328,7 @@ class Daemon:
         try:
             code = self._loop()
         finally:
-            self.ctx.release_generators()
+            self.ctx.release_generators(final=True)
             self.ctx.close_trainer()
             try:  # best effort: on a full or read-only disk these writes fail too
                 self._set_phase("idle")

@@ -2,11 +2,14 @@
 
     zpd serve --state-dir runs/demo                    # the current learner; follows the daemon
     zpd serve --state-dir runs/demo --round 3 --port 8000
+    zpd serve --learner runs/demo/rounds/round_000003/learner --port 0    # any learner directory
 
 Prints one JSON line ``{"url", "model", "round"}`` on stdout once it listens, then serves until
 SIGINT/SIGTERM. Binds 127.0.0.1 by default; any other address needs a bearer token in ``$ZPD_SERVE_TOKEN``
 (``--token-env``), which is then required on every request (it is also honoured on loopback when set).
-Opens the store read-only and writes nothing, so it works beside a running daemon.
+Opens the store read-only and writes nothing, so it works beside a running daemon. ``--learner``
+serves one learner directory as it is (no state directory needed): what the ``served`` generation
+backend starts as its replicas. ``--enable-lora`` adds vLLM's runtime LoRA adapter routes.
 """
 
 from __future__ import annotations
@@ -57,16 +60,24 @@ def current_round(state_dir: Path) -> int:
     raise ServeError(2, f"{state_dir} has no committed round yet")
 
 
-def serve(state_dir: Path, round_n: int | None, host: str, port: int, token_env: str = DEFAULT_TOKEN_ENV,
-          device: str = "cpu") -> int:
+def serve(state_dir: Path | None, round_n: int | None, host: str, port: int, token_env: str = DEFAULT_TOKEN_ENV,
+          device: str = "cpu", learner: Path | None = None, enable_lora: bool = False) -> int:
     from zpd.loop.metrics import is_loopback
 
-    state_dir = Path(state_dir).resolve()
-    if not state_dir.is_dir() or not (state_dir / "state.db").is_file():
-        raise ServeError(2, f"{state_dir}: not a zpd state directory (no state.db)")
     token = os.environ.get(token_env) or None
     if token is None and not is_loopback(host):
         raise ServeError(2, f"--host {host} is not a loopback address and requires a bearer token in ${token_env}")
+    if learner is not None:
+        fixed_learner = Path(learner).resolve()
+        if not (fixed_learner / "config.json").is_file():
+            raise ServeError(2, f"--learner {learner}: not a model directory (no config.json)")
+
+        def resolve() -> tuple[int, Path]:
+            return -1, fixed_learner
+        return _run(resolve, token, host, port, device, enable_lora, f"learner {fixed_learner}")
+    state_dir = Path(state_dir).resolve()
+    if not state_dir.is_dir() or not (state_dir / "state.db").is_file():
+        raise ServeError(2, f"{state_dir}: not a zpd state directory (no state.db)")
     if round_n is not None:
         fixed = _learner(state_dir, round_n)
 
@@ -79,11 +90,17 @@ def serve(state_dir: Path, round_n: int | None, host: str, port: int, token_env:
             n = current_round(state_dir)
             return n, _learner(state_dir, n)
 
+    follows = "" if round_n is not None else " (follows the current learner)"
+    return _run(resolve, token, host, port, device, enable_lora, "round {round}" + follows, fixed=round_n is not None)
+
+
+def _run(resolve, token: str | None, host: str, port: int, device: str, enable_lora: bool, what: str,
+         fixed: bool = True) -> int:
     from zpd.trainer.model import resolve_device
     from zpd.trainer.openai_server import LearnerServer
 
-    server = LearnerServer(resolve, token, device=resolve_device(device),
-                           refresh_seconds=1e18 if round_n is not None else 2.0)
+    server = LearnerServer(resolve, token, device=resolve_device(device), refresh_seconds=1e18 if fixed else 2.0,
+                           enable_lora=enable_lora)
     try:
         url = server.start(host, port)
     except OSError as exc:
@@ -94,8 +111,8 @@ def serve(state_dir: Path, round_n: int | None, host: str, port: int, token_env:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
-    print(json.dumps({"url": url, "model": server.model_name, "round": server.round}), flush=True)
-    print(f"zpd serve: round {server.round} at {url}" + ("" if round_n is not None else " (follows the current learner)"),
-          file=sys.stderr, flush=True)
+    shown_round = None if server.round == -1 else server.round
+    print(json.dumps({"url": url, "model": server.model_name, "round": shown_round}), flush=True)
+    print(f"zpd serve: {what.format(round=server.round)} at {url}", file=sys.stderr, flush=True)
     server.serve_forever()
     return 0

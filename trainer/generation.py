@@ -15,6 +15,7 @@ register themselves with ``@backend("name")``; a new one is one module plus one 
 | embedded | this process (torch, batched, KV cache)  | ``generate.py``       |
 | vllm     | ``vllm.LLM`` in a child process          | ``vllm_backend.py``   |
 | openai   | any OpenAI-compatible server over HTTP   | ``openai_backend.py`` |
+| served   | replicas started on the learner per round | ``served.py``        |
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ Factory = Callable[..., Generator]
 BACKENDS: dict[str, Factory] = {}
 # Modules that register a backend when imported; imported lazily so that torch or vllm load only when used.
 _MODULES = {"embedded": "zpd.trainer.generation", "vllm": "zpd.trainer.vllm_backend",
-            "openai": "zpd.trainer.openai_backend"}
+            "openai": "zpd.trainer.openai_backend", "served": "zpd.trainer.served"}
 
 
 def backend(name: str) -> Callable[[Factory], Factory]:

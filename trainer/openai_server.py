@@ -10,7 +10,13 @@ Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/complet
 ``max_completion_tokens`` (default and upper bound: what fits in the model's positions), ``seed``,
 ``stop``; others (``top_p``, ``user``...) are accepted and ignored. Errors use OpenAI's
 ``{"error": {"message", "type", "code"}}`` shape. With a token, every request needs
-``Authorization: Bearer <token>``.
+``Authorization: Bearer <token>``. ``GET /health`` answers 200 once the learner is loaded.
+
+With ``enable_lora`` (``zpd serve --enable-lora``) it also has vLLM's runtime adapter routes,
+``POST /v1/load_lora_adapter`` ``{"lora_name", "lora_path"}`` and ``POST /v1/unload_lora_adapter``
+``{"lora_name"}``, with vLLM's answers (200 "Success: ...", 400 for a missing field or a name already
+loaded, 404 for no adapter at the path or an unknown name). A loaded PEFT adapter is merged into its
+own copy of the served weights and requests naming ``lora_name`` as their model use it.
 
 The stdlib ``ThreadingHTTPServer``: no new dependency, and the model is the bottleneck anyway (one
 generation at a time under a lock; the embedded learner is not thread-safe). ``resolve`` is called at
@@ -49,9 +55,12 @@ class RequestError(Exception):
 
 class LearnerServer:
     def __init__(self, resolve: Callable[[], tuple[int, Path]], token: str | None, *, device: str = "cpu",
-                 refresh_seconds: float = 2.0, model_name: str = MODEL_NAME) -> None:
+                 refresh_seconds: float = 2.0, model_name: str = MODEL_NAME, enable_lora: bool = False) -> None:
         self.resolve, self.token, self.device = resolve, token, device
-        self.refresh_seconds, self.model_name = refresh_seconds, model_name
+        self.refresh_seconds, self.model_name, self.enable_lora = refresh_seconds, model_name, enable_lora
+        self.adapters: dict[str, tuple[Any, str]] = {}
+        """lora_name -> (the served weights with the adapter merged in, its path)."""
+        self.path: Path | None = None
         self._lock = threading.Lock()
         self._checked = 0.0
         self.round: int | None = None
@@ -76,23 +85,50 @@ class LearnerServer:
             return
         if round_n != self.round:
             self.model, self.tokenizer = load_learner(path, self.device)
-            self.round, self.created = round_n, int(time.time())
+            self.round, self.created, self.path = round_n, int(time.time()), path
             log.info("serving round %s (%s)", round_n, path)
 
     def complete(self, prompt_ids: list[int], *, n: int, temperature: float, max_tokens: int | None,
-                 seed: int | None, stop: list[str]) -> tuple[list[tuple[str, str, int]], int]:
+                 seed: int | None, stop: list[str], model: str | None = None) -> tuple[list[tuple[str, str, int]], int]:
         """``n`` samples for one prompt: [(text, finish_reason, completion tokens)], and the prompt's tokens."""
         with self._lock:
             self._refresh()
+            weights = self.adapters[model][0] if model in self.adapters else self.model
             room = int(self.model.config.max_position_embeddings) - len(prompt_ids)
             if room < 1:
                 raise RequestError(400, f"the prompt has {len(prompt_ids)} tokens; this model takes at most "
                                         f"{self.model.config.max_position_embeddings - 1}", "context_length_exceeded")
             budget = room if max_tokens is None else min(max_tokens, room)
             generator = torch.Generator().manual_seed(seed if seed is not None else int.from_bytes(uuid.uuid4().bytes[:6], "big"))
-            rows = sample_rows(self.model, self.tokenizer, [prompt_ids] * n, temperature=temperature,
+            rows = sample_rows(weights, self.tokenizer, [prompt_ids] * n, temperature=temperature,
                                max_tokens=budget, generator=generator, stop=stop)
         return [(r.text, r.finish_reason, len(r.completion_ids)) for r in rows], len(prompt_ids)
+
+    # -- LoRA adapters at run time (vLLM's API) --------------------------------------------------
+    def load_adapter(self, name: Any, path: Any) -> str:
+        if not name or not path or not isinstance(name, str) or not isinstance(path, str):
+            raise RequestError(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput")
+        if name in self.adapters or name == self.model_name:
+            raise RequestError(400, f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput")
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise RequestError(404, f"No adapter found for {path}", "NotFoundError")
+        from peft import PeftModel  # only here: serving plain learners needs no peft
+
+        with self._lock:
+            self._refresh()
+            base, _ = load_learner(self.path, self.device)
+            merged = PeftModel.from_pretrained(base, path).merge_and_unload().eval()
+            self.adapters[name] = (merged, path)
+        log.info("loaded LoRA adapter %s from %s", name, path)
+        return f"Success: LoRA adapter '{name}' added successfully."
+
+    def unload_adapter(self, name: Any) -> str:
+        if not name:
+            raise RequestError(400, "either 'lora_name' and 'lora_int_id' needs to be provided.", "InvalidUserInput")
+        with self._lock:
+            if self.adapters.pop(name, None) is None:
+                raise RequestError(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
+        return f"Success: LoRA adapter '{name}' removed successfully."
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         convo = []
@@ -178,10 +214,11 @@ def _handler(server: LearnerServer) -> type[BaseHTTPRequestHandler]:
         sys_version = ""
         protocol_version = "HTTP/1.1"
 
-        def _send(self, status: int, payload: dict) -> None:
-            body = json.dumps(payload).encode()
+        def _send(self, status: int, payload: dict | str) -> None:
+            text = isinstance(payload, str)  # vLLM answers the adapter routes with plain text
+            body = payload.encode() if text else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -201,7 +238,10 @@ def _handler(server: LearnerServer) -> type[BaseHTTPRequestHandler]:
                 return
             path = self.path.split("?", 1)[0].rstrip("/")
             if path == "/v1/models":
-                self._send(200, {"object": "list", "data": [_model_card(server)]})
+                cards = [_model_card(server)] + [
+                    {"id": name, "object": "model", "created": server.created, "owned_by": "zpd", "root": p,
+                     "parent": server.model_name} for name, (_, p) in list(server.adapters.items())]
+                self._send(200, {"object": "list", "data": cards})
             elif path == f"/v1/models/{server.model_name}":
                 self._send(200, _model_card(server))
             elif path in ("/health", "/healthz"):
@@ -227,6 +267,10 @@ def _handler(server: LearnerServer) -> type[BaseHTTPRequestHandler]:
                     self._send(200, _chat(server, body))
                 elif path == "/v1/completions":
                     self._send(200, _text(server, body))
+                elif path == "/v1/load_lora_adapter" and server.enable_lora:
+                    self._send(200, server.load_adapter(body.get("lora_name"), body.get("lora_path")))
+                elif path == "/v1/unload_lora_adapter" and server.enable_lora:
+                    self._send(200, server.unload_adapter(body.get("lora_name")))
                 else:
                     raise RequestError(404, f"no route POST {path}", "not_found")
             except RequestError as exc:
@@ -250,7 +294,7 @@ def _check_common(server: LearnerServer, body: dict) -> None:
     if body.get("stream"):
         raise RequestError(400, "stream is not supported by zpd serve; send stream=false")
     model = body.get("model")
-    if model != server.model_name:
+    if model != server.model_name and model not in server.adapters:
         raise RequestError(404, f"model {model!r} is not served here; use {server.model_name!r}", "model_not_found")
 
 
@@ -264,7 +308,7 @@ def _chat(server: LearnerServer, body: dict) -> dict:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise RequestError(400, "'messages' must be a non-empty list of objects")
-    samples, prompt_tokens = server.complete(server.encode_chat(messages), **_sampling(body))
+    samples, prompt_tokens = server.complete(server.encode_chat(messages), **_sampling(body), model=body["model"])
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
         "model": server.model_name,
@@ -283,7 +327,7 @@ def _text(server: LearnerServer, body: dict) -> dict:
     params = _sampling(body)
     choices, total_prompt, total_completion = [], 0, 0
     for p in prompts:
-        samples, prompt_tokens = server.complete(server.encode_text(p), **params)
+        samples, prompt_tokens = server.complete(server.encode_text(p), **params, model=body["model"])
         total_prompt += prompt_tokens
         for text, reason, k in samples:
             choices.append({"index": len(choices), "text": text, "finish_reason": reason, "logprobs": None})
