@@ -22,6 +22,7 @@ Tables
     solo_totals       per task (domain, content hash): the learner's solo answers, kept by triggers (m007)
     bootstrap_examples the replayed bootstrap set, made once per config key (m007)
     bandit_rewards    a memo of the bandit policy's per-round arm rewards, cleared by triggers (m007)
+    fate_counts       tasks per fate, kept by triggers, for ``zpd status`` (m007)
 
 Per-round queries read only what the round touches (indexes of m007; ``bench/scale.py`` times them
 at 1M tasks / 10M attempts); the few that must see all history read small tables (rounds, the totals).
@@ -264,6 +265,15 @@ def m007_scale(db: Database) -> None:
                UNION ALL SELECT task_id, correct, round FROM measurements) x
            JOIN tasks t ON t.id = x.task_id GROUP BY t.domain, t.content_hash"""
     )
+    # Tasks per fate, for ``zpd status`` (a count over 1M tasks is not a status read).
+    db.execute("CREATE TABLE fate_counts (fate TEXT PRIMARY KEY, num_tasks INTEGER NOT NULL) WITHOUT ROWID")
+    count = ("INSERT INTO fate_counts (fate, num_tasks) VALUES ({r}.fate, {d}) "
+             "ON CONFLICT (fate) DO UPDATE SET num_tasks = num_tasks + excluded.num_tasks;")
+    db.execute(f"CREATE TRIGGER tasks_fate_insert AFTER INSERT ON tasks BEGIN {count.format(r='NEW', d=1)} END")
+    db.execute(f"""CREATE TRIGGER tasks_fate_update AFTER UPDATE OF fate ON tasks WHEN OLD.fate IS NOT NEW.fate
+                   BEGIN {count.format(r='OLD', d=-1)} {count.format(r='NEW', d=1)} END""")
+    db.execute(f"CREATE TRIGGER tasks_fate_delete AFTER DELETE ON tasks BEGIN {count.format(r='OLD', d=-1)} END")
+    db.execute("INSERT INTO fate_counts (fate, num_tasks) SELECT fate, count(*) FROM tasks GROUP BY fate")
     # The replayed bootstrap set (loop/train.py), made once per key (its config and seed), not each round.
     db.execute(
         """CREATE TABLE bootstrap_examples (

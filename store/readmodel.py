@@ -1,7 +1,8 @@
 """The read model of ``zpd status``: what the store says about the run, with the standard library's
 ``sqlite3`` alone (``zpd status`` must answer in well under a second on any store, so it imports
 neither sqlite-utils nor the daemon). Every query here reads a small table (rounds, controller,
-frontier, generation usage, meta) or an index (tasks by fate), never the history of attempts.
+frontier, generation usage, meta, tasks per fate kept by triggers), never the history of tasks or
+attempts.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def store_facts(db: Any) -> dict[str, Any]:
         newest = _row(db, "SELECT * FROM rounds WHERE id = ?", [max(committed)])
         current = _row(db, "SELECT * FROM rounds WHERE id = ?", [newest["current_learner_round"]]) if newest else None
     by_fate = dict.fromkeys(FATES, 0)
-    for fate, n in db.execute("SELECT fate, count(*) FROM tasks GROUP BY fate").fetchall():
+    counts = ("SELECT fate, num_tasks FROM fate_counts WHERE num_tasks > 0" if "fate_counts" in tables
+              else "SELECT fate, count(*) FROM tasks GROUP BY fate")  # a store the daemon has not migrated yet
+    for fate, n in db.execute(counts).fetchall():
         by_fate[fate] = n
     frontier = {}
     if current:
