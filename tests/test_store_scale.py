@@ -253,3 +253,12 @@ def test_status_imports_neither_sqlite_utils_pandas_torch_nor_the_daemon(tmp_pat
             assert s["committed_rounds"] == 2 and s["last_committed_round"] == 2 and s["frontier"] == {"arithmetic": 1.75}
         else:
             assert "round 0 (bootstrap) + 2 rounds (last: 2)" in "\n".join(printed)
+
+
+def test_report_counts_rounds_as_bootstrap_plus_n() -> None:
+    from zpd.loop.report import RoundData, RunData, _markdown
+    from zpd.loop.status import rounds_phrase
+
+    run = RunData(rounds=[RoundData(round=n) for n in range(3)], policy="zpd-band")
+    assert "round 0 (bootstrap) + 2 rounds committed" in _markdown({"run": [run]}, "t")
+    assert rounds_phrase(1, 1) == "round 0 (bootstrap) + 1 round" and rounds_phrase(0, None) == "no round yet"
