@@ -165,7 +165,7 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
-def insert_rate(ctx, round_n: int, num_tasks: int, batch: int) -> float:
+def insert_rate(ctx, round_n: int, num_tasks: int, batch: int, per_task: bool = False) -> float:
     """Rows/s of CALIBRATE's attempt inserts: ``num_tasks`` tasks of 10 attempts, ``batch`` tasks per
     transaction (and its fsync: ``synchronous = FULL``), through the path calibrate uses."""
     from zpd.loop import calibrate
@@ -179,7 +179,7 @@ def insert_rate(ctx, round_n: int, num_tasks: int, batch: int) -> float:
     for i in range(0, len(ids), batch):
         chunk = ids[i:i + batch]
         with ctx.db.atomic():
-            if hasattr(calibrate, "insert_attempts"):  # after issue 15: one executemany per batch
+            if hasattr(calibrate, "insert_attempts") and not per_task:  # after issue 15: one executemany a batch
                 calibrate.insert_attempts(ctx.db, [r for t in chunk for r in rows[t]])
             else:  # before: sqlite-utils insert_all per task, as calibrate did
                 for t in chunk:
@@ -235,12 +235,18 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
     proc = subprocess.run([sys.executable, "-m", "zpd.loop.cli", "status", "--state-dir", str(state_dir), "--json"],
                           capture_output=True, text=True, env=env)
     s = time.perf_counter() - t0
-    out.append(("zpd status --json (fresh subprocess)", s, f"exit {proc.returncode}"))
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], env=env)
+    bare = time.perf_counter() - t0
+    out.append(("zpd status --json (fresh subprocess)", s,
+                f"exit {proc.returncode}; a bare `python -c pass` took {bare:.3f} s right after"))
     batch = ctx.cfg.calibration.batch_size
     rate = insert_rate(ctx, last + 10_000, insert_tasks, batch)
     out.append((f"CALIBRATE attempt inserts, a commit per batch of {batch} tasks", 0.0, f"{rate:,.0f} rows/s"))
     rate = insert_rate(ctx, last + 10_001, insert_tasks, insert_tasks)
     out.append(("CALIBRATE attempt inserts, one transaction", 0.0, f"{rate:,.0f} rows/s"))
+    rate = insert_rate(ctx, last + 10_002, insert_tasks, batch, per_task=True)
+    out.append((f"  the same, as before issue 15 (insert_all per task), batch of {batch}", 0.0, f"{rate:,.0f} rows/s"))
     with db.atomic():  # the round reaches SNAPSHOT as it would after MEASURE
         ctx.advance(last, "snapshot")
     s, _ = timed(snapshot.run, ctx, last)

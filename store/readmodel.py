@@ -8,9 +8,34 @@ attempts.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+COMPLETE = "COMPLETE"
 FATES = ["pending", "mastered", "zpd", "beyond", "review", "exam", "eval", "dropped"]
+
+
+def round_name(n: int) -> str:
+    return f"round_{n:06d}"
+
+
+def rounds_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / "rounds"
+
+
+def committed_on_disk(state_dir: Path) -> list[int]:
+    """Round numbers whose directory carries COMPLETE, ascending."""
+    root = rounds_dir(state_dir)
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        if p.name.startswith("round_") and (p / COMPLETE).is_file():
+            try:
+                out.append(int(p.name.removeprefix("round_")))
+            except ValueError:
+                continue
+    return sorted(out)
 
 
 def next_round(db: Any) -> int:
