@@ -13,8 +13,7 @@ from typing import Any
 
 from zpd.store.connect import StoreError, open_readonly_conn
 from zpd.store.lock import holder_if_running
-from zpd.store.readmodel import FATES, store_facts
-from zpd.store.rounds import committed_on_disk
+from zpd.store.readmodel import FATES, committed_on_disk, store_facts
 
 __all__ = ["FATES", "StatusError", "collect", "render"]
 

@@ -22,6 +22,7 @@ Tables
     solo_totals       per task (domain, content hash): the learner's solo answers, kept by triggers (m007)
     bootstrap_examples the replayed bootstrap set, made once per config key (m007)
     bandit_rewards    a memo of the bandit policy's per-round arm rewards, cleared by triggers (m007)
+    fate_counts       tasks per fate, kept by triggers, for ``zpd status`` (m007)
 
 Per-round queries read only what the round touches (indexes of m007; ``bench/scale.py`` times them
 at 1M tasks / 10M attempts); the few that must see all history read small tables (rounds, the totals).
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from sqlite_utils import Database, Migrations
 
+from . import scale_schema
 from .connect import (
     APP_ID,
     DB_NAME,
@@ -229,66 +231,8 @@ def m006_selfplay(db: Database) -> None:
 
 @migrations()
 def m007_scale(db: Database) -> None:
-    """Per-round cost independent of history (issue 15): indexes for the per-round queries, solo totals
-    kept by triggers, the bootstrap set stored once, and a memo of the bandit's per-round rewards."""
-    db.execute("CREATE INDEX tasks_fate_round ON tasks(fate_round)")            # round_yield, build_examples
-    db.execute("CREATE INDEX tasks_domain_fate_round ON tasks(domain, fate_round)")  # bandit, per-domain reads
-    db.execute("CREATE INDEX train_examples_kind_round ON train_examples(kind, round)")  # the replay sample
-    db.execute("CREATE INDEX exam_items_admitted ON exam_items(admitted_round, domain)")  # a round's admissions
-    # Per task: the learner's solo answers, correct and in all, from calibration (solo attempts of the
-    # learner) and MEASURE (eval and exam answers). Attempts and measurements are only ever inserted (with
-    # OR IGNORE: an ignored row fires no trigger), so the totals are exact.
-    db.execute(
-        """CREATE TABLE solo_totals (
-            domain TEXT NOT NULL, content_hash TEXT NOT NULL,
-            correct INTEGER NOT NULL, answers INTEGER NOT NULL,
-            updated_round INTEGER NOT NULL,    -- the round of the newest answer counted (incremental reads)
-            PRIMARY KEY (domain, content_hash)
-        ) WITHOUT ROWID"""
-    )
-    db.execute("CREATE INDEX solo_totals_updated ON solo_totals(domain, updated_round)")
-    for table, when in (("attempts", "WHEN NEW.mode = 'solo' AND NEW.role = 'learner' "), ("measurements", "")):
-        db.execute(
-            f"""CREATE TRIGGER {table}_solo_totals AFTER INSERT ON {table} {when}BEGIN
-                  INSERT INTO solo_totals (domain, content_hash, correct, answers, updated_round)
-                  SELECT domain, content_hash, NEW.correct, 1, NEW.round FROM tasks WHERE id = NEW.task_id
-                  ON CONFLICT (domain, content_hash) DO UPDATE
-                  SET correct = correct + excluded.correct, answers = answers + 1,
-                      updated_round = max(updated_round, excluded.updated_round);
-                END"""
-        )
-    db.execute(
-        """INSERT INTO solo_totals (domain, content_hash, correct, answers, updated_round)
-           SELECT t.domain, t.content_hash, sum(x.correct), count(*), max(x.round) FROM (
-               SELECT task_id, correct, round FROM attempts WHERE mode = 'solo' AND role = 'learner'
-               UNION ALL SELECT task_id, correct, round FROM measurements) x
-           JOIN tasks t ON t.id = x.task_id GROUP BY t.domain, t.content_hash"""
-    )
-    # The replayed bootstrap set (loop/train.py), made once per key (its config and seed), not each round.
-    db.execute(
-        """CREATE TABLE bootstrap_examples (
-            idx INTEGER PRIMARY KEY, key TEXT NOT NULL,
-            prompt TEXT NOT NULL, response TEXT NOT NULL, domain TEXT NOT NULL, answer TEXT NOT NULL
-        )"""
-    )
-    # The bandit's mean absolute advantage per (domain, round, arm), as its query computes it from the
-    # tasks (store/stats.py). A memo: every change to a task it reads deletes that round's entry.
-    db.execute(
-        """CREATE TABLE bandit_rewards (
-            domain TEXT NOT NULL, fate_round INTEGER NOT NULL,
-            rewards_json TEXT NOT NULL,        -- [[arm, reward], ...] by arm; [] for a round without any
-            PRIMARY KEY (domain, fate_round)
-        ) WITHOUT ROWID"""
-    )
-    forget = "DELETE FROM bandit_rewards WHERE domain = {r}.domain AND fate_round = {r}.fate_round;"
-    db.execute(f"""CREATE TRIGGER tasks_bandit_insert AFTER INSERT ON tasks WHEN NEW.fate_round IS NOT NULL
-                   BEGIN {forget.format(r="NEW")} END""")
-    db.execute(f"""CREATE TRIGGER tasks_bandit_update
-                   AFTER UPDATE OF domain, difficulty, round, fate_round, p_solo ON tasks
-                   WHEN OLD.fate_round IS NOT NULL OR NEW.fate_round IS NOT NULL
-                   BEGIN {forget.format(r="OLD")} {forget.format(r="NEW")} END""")
-    db.execute(f"""CREATE TRIGGER tasks_bandit_delete AFTER DELETE ON tasks WHEN OLD.fate_round IS NOT NULL
-                   BEGIN {forget.format(r="OLD")} END""")
+    """Per-round cost independent of history (issue 15): indexes, totals and memos (store/scale_schema.py)."""
+    scale_schema.create(db)
 
 
 def is_storage_full(exc: BaseException) -> bool:

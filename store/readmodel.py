@@ -1,15 +1,41 @@
 """The read model of ``zpd status``: what the store says about the run, with the standard library's
 ``sqlite3`` alone (``zpd status`` must answer in well under a second on any store, so it imports
 neither sqlite-utils nor the daemon). Every query here reads a small table (rounds, controller,
-frontier, generation usage, meta) or an index (tasks by fate), never the history of attempts.
+frontier, generation usage, meta, tasks per fate kept by triggers), never the history of tasks or
+attempts.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+COMPLETE = "COMPLETE"
 FATES = ["pending", "mastered", "zpd", "beyond", "review", "exam", "eval", "dropped"]
+
+
+def round_name(n: int) -> str:
+    return f"round_{n:06d}"
+
+
+def rounds_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / "rounds"
+
+
+def committed_on_disk(state_dir: Path) -> list[int]:
+    """Round numbers whose directory carries COMPLETE, ascending."""
+    root = rounds_dir(state_dir)
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        if p.name.startswith("round_") and (p / COMPLETE).is_file():
+            try:
+                out.append(int(p.name.removeprefix("round_")))
+            except ValueError:
+                continue
+    return sorted(out)
 
 
 def next_round(db: Any) -> int:
@@ -47,7 +73,9 @@ def store_facts(db: Any) -> dict[str, Any]:
         newest = _row(db, "SELECT * FROM rounds WHERE id = ?", [max(committed)])
         current = _row(db, "SELECT * FROM rounds WHERE id = ?", [newest["current_learner_round"]]) if newest else None
     by_fate = dict.fromkeys(FATES, 0)
-    for fate, n in db.execute("SELECT fate, count(*) FROM tasks GROUP BY fate").fetchall():
+    counts = ("SELECT fate, num_tasks FROM fate_counts WHERE num_tasks > 0" if "fate_counts" in tables
+              else "SELECT fate, count(*) FROM tasks GROUP BY fate")  # a store the daemon has not migrated yet
+    for fate, n in db.execute(counts).fetchall():
         by_fate[fate] = n
     frontier = {}
     if current:

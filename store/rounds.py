@@ -23,19 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .atomic import atomic_write_json, atomic_write_text, fsync_dir, fsync_tree
+from .readmodel import COMPLETE, committed_on_disk, round_name, rounds_dir
 
 MANIFEST_FORMAT = 1
-COMPLETE = "COMPLETE"
-
-
-def round_name(n: int) -> str:
-    return f"round_{n:06d}"
-
-
-def rounds_dir(state_dir: Path) -> Path:
-    return Path(state_dir) / "rounds"
-
-
 def round_dir(state_dir: Path, n: int) -> Path:
     return rounds_dir(state_dir) / round_name(n)
 
@@ -138,21 +128,6 @@ def commit_round(
     return final
 
 
-def committed_on_disk(state_dir: Path) -> list[int]:
-    """Round numbers whose directory carries COMPLETE, ascending."""
-    root = rounds_dir(state_dir)
-    if not root.is_dir():
-        return []
-    out = []
-    for p in root.iterdir():
-        if p.name.startswith("round_") and (p / COMPLETE).is_file():
-            try:
-                out.append(int(p.name.removeprefix("round_")))
-            except ValueError:
-                continue
-    return sorted(out)
-
-
 def read_latest(state_dir: Path) -> int | None:
     try:
         return int((Path(state_dir) / "LATEST").read_text().strip())
@@ -199,6 +174,7 @@ def dir_bytes(path: Path) -> int:
 
 
 __all__ = [
+    "COMPLETE",
     "atomic_write_json",
     "build_manifest",
     "clean_stale",
@@ -209,6 +185,8 @@ __all__ = [
     "prune",
     "read_latest",
     "round_dir",
+    "round_name",
+    "rounds_dir",
     "rounds_to_prune",
     "verify_round",
     "work_dir",

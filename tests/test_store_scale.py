@@ -22,6 +22,7 @@ from zpd.loop.curriculum import build_policy_for
 from zpd.loop.domains.base import build_domains
 from zpd.store import stats
 from zpd.store.db import StoreError, open_store, start_up_check
+from zpd.store.readmodel import FATES, store_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_SQL = """INSERT INTO tasks (id, domain, difficulty, prompt, answer, guidance, canonical, content_hash, round, fate,
@@ -91,9 +92,9 @@ def test_migration_backfills_the_totals_of_an_older_store(tmp_path: Path) -> Non
     db = open_store(tmp_path / "state.db")
     db.execute("DROP TABLE solo_totals")  # as before m007: the tables and triggers of m007 absent
     for name in ("attempts_solo_totals", "measurements_solo_totals", "tasks_bandit_insert", "tasks_bandit_update",
-                 "tasks_bandit_delete"):
+                 "tasks_bandit_delete", "tasks_fate_insert", "tasks_fate_update", "tasks_fate_delete"):
         db.execute(f"DROP TRIGGER {name}")
-    for sql in ("DROP TABLE bootstrap_examples", "DROP TABLE bandit_rewards", "DROP INDEX tasks_fate_round",
+    for sql in ("DROP TABLE bootstrap_examples", "DROP TABLE fate_counts", "DROP TABLE bandit_rewards", "DROP INDEX tasks_fate_round",
                 "DROP INDEX tasks_domain_fate_round", "DROP INDEX train_examples_kind_round", "DROP INDEX exam_items_admitted",
                 "DELETE FROM _sqlite_migrations WHERE name = 'm007_scale'"):
         db.execute(sql)
@@ -105,6 +106,20 @@ def test_migration_backfills_the_totals_of_an_older_store(tmp_path: Path) -> Non
     assert "m007_scale" in {r[0] for r in db.execute("SELECT name FROM _sqlite_migrations")}
     got = {**stats.solo_stats(db, "a"), **stats.solo_stats(db, "b")}
     assert got == {t[6]: (1, 4) for t in tasks}
+    assert store_facts(db.conn)["by_fate"] == {**dict.fromkeys(FATES, 0), **dict(
+        db.execute("SELECT fate, count(*) FROM tasks GROUP BY fate").fetchall())}
+
+
+def test_fate_counts_follow_inserts_routing_and_reviews(tmp_path: Path) -> None:
+    db = open_store(tmp_path / "state.db")
+    tasks = _tasks(db, random.Random(6), 3, 10)
+    db.execute("UPDATE tasks SET fate = 'pending' WHERE id <= 12")            # new candidates
+    db.execute("UPDATE tasks SET fate = 'exam' WHERE id BETWEEN 3 AND 5")     # routed
+    db.execute("UPDATE tasks SET fate = 'dropped' WHERE id = 20")             # a review verdict
+    db.execute("UPDATE tasks SET p_solo = 0.5 WHERE id = 21")                 # not a fate change
+    expected = {**dict.fromkeys(FATES, 0), **dict(db.execute("SELECT fate, count(*) FROM tasks GROUP BY fate").fetchall())}
+    assert store_facts(db.conn)["by_fate"] == expected and sum(expected.values()) == len(tasks)
+    assert expected["exam"] == 3 and expected["dropped"] == 1
 
 
 def _ctx(tmp_path: Path, db, *overrides: str) -> RunContext:
@@ -238,3 +253,12 @@ def test_status_imports_neither_sqlite_utils_pandas_torch_nor_the_daemon(tmp_pat
             assert s["committed_rounds"] == 2 and s["last_committed_round"] == 2 and s["frontier"] == {"arithmetic": 1.75}
         else:
             assert "round 0 (bootstrap) + 2 rounds (last: 2)" in "\n".join(printed)
+
+
+def test_report_counts_rounds_as_bootstrap_plus_n() -> None:
+    from zpd.loop.report import RoundData, RunData, _markdown
+    from zpd.loop.status import rounds_phrase
+
+    run = RunData(rounds=[RoundData(round=n) for n in range(3)], policy="zpd-band")
+    assert "round 0 (bootstrap) + 2 rounds committed" in _markdown({"run": [run]}, "t")
+    assert rounds_phrase(1, 1) == "round 0 (bootstrap) + 1 round" and rounds_phrase(0, None) == "no round yet"
