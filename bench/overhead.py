@@ -18,6 +18,10 @@ model load to save, and the job's wall time):
   the overhead below is if anything understated);
 * ``train``: the trainer's compute seconds;
 * ``overhead``: ``wall - gen - train`` and its share of ``wall`` (goals: <= 10 % smoke, <= 2 % default).
+
+It also prints the CPU-seconds of the whole run (the daemon and all its descendants). zpd's work is
+single-threaded by default on a small model, so on a 2-core machine with one other CPU-bound process (it
+gets one core) its wall time is about its CPU-seconds; on a more loaded machine wall time is longer.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -49,9 +54,13 @@ def run_variant(config: Path, rounds: int, variant: str, extra: list[str], workd
     state.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(state.parent / "daemon.out", "w") as fh:
         code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    print(f"# {variant}: daemon exited {code} after {time.monotonic() - t0:.0f} s", flush=True)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    print(f"# {variant}: daemon exited {code} after {time.monotonic() - t0:.0f} s wall, {cpu:.0f} CPU-seconds "
+          "(daemon, trainer and every other descendant)", flush=True)
     return state
 
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +139,7 @@ class SelfPlay(Policy):
         learner_round = ctx.round_row(round_n)["parent_learner_round"]
         gen = ctx.generator(ctx.learner_dir(learner_round))
         seed = derive_seed(ctx.cfg.run.seed, round_n, "propose", domain_name)
-        outs = gen.generate(prompts, n=size, temperature=cfg.selfplay_temperature,
-                            max_tokens=cfg.selfplay_max_tokens, seed=seed,
-                            sample_seeds=[[derive_seed(seed, g, j) for j in range(size)] for g in range(num_groups)])
+        outs = _sample_groups(ctx, round_n, domain_name, gen, prompts, size, seed)
         known = ctx.known_hashes()
         tasks: list[Any] = []
         rows: list[dict] = []
@@ -162,6 +160,40 @@ class SelfPlay(Policy):
                                         "valid": sum(r["valid"] for r in rows),
                                         "duplicates": sum(r["duplicate"] for r in rows), "new": len(tasks)})
         return tasks
+
+
+GROUPS_PER_CALL = 8
+"""Proposal groups sampled per generator call; each call's samples are logged before the next one starts."""
+
+
+def _sample_groups(ctx: RunContext, round_n: int, domain_name: str, gen: Any, prompts: list[str], size: int,
+                   seed: int) -> list[list[Any]]:
+    """Per prompt (one group each), ``size`` proposals. SYNTHESIZE commits once, at its end, so the samples
+    are logged (``store/replies.py``, in the round's work directory) a few groups at a time and a rerun
+    after a kill replays them: each sample depends only on its prompt and its own seed, so replayed and
+    new samples are the ones an uninterrupted phase makes. Failed samples are not logged."""
+    from zpd.store.replies import ReplyLog
+    from zpd.store.rounds import work_dir
+    from zpd.trainer.generate import Completion
+
+    log = ReplyLog(work_dir(ctx.state_dir, round_n) / "proposals.jsonl")
+    cfg = ctx.cfg.curriculum
+    outs: list[list[Any]] = []
+    for start in range(0, len(prompts), GROUPS_PER_CALL):
+        groups = range(start, min(len(prompts), start + GROUPS_PER_CALL))
+        keys = [f"{domain_name}:{seed}:{g}:{prompts[g]}" for g in groups]
+        if all(log.get(k) is not None for k in keys):
+            outs += [[Completion(**c) for c in log.get(k)["samples"]] for k in keys]
+            continue
+        ctx.check_stop()
+        made = gen.generate([prompts[g] for g in groups], n=size, temperature=cfg.selfplay_temperature,
+                            max_tokens=cfg.selfplay_max_tokens, seed=seed,
+                            sample_seeds=[[derive_seed(seed, g, j) for j in range(size)] for g in groups])
+        for key, samples in zip(keys, made, strict=True):
+            if not any(c.failed for c in samples):
+                log.put(key, {"samples": [asdict(c) for c in samples]})
+        outs += made
+    return outs
 
 
 def score_proposals(ctx: RunContext, round_n: int) -> list[dict]:

@@ -65,11 +65,12 @@ def estimate_parameters(hidden_size: int, num_layers: int, intermediate_size: in
 def learner_parameters(path: Path | None, hidden_size: int, num_layers: int, intermediate_size: int) -> int:
     """The learner's size: read from its weights when it is a model directory (``learner.path``), else
     estimated from the embedded learner's configured sizes."""
-    if path is not None:
-        try:
-            return sum(_safetensors_parameters(f) for f in sorted(Path(path).glob("*.safetensors")))
-        except (OSError, ValueError):
-            pass
+    files = sorted(Path(path).glob("*.safetensors")) if path is not None else []
+    try:
+        if files:
+            return sum(_safetensors_parameters(f) for f in files)
+    except (OSError, ValueError):
+        pass
     return estimate_parameters(hidden_size, num_layers, intermediate_size)
 
 
