@@ -64,8 +64,10 @@ def test_non_loopback_bind_requires_a_token(tmp_path: Path) -> None:
 
 def test_sigterm_during_train_exits_0_and_leaves_no_child(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    # The bootstrap trains for long enough (tens of seconds) for the signal to land mid-training.
-    proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), log=tmp_path / "daemon.log")
+    # The signal lands as soon as the bootstrap's training child exists; a smaller bootstrap (150 steps,
+    # still seconds of training) keeps the resume below cheap.
+    small = ("--set", "bootstrap.num_examples=600")
+    proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), *small, log=tmp_path / "daemon.log")
     parent = psutil.Process(proc.pid)
     trainer = wait_for(lambda: [c for c in parent.children(recursive=True) if "zpd.trainer.job" in " ".join(c.cmdline())],
                        120, what="the training child")
@@ -80,6 +82,6 @@ def test_sigterm_during_train_exits_0_and_leaves_no_child(tmp_path: Path) -> Non
     s = status(state)
     assert s["running"] is False and s["last_committed_round"] is None
     # The same command resumes: the bootstrap is redone from its start and the round commits.
-    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "0")
+    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "0", *small)
     assert out.returncode == 0, out.stderr[-2000:]
     assert status(state)["last_committed_round"] == 0

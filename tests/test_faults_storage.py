@@ -29,9 +29,10 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def committed_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def committed_state(tmp_path_factory: pytest.TempPathFactory, round0_archive: Path) -> Path:
     state = tmp_path_factory.mktemp("seed") / "state"
-    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "1", timeout=400)
+    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "1",
+                  "--from-snapshot", str(round0_archive), timeout=400)
     assert out.returncode == 0, out.stderr[-2000:]
     return state
 

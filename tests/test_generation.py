@@ -26,12 +26,14 @@ from zpd.trainer.openai_backend import OpenAIGenerator
 
 # -- fixtures -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def round0(tmp_path_factory) -> Path:
-    """A state directory with round 0 (bootstrap) committed; tests copy it before writing."""
+def round0(tmp_path_factory, round0_archive: Path) -> Path:
+    """A state directory with round 0 (bootstrap) committed; tests copy it before writing. Seeded from the
+    session's round-0 archive (the product's own seeding path) rather than paying for a bootstrap again."""
     from harness import SMOKE
 
     state = tmp_path_factory.mktemp("gen") / "state"
-    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "0")
+    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "0",
+                  "--from-snapshot", str(round0_archive))
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return state
 

@@ -85,3 +85,25 @@ def test_log_format_json_puts_only_json_lines_on_the_terminal(tmp_path: Path, ro
     records = [json.loads(x) for x in raw]  # every line: one JSON object
     assert [r["round"] for r in records if r["event"] == "round committed"] == [1]
     assert {"ts", "level", "event", "round", "phase"} <= set(records[0])
+
+
+def test_python_warnings_go_to_the_log_file_not_the_terminal(tmp_path: Path, capsys) -> None:
+    import logging
+    import warnings
+
+    from zpd.loop.logs import get_logger, setup_logging
+
+    try:
+        setup_logging(tmp_path / "logs")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("`foo` is deprecated and will be removed", FutureWarning, stacklevel=1)
+        get_logger().info("after the warning", extra={"n": 1})
+    finally:
+        logging.captureWarnings(False)
+        get_logger().handlers.clear()
+    out = capsys.readouterr()
+    assert "FutureWarning" not in out.out + out.err and "after the warning  (n: 1)" in out.out
+    records = [json.loads(x) for x in (tmp_path / "logs" / "zpd.jsonl").read_text().splitlines()]
+    assert records[0]["level"] == "warning" and "FutureWarning: `foo` is deprecated" in records[0]["event"]
+    assert records[1]["event"] == "after the warning" and records[1]["n"] == 1
