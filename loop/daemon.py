@@ -151,6 +151,14 @@ class Daemon:
                 preflight(self.cfg)
             except VerlUnavailable as exc:
                 raise StartError(EXIT_FAILED, f"train.backend={self.cfg.train.backend}: {exc}") from None
+        if "served" in (self.cfg.generation.backend, self.cfg.generation.measure_backend):
+            from zpd.trainer.replicas import ReplicaFailed
+            from zpd.trainer.served import preflight as served_preflight
+
+            try:
+                served_preflight(self.cfg.served)
+            except ReplicaFailed as exc:
+                raise StartError(EXIT_FAILED, f"generation.backend=served: {exc}") from None
         try:
             self._check_dir()
             self.lock.acquire()

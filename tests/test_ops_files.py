@@ -59,7 +59,7 @@ def contract_name(name: str) -> str:
 
 
 def live_sample_names() -> set[str]:
-    m = DaemonMetrics(["arithmetic"], version="0")
+    m = DaemonMetrics(["arithmetic"], version="0", replicas=2)  # served replicas' slots are labels too
     try:
         _, body = http_get(m.serve("127.0.0.1", 0, None, lambda: True, lambda: True))
     finally:

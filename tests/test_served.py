@@ -328,3 +328,10 @@ def test_replicas_as_ray_jobs_on_a_cpu_cluster(tmp_path, tiny, ray_cluster):
         gen.close()
     assert all(client.status(j) in ("STOPPED", "SUCCEEDED", "FAILED") for j in jobs)
     assert not served.exists()  # the copy on shared storage is removed with the pool
+
+
+def test_start_refuses_a_replica_program_that_is_not_installed(tmp_path):
+    out = run_zpd("start", "--config", str(SERVED), "--state-dir", str(tmp_path / "s"), "--set",
+                  'served.command="no-such-vllm serve {learner} --port {port}"', timeout=120)
+    assert out.returncode == 1 and "'no-such-vllm' is not on PATH" in out.stderr
+    assert out.stderr.count("\n") == 1 and not (tmp_path / "s").exists()  # one line, nothing written

@@ -232,6 +232,27 @@ class ServedGenerator:
             shutil.rmtree(copy, ignore_errors=True)
 
 
+def preflight(cfg: Any) -> None:
+    """Before the first round: the replica program exists here (local) or the Ray cluster answers.
+    Raises ReplicaFailed saying what is missing."""
+    import shlex
+    import sys
+
+    if cfg.placement == "ray":
+        from .verl.ray_jobs import RayJobs, RayJobsError
+
+        try:
+            RayJobs(cfg.ray_address).version()
+        except RayJobsError as exc:
+            raise ReplicaFailed(f"served.placement = 'ray': {exc}") from None
+        return
+    program = shlex.split(cfg.command.format(learner="L", port="0", host="127.0.0.1", model=cfg.model_name,
+                                             python=sys.executable, slot=0, seed=0))[0]
+    if shutil.which(program) is None:
+        raise ReplicaFailed(f"served.command: {program!r} is not on PATH (vLLM: pip install vllm on a GPU node; "
+                            "on a CPU use \"{python} -m zpd.loop.cli serve --learner {learner} ...\")")
+
+
 def stop_parked() -> None:
     """Stop the pools parked for a LoRA reload (the daemon calls this when it exits)."""
     while _PARKED:

@@ -152,7 +152,7 @@ class Router:
         self.observer.set_replicas(len(self.pool.replicas), self.cfg.num_replicas)
         slot = replica.slot
         restart = self.pool.restarts.get(slot, 0) < self.cfg.max_restarts
-        log.warning("replica down; its samples go to the others", extra={
+        log.warning("replica down", extra={  # its owed samples go to the others
             "slot": slot, "pid": replica.pid, "job_id": replica.job_id, "action": "restart" if restart else "drop",
             "log_tail": self.pool.launcher.log_tail(replica)[-500:]})
         if restart:
