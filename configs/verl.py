@@ -118,6 +118,6 @@ def check_grpo_batch(prompts_per_step: int, num_samples: int, verl: VerlConfig) 
     prompts than ``train.grpo_prompts_per_step``."""
     gpus = verl.nnodes * verl.n_gpus_per_node
     if (prompts_per_step * num_samples) % gpus:
-        raise ValueError(f"train.grpo_prompts_per_step * train.grpo_num_samples = {prompts_per_step} * {num_samples} "
-                         f"must divide by the GPU count verl.nnodes * verl.n_gpus_per_node = {gpus} "
-                         "(verl's real_train_batch_size check)")
+        raise ValueError(f"train.grpo_prompts_per_step: {prompts_per_step} prompts x train.grpo_num_samples "
+                         f"{num_samples} = {prompts_per_step * num_samples} samples per step must divide by the GPU "
+                         f"count verl.nnodes * verl.n_gpus_per_node = {gpus} (verl's real_train_batch_size check)")

@@ -81,3 +81,23 @@ def test_zpd_start_with_a_verl_backend_fails_fast_here_and_creates_nothing(tmp_p
     assert "verl-sft" in out.stderr and ("pip install" in out.stderr or "GPU" in out.stderr)
     assert len(out.stderr.strip().splitlines()) == 1
     assert not state.exists()
+
+
+def test_grpo_batch_that_does_not_divide_by_the_gpus_exits_2_before_anything(tmp_path: Path):
+    """verl asserts train_batch_size * rollout.n % GPUs == 0 (validate_config) only once the job runs:
+    zpd refuses the config before launch, with one line naming the keys, exit 2, nothing created."""
+    from harness import ROOT, run_zpd
+
+    from zpd.configs.load import ConfigError, load_config
+
+    sets = ["train.grpo_num_samples=3", "train.grpo_prompts_per_step=3"]  # 9 samples on 8 GPUs
+    with pytest.raises(ConfigError, match=r"grpo_prompts_per_step: 3 prompts x train.grpo_num_samples 3 = 9"):
+        load_config(ROOT / "configs" / "verl-grpo.toml", sets)
+    load_config(ROOT / "configs" / "verl-grpo.toml", ["train.grpo_num_samples=4", "train.grpo_prompts_per_step=2"])
+    state = tmp_path / "state"
+    out = run_zpd("start", "--config", str(ROOT / "configs" / "verl-grpo.toml"), "--state-dir", str(state),
+                  "--rounds", "1", *[a for s in sets for a in ("--set", s)], timeout=240)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "verl.nnodes * verl.n_gpus_per_node = 8" in lines[0] and "verl-grpo.toml" in lines[0]
+    assert not state.exists()
