@@ -44,7 +44,7 @@ def _answer(ctx: RunContext, learner, rows, n: int, temperature: float, seed: in
     if not tasks:
         return []
     outs = ctx.generator(learner, phase="measure").generate(
-        [t.prompt for t in tasks], n=n, temperature=temperature, max_tokens=ctx.cfg.measure.max_tokens, seed=seed
+        [ctx.domains[t.domain].solo_prompt(t) for t in tasks], n=n, temperature=temperature, max_tokens=ctx.cfg.measure.max_tokens, seed=seed
     )
     flat = [c for cs in outs for c in cs]
     count_generated(ctx, "learner", flat)

@@ -22,6 +22,7 @@ from zpd.store.rounds import link_or_copy_tree, work_dir
 
 from . import integrity
 from .context import RunContext, Stopped, derive_seed, rng_for
+from .domains.prompting import prompt_style
 from .logs import Progress
 
 
@@ -44,7 +45,7 @@ def build_examples(ctx: RunContext, round_n: int) -> int:
         rows = ctx.db.query(
             # The policy's selection (tasks.selected); the target is the first correct guided sample, else
             # the first correct solo sample (loop/curriculum.py). Older stores: selected = (fate = 'zpd').
-            """SELECT t.id AS task_id, t.prompt, t.answer,
+            """SELECT t.id AS task_id, t.*,
                       (SELECT a.id FROM attempts a WHERE a.task_id = t.id AND a.round = ? AND a.correct = 1
                          ORDER BY a.mode = 'guided' DESC, a.sample_idx LIMIT 1) AS attempt_id
                FROM tasks t WHERE t.selected = 1 AND t.fate_round = ? AND t.fate != 'exam' ORDER BY t.id""",
@@ -55,10 +56,12 @@ def build_examples(ctx: RunContext, round_n: int) -> int:
                 continue
             output = ctx.db.execute("SELECT output FROM attempts WHERE id = ?", [row["attempt_id"]]).fetchone()[0]
             response = output.strip() if kind == "sft" else row["answer"]
+            # The prompt as the learner reads it solo (the prompt style's), which is what it trains on.
+            prompt = ctx.domains[row["domain"]].solo_prompt(ctx.task_from_row(row))
             ctx.db.execute(
                 """INSERT OR IGNORE INTO train_examples (round, task_id, attempt_id, kind, prompt, response)
                    VALUES (?, ?, ?, ?, ?, ?)""",
-                [round_n, row["task_id"], row["attempt_id"], kind, row["prompt"], response],
+                [round_n, row["task_id"], row["attempt_id"], kind, prompt, response],
             )
     return ctx.db.execute("SELECT count(*) FROM train_examples WHERE round = ? AND kind = ?", [round_n, kind]).fetchone()[0]
 
@@ -66,10 +69,12 @@ def build_examples(ctx: RunContext, round_n: int) -> int:
 def training_set(ctx: RunContext, round_n: int) -> list[dict]:
     """This round's examples plus a replay sample of earlier rounds' (seeded by round)."""
     cfg, kind = ctx.cfg.train, example_kind(ctx)
+    style = prompt_style(ctx.cfg)  # the GRPO reward grades in it (trainer/job.py)
+
     def rows(where: str) -> list[dict]:
         return [
             {"prompt": r["eprompt"], "response": r["response"], "domain": r["domain"], "answer": r["answer"],
-             "task_json": json.dumps(asdict(ctx.task_from_row(r)))}
+             "task_json": json.dumps(asdict(ctx.task_from_row(r))), "prompt_style": style}
             for r in ctx.db.query(
                 f"""SELECT e.prompt AS eprompt, e.response, t.* FROM train_examples e JOIN tasks t ON t.id = e.task_id
                     WHERE e.round {where} ? AND e.kind = ? ORDER BY e.id""",
@@ -78,11 +83,11 @@ def training_set(ctx: RunContext, round_n: int) -> list[dict]:
         ]
 
     new, old = rows("="), rows("<")
-    if kind == "sft" and ctx.cfg.bootstrap.enabled and ctx.cfg.learner.path is None:
+    from .bootstrap import bootstrap_set, eval_hashes, propose_share, warms_up
+
+    if kind == "sft" and warms_up(ctx.cfg):
         # The bootstrap set is replayed too (re-made deterministically, nothing stored): without it a
         # tiny learner forgets how to read guidance and what it knew alone at the easiest level.
-        from .bootstrap import bootstrap_set, eval_hashes, propose_share
-
         old += bootstrap_set(ctx.domains, ctx.cfg.bootstrap, derive_seed(ctx.cfg.run.seed, "bootstrap"),
                              eval_hashes(ctx), propose_fraction=propose_share(ctx.cfg))
     rng = rng_for(ctx.cfg.run.seed, round_n, "replay")
