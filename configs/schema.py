@@ -844,7 +844,6 @@ IMMUTABLE_KEYS: tuple[str, ...] = (
     "learner.num_heads",
     "learner.intermediate_size",
     "learner.max_positions",
-    "learner.prompt_style",  # stored tasks' attempts and training targets are in the run's prompt style
     "domains.enabled",
     # The synthetic world is made from these: another world would make every stored question meaningless.
     # Compared only while the knowledge domain is enabled.
