@@ -193,6 +193,13 @@ def test_a_missing_path_from_set_is_blamed_on_the_set(tmp_path: Path) -> None:
     assert "does not exist" in str(err.value) and str(SMOKE) not in str(err.value)
 
 
+def test_key_origin_is_the_last_set_else_the_file() -> None:
+    sets = ["learner.path=/a", "calibration.num_solo=2", "learner.path=/b", "learner={chat_template='chatml'}"]
+    assert key_origin("learner.path", Path("c.toml"), sets[:3]) == "--set learner.path=/b"
+    assert key_origin("learner.chat_template", Path("c.toml"), sets) == "--set " + sets[3]
+    assert key_origin("calibration.max_tokens", Path("c.toml"), sets) == "c.toml"
+
+
 def test_round0_copy_leaves_the_users_files_alone(models, tmp_path: Path) -> None:
     from zpd.store.rounds import link_or_copy_tree
     from zpd.trainer.model import adopt_user_model, load_tokenizer
