@@ -85,8 +85,8 @@ def bootstrap_set(domains: dict[str, Domain], cfg: BootstrapConfig, seed: int, e
         if task is None or task.content_hash in exclude:
             continue
         seen = styled(domain)
-        out.append({"prompt": seen.prompt(task, guided), "response": seen.solution(task), "domain": task.domain,
-                    "answer": task.answer})
+        out.append({"prompt": seen.prompt(task, guided), "response": seen.solution(task),
+                    "domain": task.domain, "answer": task.answer})
     return out if not num_propose else out + proposing
 
 
@@ -137,8 +137,8 @@ def run(ctx: RunContext, round_n: int) -> None:
                                  round_n=round_n)
         else:
             if ctx.cfg.learner.path is not None:
-                ctx.log.info("round 0 is the model as given (learner.path; learner.warmup = false): measured, "
-                             "not trained")
+                ctx.log.info("round 0 is the model as given (learner.path; learner.warmup = false): "
+                             "measured, not trained")
             link_or_copy_tree(base, work / "learner.tmp")
             (work / "learner.tmp").rename(out)
     with ctx.db.atomic():

@@ -62,7 +62,7 @@ def check_learner(cfg: ZpdConfig, origin: Callable[[str], str]) -> list[str]:
     except Exception as exc:  # noqa: BLE001  (whatever transformers raises, one line)
         fail(f"config.json does not load ({_one_line(exc)})")
     if type(config) not in AutoModelForCausalLM._model_mapping:
-        fail(f"config.json's model_type {config.model_type!r} is not a causal language model transformers knows")
+        fail(f"config.json's model_type {config.model_type!r} is not a causal LM that transformers knows")
     problem = _weights_problem(path, config)
     if problem:
         fail(problem)
@@ -114,7 +114,8 @@ def _check_context(cfg: ZpdConfig, config: Any, tokenizer: Any, origin: Callable
     if not context or not prompts:
         return
     longest = max(len(ids) for ids in encode_user_prompts(tokenizer, prompts))
-    key = "calibration.max_tokens" if cfg.calibration.max_tokens >= cfg.measure.max_tokens else "measure.max_tokens"
+    cal, meas = cfg.calibration.max_tokens, cfg.measure.max_tokens
+    key = "calibration.max_tokens" if cal >= meas else "measure.max_tokens"
     generated = max(cfg.calibration.max_tokens, cfg.measure.max_tokens)
     if longest + generated > context:
         fail(f"its context ({context} tokens, max_position_embeddings) is shorter than the longest prompt "

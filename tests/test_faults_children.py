@@ -81,7 +81,8 @@ def test_without_rounds_the_daemon_stays_up_and_keeps_retrying(tmp_path: Path) -
     learner = corrupt_learner(tmp_path / "bad-learner")
     state = tmp_path / "state"
     proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--set", f"learner.path={learner}",
-                     *USER_MODEL, "--set", "train.max_retries=0", "--set", "train.retry_backoff_seconds=0.5", log=tmp_path / "d.log")
+                     *USER_MODEL, "--set", "train.max_retries=0", "--set", "train.retry_backoff_seconds=0.5",
+                     log=tmp_path / "d.log")
     url = wait_for(lambda: metrics_url(state), 60, what="metrics up")
     # max_retries=0: every failure fails the round; the daemon waits with backoff and tries it again.
     wait_for(lambda: failures(url) >= 3, 180, 0.2, what="three failed attempts, the daemon still up")

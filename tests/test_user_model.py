@@ -194,7 +194,8 @@ def test_a_missing_path_from_set_is_blamed_on_the_set(tmp_path: Path) -> None:
 
 
 def test_key_origin_is_the_last_set_else_the_file() -> None:
-    sets = ["learner.path=/a", "calibration.num_solo=2", "learner.path=/b", "learner={chat_template='chatml'}"]
+    sets = ["learner.path=/a", "calibration.num_solo=2", "learner.path=/b",
+            "learner={chat_template='chatml'}"]
     assert key_origin("learner.path", Path("c.toml"), sets[:3]) == "--set learner.path=/b"
     assert key_origin("learner.chat_template", Path("c.toml"), sets) == "--set " + sets[3]
     assert key_origin("calibration.max_tokens", Path("c.toml"), sets) == "c.toml"
@@ -262,13 +263,15 @@ def test_start_without_chat_template_exits_2_and_creates_nothing(models, tmp_pat
 
 def test_round0_is_the_model_as_given(models, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    out = _start(models["llama"], state, ["domains.arithmetic.max_difficulty=2", "measure.max_tokens=8"], rounds=0)
+    out = _start(models["llama"], state, ["domains.arithmetic.max_difficulty=2", "measure.max_tokens=8"],
+                 rounds=0)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     tokens, accuracy = query(state, "SELECT train_tokens, eval_accuracy FROM rounds WHERE id = 0")[0]
     assert tokens == 0 and accuracy is not None  # measured, not trained
     assert query(state, "SELECT count(*) FROM measurements WHERE round = 0 AND kind = 'eval'")[0][0] > 0
     learner = state / "rounds" / "round_000000" / "learner"
-    assert (learner / "model.safetensors").read_bytes() == (models["llama"] / "model.safetensors").read_bytes()
+    given = (models["llama"] / "model.safetensors").read_bytes()
+    assert (learner / "model.safetensors").read_bytes() == given
     assert "round 0 is the model as given" in (state / "logs" / "zpd.jsonl").read_text()
 
 

@@ -85,11 +85,12 @@ def make_user_model(out: Path, arch: str = "llama", chat_template: str | None = 
     else:
         config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=context,
-                             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+                             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                             tie_word_embeddings=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
-    if chat_template == CHATML:  # a chat model's generation_config lists its end-of-turn token among the eos ids
+    if chat_template == CHATML:  # chat models list their end-of-turn token among generation_config's eos ids
         model.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

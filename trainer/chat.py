@@ -61,8 +61,8 @@ def end_of_turn(tokenizer: Any) -> EndOfTurn:
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     out = EndOfTurn(eos, tokenizer.eos_token or "")
     try:
-        text = _render(tokenizer, [{"role": "user", "content": "q"}, {"role": "assistant", "content": _PROBE}],
-                       False)
+        turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": _PROBE}]
+        text = _render(tokenizer, turns, False)
     except Exception:  # noqa: BLE001  (a template without an assistant role: fall back to the eos)
         text = ""
     if _PROBE in text:

@@ -7,8 +7,9 @@ Prompts are user messages; the chat template is applied here. Rows are left-padd
 ``batch_size`` (prompt x sample) rows and decoded together with one forward pass per new token; a
 row finishes at a stop token (``<|im_end|>`` for the embedded learner; for a user's model every eos id
 of its ``generation_config``, its tokenizer's eos and its template's end-of-turn token, ``chat.py``;
-excluded from the text), at a ``stop`` string (excluded too) or at ``max_tokens``. The hand-written loop (rather than ``model.generate``) keeps sampling on a private
-``torch.Generator``, so results are deterministic for a seed and never touch the global RNG.
+excluded from the text), at a ``stop`` string (excluded too) or at ``max_tokens``. The hand-written
+loop (rather than ``model.generate``) keeps sampling on a private ``torch.Generator``, so results
+are deterministic for a seed and never touch the global RNG.
 """
 
 from __future__ import annotations

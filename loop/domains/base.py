@@ -81,7 +81,8 @@ def build_domains(domains_cfg: Any, prompt_style: str = "bare") -> dict[str, Any
     for name in domains_cfg.enabled_names():
         if name not in _REGISTRY:
             raise KeyError(f"domains.{name}: no such domain is registered")
-        out[name] = Styled(_REGISTRY[name](getattr(domains_cfg, name)), prompt_style)  # type: ignore[arg-type]
+        domain = _REGISTRY[name](getattr(domains_cfg, name))
+        out[name] = Styled(domain, prompt_style)  # type: ignore[arg-type]
     return out
 
 
@@ -105,7 +106,8 @@ def grader_for(name: str, prompt_style: str = "bare") -> Callable[[Task, str], b
         if prompt_style == "bare":
             return grade
         return lambda task, output: bool(grade(task, final_answer(output)) or grade(task, output))
-    return Styled(_REGISTRY[name](getattr(DomainsConfig(), name)), prompt_style).grade  # type: ignore[arg-type]
+    domain = _REGISTRY[name](getattr(DomainsConfig(), name))
+    return Styled(domain, prompt_style).grade  # type: ignore[arg-type]
 
 
 def registered() -> list[str]:

@@ -64,7 +64,7 @@ def last_number(text: str) -> str | None:
 
 
 def styled(domain: Any) -> Styled:
-    """``domain`` as :func:`build_domains` hands it out: itself when already styled, else in the bare style."""
+    """``domain`` as :func:`build_domains` hands it out: itself when styled already, else bare."""
     return domain if isinstance(domain, Styled) else Styled(domain, "bare")
 
 
@@ -87,7 +87,9 @@ class Styled:
 
     def guided_prompt(self, task: Any) -> str:
         """The prompt of a guided attempt: the task with its guidance."""
-        return self.domain.guided_prompt(task) if self.style == "bare" else self._instruction(task, guided=True)
+        if self.style == "bare":
+            return self.domain.guided_prompt(task)
+        return self._instruction(task, guided=True)
 
     def prompt(self, task: Any, guided: bool) -> str:
         return self.guided_prompt(task) if guided else self.solo_prompt(task)
