@@ -103,17 +103,32 @@ def load_config(path: Path, overrides: list[str] | None = None) -> ZpdConfig:
     for text in overrides or []:
         parts, value = parse_override(text)
         _set_dotted(data, parts, value, f"--set {text}")
-    return validate(data, str(path))
+    cfg = validate(data, str(path))
+    model = cfg.learner.path
+    if model is not None and not (model / "config.json").is_file():
+        what = "does not exist" if not model.exists() else "is not an HF model directory (no config.json)"
+        raise ConfigError(f"{key_origin('learner.path', path, overrides)}: learner.path: {model} {what}")
+    return cfg
+
+
+def key_origin(key: str, path: Path, overrides: list[str] | None = None) -> str:
+    """Where ``key``'s value came from: the last ``--set`` that sets it (or a table above it), else the
+    config file (its default when the file does not set it either)."""
+    for text in reversed(overrides or []):
+        try:
+            dotted = ".".join(parse_override(text)[0])
+        except ConfigError:
+            continue
+        if key == dotted or key.startswith(dotted + "."):
+            return f"--set {text}"
+    return str(path)
 
 
 def validate(data: dict[str, Any], origin: str) -> ZpdConfig:
     try:
-        cfg = ZpdConfig.model_validate(data)
+        return ZpdConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, origin)) from None
-    if cfg.learner.path is not None and not (cfg.learner.path / "config.json").is_file():
-        raise ConfigError(f"{origin}: learner.path: {cfg.learner.path} is not an HF model directory (no config.json)")
-    return cfg
 
 
 def to_json(cfg: ZpdConfig) -> str:

@@ -57,6 +57,19 @@ class LearnerConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the embedded trainer and generator run. auto: cuda when available."""
 
+    chat_template: str | None = None
+    """With ``path``: the chat template to use, a name ("chatml") or a Jinja template string; it replaces
+    the model's own and is written into round 0's copy. None: the model's own (required then)."""
+
+    prompt_style: Literal["auto", "bare", "instruct"] = "auto"
+    """How tasks are put to the learner. bare: the task itself (``57+68``, the embedded learner's format);
+    instruct: an instruction that states the answer format, graded on the extracted final answer (a chat
+    model's format). auto: bare for the embedded learner, instruct with ``path``."""
+
+    warmup: bool = False
+    """With ``path``: run round 0's warm-up ([bootstrap], in the prompt style) on the model. False: round
+    0 is the model as given, measured. The embedded learner always warms up (``bootstrap.enabled``)."""
+
     @model_validator(mode="after")
     def _heads_divide(self) -> LearnerConfig:
         if self.hidden_size % self.num_heads:

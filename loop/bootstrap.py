@@ -4,7 +4,8 @@ The embedded learner starts from random weights, so the bootstrap teaches it the
 tasks up to ``bootstrap.max_solo_difficulty`` (what it may know alone) and guided tasks up to
 ``bootstrap.max_guided_difficulty`` (so it can read guidance above what it knows alone, which is what
 opens a Zone of Proximal Development). Eval items never appear in it. A user's model
-(``learner.path``) is copied in as it is unless ``bootstrap.enabled``.
+(``learner.path``) is round 0 as given (its tokenizer given the configured chat template and a pad
+token), measured; the warm-up runs on it, in its prompt style, only with ``learner.warmup``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from zpd.store.rounds import link_or_copy_tree, work_dir
 
 from .context import RunContext, derive_seed, rng_for
 from .domains.base import Domain
+from .domains.prompting import styled
 from .train import run_trainer
 
 
@@ -82,8 +84,9 @@ def bootstrap_set(domains: dict[str, Domain], cfg: BootstrapConfig, seed: int, e
             task = domain.make_task(float(rng.choice(levels)), rng)
         if task is None or task.content_hash in exclude:
             continue
-        prompt = domain.guided_prompt(task) if guided else task.prompt
-        out.append({"prompt": prompt, "response": domain.solution(task), "domain": task.domain, "answer": task.answer})
+        seen = styled(domain)
+        out.append({"prompt": seen.prompt(task, guided), "response": seen.solution(task),
+                    "domain": task.domain, "answer": task.answer})
     return out if not num_propose else out + proposing
 
 
@@ -94,8 +97,15 @@ def propose_share(cfg) -> float:
     return cur.selfplay_bootstrap_fraction if cur.policy == "self-play" else 0.0
 
 
+def warms_up(cfg) -> bool:
+    """Whether round 0 trains on the bootstrap set (``cfg``: the whole ZpdConfig): always for the embedded
+    learner (``bootstrap.enabled``), for a user's model only when asked (``learner.warmup``)."""
+    boot = cfg.bootstrap
+    return boot.enabled and boot.num_examples > 0 and (cfg.learner.path is None or cfg.learner.warmup)
+
+
 def run(ctx: RunContext, round_n: int) -> None:
-    from zpd.trainer.model import create_learner, resolve_device
+    from zpd.trainer.model import adopt_user_model, create_learner, resolve_device
 
     with ctx.db.atomic():
         made = make_eval_sets(ctx)
@@ -111,11 +121,12 @@ def run(ctx: RunContext, round_n: int) -> None:
                 shutil.rmtree(tmp)
             if ctx.cfg.learner.path is not None:
                 link_or_copy_tree(ctx.cfg.learner.path, tmp)
+                adopt_user_model(tmp, ctx.cfg.learner.chat_template)
             else:
                 create_learner(tmp, ctx.cfg.learner, seed=ctx.cfg.run.seed)
             tmp.rename(base)
         cfg = ctx.cfg.bootstrap
-        if cfg.enabled and cfg.num_examples > 0:
+        if warms_up(ctx.cfg):
             data = bootstrap_set(ctx.domains, cfg, derive_seed(ctx.cfg.run.seed, "bootstrap"), eval_hashes(ctx),
                                  propose_fraction=propose_share(ctx.cfg))
             ctx.log.info("bootstrap training", extra={"examples": len(data)})
@@ -125,6 +136,9 @@ def run(ctx: RunContext, round_n: int) -> None:
             result = run_trainer(ctx, backend="embedded-sft", learner=base, data=data, out=out, params=params,
                                  round_n=round_n)
         else:
+            if ctx.cfg.learner.path is not None:
+                ctx.log.info("round 0 is the model as given (learner.path; learner.warmup = false): "
+                             "measured, not trained")
             link_or_copy_tree(base, work / "learner.tmp")
             (work / "learner.tmp").rename(out)
     with ctx.db.atomic():

@@ -175,11 +175,12 @@ def run(ctx: RunContext, round_n: int) -> None:
 
         def guided_prompt(task: Any) -> str:
             use_guidance = teacher is None or teacher.use_guidance
-            return ctx.domains[task.domain].guided_prompt(task) if use_guidance else task.prompt
+            domain = ctx.domains[task.domain]
+            return domain.guided_prompt(task) if use_guidance else domain.solo_prompt(task)
 
         # 1. Solo: the learner alone.
         solo: dict[int, Samples] = {}
-        solo_items = {tid: (t.prompt, grade_fn(t)) for tid, t in tasks.items()}
+        solo_items = {tid: (ctx.domains[t.domain].solo_prompt(t), grade_fn(t)) for tid, t in tasks.items()}
         drawn += sample(learner, solo_items, solo, k=k_solo,
                         keep_going=(lambda s: not decided(s, k_solo, need_solo, cal.solo_stop_after_failures))
                         if cal.adaptive and not policy.needs_pass_rate else None,

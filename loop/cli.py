@@ -85,13 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from zpd.configs.load import ConfigError, load_config
+    from zpd.configs.load import ConfigError, key_origin, load_config
 
     if args.rounds is not None and args.rounds < 0:
         print("zpd start: --rounds must be >= 0", file=sys.stderr)
         return 2
     try:
         cfg = load_config(args.config, args.overrides)
+        from zpd.loop.learner_check import check_learner  # a user's model: checked before anything is written
+
+        notes = check_learner(cfg, lambda key: key_origin(key, args.config, args.overrides))
     except ConfigError as exc:
         print(f"zpd start: config error: {exc}", file=sys.stderr)
         return 2
@@ -100,7 +103,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     set_console_format(args.log_format)
     from zpd.loop.daemon import start
 
-    return start(args.state_dir, cfg, args.rounds, from_snapshot=args.from_snapshot)
+    return start(args.state_dir, cfg, args.rounds, from_snapshot=args.from_snapshot, notes=notes)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

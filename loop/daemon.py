@@ -31,6 +31,7 @@ from zpd.store.rounds import dir_bytes, round_dir
 from . import notify
 from .context import RunContext, Stopped
 from .domains.base import build_domains
+from .domains.prompting import prompt_style
 from .logs import CONTEXT, get_logger, setup_logging
 from .metrics import DaemonMetrics
 from .round import run_round
@@ -55,7 +56,8 @@ class StartError(Exception):
 
 class Daemon:
     def __init__(self, state_dir: Path, cfg: ZpdConfig, rounds_target: int | None = None,
-                 from_snapshot: Path | None = None) -> None:
+                 from_snapshot: Path | None = None, notes: list[str] | None = None) -> None:
+        self.notes = list(notes or [])
         self.state_dir = Path(state_dir).resolve()
         self.from_snapshot = Path(from_snapshot).resolve() if from_snapshot else None
         self.cfg = cfg
@@ -143,7 +145,7 @@ class Daemon:
     def _open(self) -> None:
         # Domains and the trainer's preflight first: a bad task file (exit 2) or a verl backend that cannot
         # run here (exit 1, saying what to install or where to run) must not leave a state directory behind.
-        domains = build_domains(self.cfg.domains)
+        domains = build_domains(self.cfg.domains, prompt_style(self.cfg))
         if self.cfg.train.backend.startswith("verl"):
             from zpd.trainer.verl import VerlUnavailable, preflight
 
@@ -166,6 +168,8 @@ class Daemon:
             self._check_foreign()
             setup_logging(self.state_dir / "logs", self.cfg.logging.level, self.cfg.logging.max_bytes,
                           self.cfg.logging.backups)
+            for note in self.notes:  # what the start-up checks (loop/learner_check.py) had to say
+                self.log.info(note)
         except LockHeld as exc:
             raise StartError(EXIT_BUSY, str(exc)) from None
         except OSError as exc:
@@ -398,9 +402,11 @@ class Daemon:
             backoff = min(backoff * 2, 600.0)
 
 
-def start(state_dir: Path, cfg: ZpdConfig, rounds_target: int | None, from_snapshot: Path | None = None) -> int:
-    """Entry point of ``zpd start`` after argument parsing. Returns the exit code."""
-    daemon = Daemon(state_dir, cfg, rounds_target, from_snapshot)
+def start(state_dir: Path, cfg: ZpdConfig, rounds_target: int | None, from_snapshot: Path | None = None,
+          notes: list[str] | None = None) -> int:
+    """Entry point of ``zpd start`` after argument parsing (``notes``: lines to log once logging is up).
+    Returns the exit code."""
+    daemon = Daemon(state_dir, cfg, rounds_target, from_snapshot, notes)
     try:
         return daemon.run()
     except StartError as exc:

@@ -50,6 +50,12 @@ def _hash_of(example: dict[str, Any]) -> str | None:
     return Task(**json.loads(raw)).content_hash
 
 
+def _bare_prompt(example: dict[str, Any]) -> str:
+    """The task as stored (held-out items are compared as stored), not the prompt style's rendering."""
+    raw = example.get("task_json")
+    return Task(**json.loads(raw)).prompt if raw else example["prompt"]
+
+
 def check(db: Database, round_n: int, data: list[dict[str, Any]], domains: dict[str, Any]) -> tuple[list[dict], dict]:
     """(the training set without contaminated examples, the decontamination report)."""
     held = held_out(db, round_n)
@@ -60,7 +66,7 @@ def check(db: Database, round_n: int, data: list[dict[str, Any]], domains: dict[
     for i, ex in enumerate(data):
         if _hash_of(ex) in hashes:
             exact.add(i)
-        elif normalized(ex["prompt"]) in prompts:
+        elif normalized(_bare_prompt(ex)) in prompts:
             near.add(i)
     for name, domain in domains.items():
         hook = getattr(domain, "near_duplicates", None)
@@ -69,7 +75,7 @@ def check(db: Database, round_n: int, data: list[dict[str, Any]], domains: dict[
         idx = [i for i, ex in enumerate(data) if ex.get("domain") == name and i not in exact and i not in near]
         held_prompts = [h["prompt"] for h in held if h["domain"] == name]
         if idx and held_prompts:
-            near |= {idx[j] for j in hook([data[i]["prompt"] for i in idx], held_prompts)}
+            near |= {idx[j] for j in hook([_bare_prompt(data[i]) for i in idx], held_prompts)}
     clean = [ex for i, ex in enumerate(data) if i not in exact and i not in near]
     report = {
         "train_examples_checked": len(data),

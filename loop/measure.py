@@ -65,8 +65,11 @@ def _answer(ctx: RunContext, learner, rows, n: int, temperature: float, seed: in
 def _answer_batch(ctx: RunContext, learner, rows, n: int, temperature: float, seed: int, round_n: int,
                   kind: str) -> list[list[tuple[str, bool]]]:
     tasks = [ctx.task_from_row(r) for r in rows]
+    if not tasks:
+        return []
+    prompts = [ctx.domains[t.domain].solo_prompt(t) for t in tasks]  # in the run's prompt style
     outs = ctx.generator(learner, phase="measure").generate(
-        [t.prompt for t in tasks], n=n, temperature=temperature, max_tokens=ctx.cfg.measure.max_tokens, seed=seed
+        prompts, n=n, temperature=temperature, max_tokens=ctx.cfg.measure.max_tokens, seed=seed
     )
     flat = [c for cs in outs for c in cs]
     count_generated(ctx, "learner", flat)

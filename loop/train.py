@@ -25,6 +25,7 @@ from zpd.store.stats import round_yield_counts
 
 from . import integrity
 from .context import RunContext, Stopped, derive_seed, rng_for
+from .domains.prompting import prompt_style
 from .logs import Progress
 
 
@@ -46,7 +47,9 @@ def build_examples(ctx: RunContext, round_n: int) -> int:
     with ctx.db.atomic():
         # The policy's selection (tasks.selected); the target is the first correct guided sample, else
         # the first correct solo sample (loop/curriculum.py). Older stores: selected = (fate = 'zpd').
-        rows = [(r["task_id"], r["attempt_id"], r["prompt"], r["output"].strip() if kind == "sft" else r["answer"])
+        # The prompt is the task as the learner reads it solo (the prompt style's): what it trains on.
+        rows = [(r["task_id"], r["attempt_id"], ctx.domains[r["domain"]].solo_prompt(ctx.task_from_row(r)),
+                 r["output"].strip() if kind == "sft" else r["answer"])
                 for r in training.selected_targets(ctx.db, round_n) if r["attempt_id"] is not None]
         training.insert_examples(ctx.db, round_n, kind, rows)
     return training.count_examples(ctx.db, round_n, kind)
@@ -54,21 +57,24 @@ def build_examples(ctx: RunContext, round_n: int) -> int:
 
 def _example_row(ctx: RunContext, r: dict) -> dict:
     return {"prompt": r["eprompt"], "response": r["response"], "domain": r["domain"], "answer": r["answer"],
-            "task_json": json.dumps(asdict(ctx.task_from_row(r)))}
+            "task_json": json.dumps(asdict(ctx.task_from_row(r))),
+            "prompt_style": prompt_style(ctx.cfg)}  # the GRPO reward grades in it (trainer/job.py)
 
 
 def bootstrap_replay(ctx: RunContext) -> list[dict]:
     """The bootstrap set that every round replays (without it a tiny learner forgets how to read guidance
     and what it knew alone at the easiest level): made once, deterministically, and kept in the store
-    under a key of everything it depends on; empty unless the embedded learner is bootstrapped for SFT."""
-    if example_kind(ctx) != "sft" or not ctx.cfg.bootstrap.enabled or ctx.cfg.learner.path is not None:
+    under a key of everything it depends on; empty unless round 0 warmed the learner up for SFT."""
+    from .bootstrap import bootstrap_set, eval_hashes, propose_share, warms_up
+
+    if example_kind(ctx) != "sft" or not warms_up(ctx.cfg):
         return []
-    from .bootstrap import bootstrap_set, eval_hashes, propose_share
 
     seed = derive_seed(ctx.cfg.run.seed, "bootstrap")
     share = propose_share(ctx.cfg)
     key = hashlib.sha256(json.dumps([ctx.cfg.bootstrap.model_dump(mode="json"), seed, share,
-                                     ctx.cfg.domains.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()
+                                     ctx.cfg.domains.model_dump(mode="json"), prompt_style(ctx.cfg)],
+                                    sort_keys=True).encode()).hexdigest()
     return training.bootstrap_examples(ctx.db, key, lambda: bootstrap_set(
         ctx.domains, ctx.cfg.bootstrap, seed, eval_hashes(ctx), propose_fraction=share))
 

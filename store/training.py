@@ -20,10 +20,11 @@ def _dicts(cur: Any) -> list[dict[str, Any]]:
 
 def selected_targets(db: Any, round_n: int) -> list[dict[str, Any]]:
     """The round's selected tasks (``tasks.selected``; not exam items) with their target answer: the first
-    correct guided sample, else the first correct solo sample (``attempt_id``/``output`` None: neither)."""
+    correct guided sample, else the first correct solo sample (``attempt_id``/``output`` None: neither).
+    Each row carries the task's columns too, so the caller can render the prompt the learner reads solo."""
     return _dicts(db.execute(
-        """SELECT x.task_id, x.prompt, x.answer, x.attempt_id, a.output FROM (
-               SELECT t.id AS task_id, t.prompt, t.answer,
+        """SELECT x.*, a.output FROM (
+               SELECT t.*, t.id AS task_id,
                       (SELECT a.id FROM attempts a WHERE a.task_id = t.id AND a.round = ? AND a.correct = 1
                          ORDER BY a.mode = 'guided' DESC, a.sample_idx LIMIT 1) AS attempt_id
                FROM tasks t WHERE t.selected = 1 AND t.fate_round = ? AND t.fate != 'exam') x

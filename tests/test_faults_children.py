@@ -42,12 +42,18 @@ def metrics_url(state: Path) -> str | None:
 
 
 def corrupt_learner(path: Path) -> Path:
+    """A learner whose weights only the trainer can find unreadable: zpd start checks safetensors headers
+    up front (loop/learner_check.py) but only sees that a pickled pytorch_model.bin exists."""
     from zpd.trainer.model import create_learner
 
     create_learner(path, load_config(SMOKE).learner, seed=0)
-    weights = next(path.glob("*.safetensors"))
-    weights.write_bytes(b"\0garbage, not safetensors" * 64)
+    next(path.glob("*.safetensors")).unlink()
+    (path / "pytorch_model.bin").write_bytes(b"\0garbage, not a checkpoint" * 64)
     return path
+
+
+# A user's model warms up only when asked (learner.warmup), in the embedded learner's bare prompt format.
+USER_MODEL = ["--set", "learner.warmup=true", "--set", "learner.prompt_style=bare"]
 
 
 def nothing_committed(state: Path) -> None:
@@ -59,7 +65,7 @@ def test_trainer_exits_nonzero_retried_then_round_fails_exit_1(tmp_path: Path) -
     learner = corrupt_learner(tmp_path / "bad-learner")
     state = tmp_path / "state"
     proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "0",
-                     "--set", f"learner.path={learner}", "--set", "train.max_retries=2",
+                     "--set", f"learner.path={learner}", *USER_MODEL, "--set", "train.max_retries=2",
                      "--set", "train.retry_backoff_seconds=1.5", log=tmp_path / "d.log")
     url = wait_for(lambda: metrics_url(state), 60, what="metrics up")
     wait_for(lambda: failures(url) >= 2, 120, 0.2, what="two trainer failures counted")
@@ -75,7 +81,8 @@ def test_without_rounds_the_daemon_stays_up_and_keeps_retrying(tmp_path: Path) -
     learner = corrupt_learner(tmp_path / "bad-learner")
     state = tmp_path / "state"
     proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--set", f"learner.path={learner}",
-                     "--set", "train.max_retries=0", "--set", "train.retry_backoff_seconds=0.5", log=tmp_path / "d.log")
+                     *USER_MODEL, "--set", "train.max_retries=0", "--set", "train.retry_backoff_seconds=0.5",
+                     log=tmp_path / "d.log")
     url = wait_for(lambda: metrics_url(state), 60, what="metrics up")
     # max_retries=0: every failure fails the round; the daemon waits with backoff and tries it again.
     wait_for(lambda: failures(url) >= 3, 180, 0.2, what="three failed attempts, the daemon still up")

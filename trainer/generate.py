@@ -5,9 +5,11 @@
 
 Prompts are user messages; the chat template is applied here. Rows are left-padded into batches of
 ``batch_size`` (prompt x sample) rows and decoded together with one forward pass per new token; a
-row finishes at ``<|im_end|>`` (excluded from the text), at a ``stop`` string (excluded too) or at
-``max_tokens``. The hand-written loop (rather than ``model.generate``) keeps sampling on a private
-``torch.Generator``, so results are deterministic for a seed and never touch the global RNG.
+row finishes at a stop token (``<|im_end|>`` for the embedded learner; for a user's model every eos id
+of its ``generation_config``, its tokenizer's eos and its template's end-of-turn token, ``chat.py``;
+excluded from the text), at a ``stop`` string (excluded too) or at ``max_tokens``. The hand-written
+loop (rather than ``model.generate``) keeps sampling on a private ``torch.Generator``, so results
+are deterministic for a seed and never touch the global RNG.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Literal
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from .chat import stop_strings, stop_token_ids
 from .model import load_learner
 from .tokenizer import encode_user_prompts
 
@@ -70,7 +73,7 @@ def sample_rows(
     each row samples from its own generator (inverse-CDF, one uniform per step), so a row's tokens do not
     depend on which other rows share the batch."""
     device = model.device
-    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    pad_id, stop_ids = tokenizer.pad_token_id, stop_token_ids(tokenizer, model.generation_config)
     id_to_text = _id_table(tokenizer)
     width = max(len(p) for p in prompt_ids)
     rows = len(prompt_ids)
@@ -90,7 +93,7 @@ def sample_rows(
     generated: list[list[int]] = [[] for _ in range(rows)]
     texts = [""] * rows
     finish: list[str | None] = [None] * rows
-    stop = [s for s in (stop or []) if s]
+    stop = [s for s in (stop or []) + stop_strings(tokenizer) if s]
     row_gens = None if row_seeds is None else [torch.Generator().manual_seed(r) for r in row_seeds]
     for step in range(max_tokens):
         if temperature > 0 and row_gens is not None:
@@ -107,7 +110,7 @@ def sample_rows(
             if finish[i] is not None:
                 continue
             generated[i].append(tok)
-            if tok == eos_id:
+            if tok in stop_ids:
                 finish[i] = "stop"
                 continue
             texts[i] += id_to_text.get(tok, "")
@@ -132,11 +135,19 @@ def sample_rows(
 
 
 def _id_table(tokenizer: PreTrainedTokenizerBase) -> dict[int, str]:
-    """id -> text for ordinary tokens (special tokens map to nothing: they are not answer text)."""
+    """id -> text for ordinary tokens (special tokens map to nothing: they are not answer text).
+
+    Each token is decoded after an anchor token and the anchor's text cut off: decoding a token alone
+    drops its leading space in SentencePiece-style vocabularies (Llama's "▁is" decodes to "is")."""
     cached = getattr(tokenizer, "_zpd_id_table", None)
     if cached is None:
         special = set(tokenizer.all_special_ids)
-        cached = {i: tokenizer.decode([i]) for i in range(len(tokenizer)) if i not in special}
+        ids = [i for i in range(len(tokenizer)) if i not in special]
+        anchor = tokenizer("a", add_special_tokens=False)["input_ids"][:1]
+        base = tokenizer.decode(anchor) if anchor else ""
+        pairs = tokenizer.batch_decode([anchor + [i] for i in ids])
+        cached = {i: text[len(base):] if base and text.startswith(base) else tokenizer.decode([i])
+                  for i, text in zip(ids, pairs, strict=True)}
         tokenizer._zpd_id_table = cached
     return cached
 

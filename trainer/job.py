@@ -117,8 +117,8 @@ def _grpo_reward(rows: list[dict]) -> Callable[[int, str], float]:
             tasks.append(None)
             continue
         task = Task(**(json.loads(spec) if isinstance(spec, str) else spec))
-        if task.domain not in graders:
-            graders[task.domain] = grader_for(task.domain)
+        if task.domain not in graders:  # graded in the prompt style the learner was prompted in
+            graders[task.domain] = grader_for(task.domain, row.get("prompt_style", "bare"))
         tasks.append(task)
 
     def reward(index: int, text: str) -> float:

@@ -22,6 +22,7 @@ from transformers.utils import logging as transformers_logging
 
 from zpd.configs.schema import LearnerConfig
 
+from .chat import pad_token_fallback
 from .tokenizer import build_char_tokenizer
 
 # Progress bars on every save/load would flood the daemon's logs (it loads a learner every phase).
@@ -70,12 +71,20 @@ def create_learner(out_dir: Path, cfg: LearnerConfig, seed: int) -> None:
 def load_learner(path: Path, device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model (float32, eval mode, on ``device``) and tokenizer of a learner directory."""
     device = resolve_device(device)
-    # Not AutoTokenizer: transformers 5 maps model_type "qwen2" to Qwen2Tokenizer, whose byte-level
-    # pre-tokenizer turns "\n" into a byte symbol that the char vocabulary lacks (it is dropped).
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
     model.eval()
     return model, tokenizer
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """A learner directory's tokenizer (``tokenizer.json``), padding with eos when it has no pad token
+    (``trainer/chat.py``; the start-up check says so once in the log)."""
+    # Not AutoTokenizer: transformers 5 maps model_type "qwen2" to Qwen2Tokenizer, whose byte-level
+    # pre-tokenizer turns "\n" into a byte symbol that the char vocabulary lacks (it is dropped).
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    pad_token_fallback(tokenizer)
+    return tokenizer
 
 
 def num_parameters(path: Path) -> int:
@@ -103,3 +112,30 @@ def _prod(shape: list[int]) -> int:
 def learner_config(path: Path) -> dict:
     """The learner's ``config.json`` as a dict (architecture and sizes, for logs and manifests)."""
     return json.loads((Path(path) / "config.json").read_text())
+
+
+def adopt_user_model(learner_dir: Path, chat_template: str | None) -> None:
+    """Make a copy of a user's model ready for every reader (embedded, verl, vLLM): the configured chat
+    template (``learner.chat_template``) and the eos-as-pad fallback written into its tokenizer files.
+
+    The copy's files may be hard links to the user's own (``store/rounds.py:link_or_copy_tree``), so
+    changed files are written beside it and renamed over the links, never written through them."""
+    import os
+    import shutil
+
+    from .chat import resolve_template
+
+    learner_dir = Path(learner_dir)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(learner_dir)
+    changed = pad_token_fallback(tokenizer)
+    if chat_template is not None:
+        tokenizer.chat_template = resolve_template(chat_template)
+        changed = True
+    if not changed:
+        return
+    scratch = learner_dir.with_name(learner_dir.name + ".tokenizer")
+    shutil.rmtree(scratch, ignore_errors=True)
+    tokenizer.save_pretrained(scratch)
+    for file in scratch.iterdir():
+        os.replace(file, learner_dir / file.name)
+    scratch.rmdir()

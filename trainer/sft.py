@@ -3,7 +3,8 @@
     result = train_sft(learner_dir, [SFTExample("57+68", "125")], staging_dir, epochs=4,
                        batch_size=32, learning_rate=1e-3)
 
-Each example is the chat-formatted user prompt followed by the response and ``<|im_end|>``; the loss
+Each example is the chat-formatted user prompt followed by the response and the template's end-of-turn
+token (``<|im_end|>`` for ChatML, ``trainer/chat.py``); the loss
 is the token-mean cross-entropy on the response and end-of-turn tokens only (the model is not taught
 to write prompts). AdamW, a short linear warm-up then cosine decay to 10% of the peak, gradient norm
 clipped at 1.0, examples shuffled with ``seed``. The new model and tokenizer are saved into
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .chat import end_of_turn
 from .checkpoint import Checkpointer, fingerprint
 from .model import load_learner
 from .result import TrainResult
@@ -43,12 +45,18 @@ def encode_examples(tokenizer, examples: list[SFTExample]) -> list[tuple[list[in
     """(input ids, labels) per example; labels are IGNORE on the prompt."""
     prompts = encode_user_prompts(tokenizer, [e.prompt for e in examples])
     responses = tokenizer([e.response for e in examples], add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
+    # The template's end-of-turn token (``<|im_end|>``...), which is the eos only for some templates.
+    eot = end_of_turn(tokenizer).ids
     out = []
     for p, r in zip(prompts, responses, strict=True):
-        target = list(r) + [eos]
+        target = list(r) + eot
         out.append((list(p) + target, [IGNORE] * len(p) + target))
     return out
+
+
+def pad_id(tokenizer) -> int:
+    """The pad id, or the eos id for a tokenizer without a pad token (padding is masked out)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:
@@ -174,7 +182,7 @@ def _sequence_steps(model, tokenizer, optimizer, encoded, order, steps: range, b
         for group in optimizer.param_groups:
             group["lr"] = learning_rate * warmup_cosine(step, total_steps, warmup)
         batch = [encoded[i] for i in order[step * batch_size : (step + 1) * batch_size]]
-        ids, mask, labels = (t.to(model.device) for t in collate(batch, tokenizer.pad_token_id))
+        ids, mask, labels = (t.to(model.device) for t in collate(batch, pad_id(tokenizer)))
         loss = token_mean_loss(model, ids, mask, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

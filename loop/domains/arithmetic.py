@@ -14,6 +14,10 @@ With ``worked``, a successful guided answer is a full worked solution, so traini
 it teaches the learner a procedure (column by column) rather than a lookup of whole sums: that is
 what lets a tiny model climb from one digit to several (bench/results/rounds.md). Deduplication is by canonical form: operands of an all-'+' expression
 are sorted ("23+45" and "45+23" are the same task; "23+45" and "23+46" are different).
+
+For a user's chat model (the instruct prompt style, ``prompting.py``) the same task reads
+``Compute 57+68. End your reply with "Answer: <number>".`` and the last number of the reply's final
+answer is graded ("The answer is 125." is right).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import random
 import re
 
 from .base import Task, register
+from .prompting import last_number
 
 _EXPRESSION = re.compile(r"[0-9]+(?:[+-][0-9]+)+")
 
@@ -155,6 +160,26 @@ class Arithmetic:
 
     def grade(self, task: Task, output: str) -> bool:
         return output.rsplit(">", 1)[-1].strip() == task.answer
+
+    # -- the instruct prompt style (loop/domains/prompting.py) ---------------------------------
+    def instruction(self, task: Task, guided: bool) -> str:
+        """The task as an instruction that states the answer format; guided: with the scaffold, named."""
+        hint = ""
+        if guided:
+            what = ("Column sums, right to left, with carries" if "=" in task.guidance
+                    else "The answer's digits, right to left")
+            hint = f" {what}: {task.guidance}."
+        return f'Compute {task.prompt}.{hint} End your reply with "Answer: <number>".'
+
+    def instruct_solution(self, task: Task) -> str:
+        """A reference reply in the instruct style: the work (with ``worked``), then the answer line."""
+        answer = f"Answer: {task.answer}"
+        return f"{task.guidance}\n{answer}" if self.cfg.response == "worked" else answer
+
+    def grade_final(self, task: Task, answer: str) -> bool:
+        """An extracted final answer ("125", "125.", "1,025") is right when its last number is the result."""
+        number = last_number(answer)
+        return number is not None and number.lstrip("-").isdigit() and int(number) == int(task.answer)
 
     def eval_levels(self) -> list[float]:
         lo, hi = math.ceil(self.min_difficulty), math.floor(self.max_difficulty)

@@ -71,34 +71,43 @@ def register(name: str) -> Callable[[DomainFactory], DomainFactory]:
     return deco
 
 
-def build_domains(domains_cfg: Any) -> dict[str, Domain]:
-    """Instantiate every enabled domain of a ``DomainsConfig``."""
+def build_domains(domains_cfg: Any, prompt_style: str = "bare") -> dict[str, Any]:
+    """Instantiate every enabled domain of a ``DomainsConfig``, each seen through ``prompt_style``
+    (``prompting.Styled``: what phases call for prompts, reference answers and grades)."""
     from . import arithmetic, dataset, knowledge  # noqa: F401  (registers the built-in domains)
+    from .prompting import Styled
 
-    out: dict[str, Domain] = {}
+    out: dict[str, Any] = {}
     for name in domains_cfg.enabled_names():
         if name not in _REGISTRY:
             raise KeyError(f"domains.{name}: no such domain is registered")
-        out[name] = _REGISTRY[name](getattr(domains_cfg, name))
+        domain = _REGISTRY[name](getattr(domains_cfg, name))
+        out[name] = Styled(domain, prompt_style)  # type: ignore[arg-type]
     return out
 
 
-def grader_for(name: str) -> Callable[[Task, str], bool]:
+def grader_for(name: str, prompt_style: str = "bare") -> Callable[[Task, str], bool]:
     """A grader for tasks of domain ``name`` outside the daemon (the GRPO reward in a training child).
 
     A domain module may register a config-independent ``grade_task(task, output)``; otherwise the
-    domain is built with its default config section."""
+    domain is built with its default config section. Either is seen through ``prompt_style``."""
     import importlib
 
     from zpd.configs.schema import DomainsConfig
+
+    from .prompting import Styled, final_answer
 
     registered()  # import the built-in domains
     if name not in _REGISTRY:
         raise KeyError(f"no domain {name!r} is registered")
     module = importlib.import_module(_REGISTRY[name].__module__)
     if hasattr(module, "grade_task"):
-        return module.grade_task
-    return _REGISTRY[name](getattr(DomainsConfig(), name)).grade
+        grade = module.grade_task
+        if prompt_style == "bare":
+            return grade
+        return lambda task, output: bool(grade(task, final_answer(output)) or grade(task, output))
+    domain = _REGISTRY[name](getattr(DomainsConfig(), name))
+    return Styled(domain, prompt_style).grade  # type: ignore[arg-type]
 
 
 def registered() -> list[str]:
