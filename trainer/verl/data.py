@@ -39,7 +39,10 @@ def rl_records(rows: list[dict]) -> list[dict]:
             "reward_model": {"style": "rule", "ground_truth": str(r["answer"])},
             # The task itself (Task fields as JSON), graded by its domain as the embedded GRPO grades it.
             "extra_info": {"index": i, "split": "train", "domain": domain, "prompt": str(r["prompt"]),
-                           "task_json": str(r.get("task_json") or "")},
+                           "task_json": str(r.get("task_json") or ""),
+                           # How the prompt was rendered (bare, or instruct for a user's model): the grader
+                           # extracts the answer the same way (loop/domains/prompting.py).
+                           "prompt_style": str(r.get("prompt_style") or "bare")},
         })
     return out
 

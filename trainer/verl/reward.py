@@ -23,11 +23,11 @@ _PREFIX = "zpd/"
 
 
 @functools.cache
-def _grader(domain: str):
+def _grader(domain: str, prompt_style: str = "bare"):
     from zpd.loop.domains.base import grader_for
 
     try:
-        return grader_for(domain)  # config-independent: built with the domain's defaults
+        return grader_for(domain, prompt_style)  # config-independent: built with the domain's defaults
     except KeyError:
         return None
 
@@ -54,7 +54,8 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
                   **kwargs: Any) -> float:
     """1.0 when ``solution_str`` answers the row's task (its answer is ``ground_truth``), else 0.0."""
     task = _task(str(data_source), ground_truth, extra_info)
-    grade = _grader(task.domain)
+    style = extra_info.get("prompt_style", "bare") if isinstance(extra_info, dict) else "bare"
+    grade = _grader(task.domain, str(style or "bare"))
     if grade is None:
         return 1.0 if solution_str.strip() == str(ground_truth).strip() else 0.0
     return 1.0 if grade(task, solution_str) else 0.0
