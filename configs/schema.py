@@ -203,7 +203,7 @@ class DatasetConfig(Strict):
     """Seed of the deterministic eval / bootstrap / pool split (by content hash)."""
 
     levels: int = Field(10, ge=2, le=1000)
-    """Without difficulty_field, difficulty runs over 0..levels in whole levels (the solution-length quantile)."""
+    """Without difficulty_field, difficulty runs over 0..levels in whole levels (solution-length quantile)."""
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:

@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-snapshot", type=Path, default=None, metavar="PATH",
                    help="seed an empty state directory from a snapshot archive")
     p.add_argument("--log-format", choices=["human", "json"], default="human",
-                   help="stdout: human lines with progress bars (default), or JSON lines for systemd's journal; "
-                        "logs/zpd.jsonl holds JSON lines either way")
+                   help="stdout: human lines with progress bars (default), or JSON lines for "
+                        "systemd's journal; logs/zpd.jsonl holds JSON lines either way")
 
     p = sub.add_parser("status", help="what a state directory holds and what its daemon is doing (read-only)")
     p.add_argument("--state-dir", required=True, type=Path)

@@ -95,7 +95,8 @@ class HumanFormatter(logging.Formatter):
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         where = "zpd" if CONTEXT.round is None else f"round {CONTEXT.round} {CONTEXT.phase}"
         level = "" if record.levelno == logging.INFO else f"{record.levelname}: "
-        fields = {k: v for k, v in _fields(record).items() if k not in ("round", "phase") or v != getattr(CONTEXT, k)}
+        fields = {k: v for k, v in _fields(record).items()
+                  if k not in ("round", "phase") or v != getattr(CONTEXT, k)}
         inline, below = [], []
         for key, value in fields.items():
             text = _value(value)

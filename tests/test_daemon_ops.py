@@ -67,7 +67,8 @@ def test_sigterm_during_train_exits_0_and_leaves_no_child(tmp_path: Path) -> Non
     # The signal lands as soon as the bootstrap's training child exists; a smaller bootstrap (150 steps,
     # still seconds of training) keeps the resume below cheap.
     small = ("--set", "bootstrap.num_examples=600")
-    proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), *small, log=tmp_path / "daemon.log")
+    proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), *small,
+                     log=tmp_path / "daemon.log")
     parent = psutil.Process(proc.pid)
     trainer = wait_for(lambda: [c for c in parent.children(recursive=True) if "zpd.trainer.job" in " ".join(c.cmdline())],
                        120, what="the training child")

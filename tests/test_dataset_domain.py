@@ -1,6 +1,7 @@
 """The dataset domain: the four file formats, per-dataset grading, frozen difficulty (from the worked
 solution, never from pass rates) and a frontier that stays put while the learner does, escalate and
-simplify, the eval / bootstrap / pool split, and ``zpd start --config configs/dataset.toml`` end to end with the eval set, the exam and training disjoint."""
+simplify, the eval / bootstrap / pool split, and ``zpd start --config configs/dataset.toml`` end to end
+with the eval set, the exam and training disjoint."""
 
 from __future__ import annotations
 
@@ -92,8 +93,10 @@ def test_splits_are_disjoint_and_difficulty_is_frozen_from_the_worked_solution()
     cat = {h: d.items[h].category for h in d.items}
     # Longer worked solutions are harder: one-digit sums below two-digit ones, two-step problems on top.
     one_digit = [level[h] for h in d.items if len(d.items[h].solution) <= 5]
-    assert max(one_digit) < min(level[h] for h in d.items if cat[h] == "add" and len(d.items[h].solution) == 8)
-    assert min(level[h] for h in d.items if cat[h] == "two-step") > max(level[h] for h in d.items if cat[h] != "two-step")
+    two_digit_sums = [level[h] for h in d.items if cat[h] == "add" and len(d.items[h].solution) == 8]
+    assert max(one_digit) < min(two_digit_sums)
+    two_step = [level[h] for h in d.items if cat[h] == "two-step"]
+    assert min(two_step) > max(level[h] for h in d.items if cat[h] != "two-step")
     assert 0.0 <= min(level.values()) < max(level.values()) <= 10.0
     # Solo statistics do not move a difficulty (they did, and the frontier drifted with no training).
     stats = {h: ((4, 4) if cat[h] == "two-step" else (0, 4)) for h in list(pool)[:120]}
@@ -128,7 +131,8 @@ def test_the_frontier_does_not_move_while_the_learner_is_unchanged(tmp_path: Pat
     answers = [conn.execute("SELECT task_id, output FROM measurements WHERE round = ? AND kind = 'eval' "
                             "ORDER BY task_id", [n]).fetchall() for n in (0, 1)]
     assert answers[0] == answers[1] and len(answers[0]) == 24
-    frontier = [r[0] for r in conn.execute("SELECT value FROM frontier WHERE domain = 'dataset' ORDER BY round")]
+    frontier = [r[0] for r in conn.execute("SELECT value FROM frontier WHERE domain = 'dataset' "
+                                           "ORDER BY round")]
     assert len(frontier) == 2 and frontier[0] == frontier[1], frontier
     levels = {r[0] for r in conn.execute("SELECT difficulty FROM tasks WHERE fate = 'eval'")}
     assert len(levels) >= 3  # the eval set spans several difficulties, so the frontier means something
@@ -140,7 +144,8 @@ def test_a_file_too_small_names_the_minimum(tmp_path: Path) -> None:
     path = tmp_path / "small.jsonl"
     rows = ROWS[: need - 1]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(DatasetFileError, match=rf"small.jsonl: {need - 1} usable items, at least {need} needed"):
+    too_small = rf"small.jsonl: {need - 1} usable items, at least {need} needed"
+    with pytest.raises(DatasetFileError, match=too_small):
         Dataset(cfg.model_copy(update={"path": path}))
     path.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:need]))
     assert len(Dataset(cfg.model_copy(update={"path": path})).pool_hashes) == 1
@@ -158,7 +163,8 @@ def test_dataset_config_runs_end_to_end_with_eval_exam_and_training_disjoint(tmp
     state = tmp_path / "state"
     args = ["start", "--config", str(ROOT / "configs" / "dataset.toml"), "--state-dir", str(state), "--rounds", "1",
             # A smaller learner than the shipped one: disjointness does not depend on what it learns.
-            "--set", "learner.hidden_size=32", "--set", "learner.num_heads=2", "--set", "learner.intermediate_size=64",
+            "--set", "learner.hidden_size=32", "--set", "learner.num_heads=2",
+            "--set", "learner.intermediate_size=64",
             "--set", "bootstrap.num_examples=120", "--set", "synthesis.num_candidates=12",
             "--set", "calibration.max_tokens=14", "--set", "measure.max_tokens=14", "--set", "exam.admit_per_round=6",
             "--set", "curriculum.solo_max_ratio=1.0", "--set", "curriculum.guided_min_ratio=0.0"]

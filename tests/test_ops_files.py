@@ -163,7 +163,8 @@ def test_systemd_unit() -> None:
     assert directives["Type"] == "notify"
     assert directives["NotifyAccess"] == "main"
     assert directives["ExecStart"] == (
-        "/opt/zpd/.venv/bin/zpd start --config /etc/zpd/config.toml --state-dir /var/lib/zpd --log-format json"
+        "/opt/zpd/.venv/bin/zpd start --config /etc/zpd/config.toml --state-dir /var/lib/zpd"
+        " --log-format json"
     )
     assert directives["Restart"] == "on-failure" and "RestartSec" in directives
     assert directives["KillMode"] == "mixed"

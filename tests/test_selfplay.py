@@ -165,7 +165,8 @@ def test_cold_start_from_a_round_0_that_was_not_self_play_learns_the_format(tmp_
     """The shared (zpd-band) round 0 never saw ``propose:``; the proposer step's format lesson repairs that."""
     state = tmp_path / "state"
     out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--from-snapshot", str(round0_archive),
-                  "--set", 'curriculum.policy="self-play"', "--rounds", "2", "--log-format", "json", timeout=600)
+                  "--set", 'curriculum.policy="self-play"', "--rounds", "2", "--log-format", "json",
+                  timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     ratios = dict(_rows(state / "state.db", "SELECT id, proposer_valid_ratio FROM rounds WHERE id >= 1"))
     assert ratios[1] < 0.5 and ratios[2] > ratios[1] + 0.2, ratios  # measured: 0.0 then 0.46 (1.0 in round 3)

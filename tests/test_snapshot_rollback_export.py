@@ -96,7 +96,8 @@ def test_rollback_to_round_1_then_continue_with_round_2(state: Path) -> None:
     assert not round_dir(state, 2).exists()
     moved = list((state / "abandoned").glob("after_round_000001_*"))
     assert len(moved) == 1 and (moved[0] / "round_000003" / "COMPLETE").is_file()  # nothing deleted
-    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "2", "--log-format", "json")
+    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "2",
+                  "--log-format", "json")
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [json.loads(x) for x in out.stdout.splitlines()]
     committed = [x["round"] for x in lines if x["event"] == "round committed"]

@@ -21,7 +21,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def run_in_pty(args: list[str], timeout: float = 600) -> tuple[int, str]:
-    """Run ``zpd ARGS`` with stdin, stdout and stderr on a 120x40 pseudo-terminal; (exit code, all it wrote)."""
+    """Run ``zpd ARGS`` with stdin, stdout and stderr on a 120x40 pseudo-terminal; (exit code, output)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = {k: v for k, v in zpd_env().items() if k not in ("COLUMNS", "LINES")}
@@ -53,7 +53,7 @@ def screen_lines(text: str) -> list[str]:
 
 def test_a_terminal_gets_human_lines_and_progress_bars_without_json_or_warnings(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    # A smaller bootstrap than smoke's (150 steps instead of 750): what the terminal shows does not depend on it.
+    # A smaller bootstrap than smoke's (150 steps, not 750): what the terminal shows does not depend on it.
     code, text = run_in_pty(["start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "1",
                              "--set", "bootstrap.num_examples=600"])
     lines = screen_lines(text)
