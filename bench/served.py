@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from zpd.configs.schema import LearnerConfig
+from zpd.configs.schema import ArithmeticConfig, LearnerConfig
 from zpd.configs.served import ServedConfig
 from zpd.loop.domains.arithmetic import Arithmetic
 from zpd.trainer.generate import EmbeddedGenerator
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=2, help="served.max_concurrency_per_replica")
     args = ap.parse_args(argv)
     rng = random.Random(0)
-    domain = Arithmetic()
+    domain = Arithmetic(ArithmeticConfig())
     prompts = [domain.make_task(rng.choice([1.0, 2.0, 3.0]), rng).prompt for _ in range(args.prompts)]
     with tempfile.TemporaryDirectory() as tmp:
         learner = Path(tmp) / "learner"
