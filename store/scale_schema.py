@@ -76,7 +76,18 @@ def create(db: Database) -> None:
             PRIMARY KEY (domain, fate_round)
         ) WITHOUT ROWID"""
     )
-    forget = "DELETE FROM bandit_rewards WHERE domain = {r}.domain AND fate_round = {r}.fate_round;"
+    # The bandit's values as of a round, per policy key (its initial value, step and arms): a later round
+    # starts from them instead of replaying every round since round 1.
+    db.execute(
+        """CREATE TABLE bandit_values (
+            domain TEXT NOT NULL, key TEXT NOT NULL,
+            through_round INTEGER NOT NULL,    -- the values after rounds 1..through_round
+            values_json TEXT NOT NULL,         -- {arm: Q}, in the policy's arm order
+            PRIMARY KEY (domain, key)
+        ) WITHOUT ROWID"""
+    )
+    forget = ("DELETE FROM bandit_rewards WHERE domain = {r}.domain AND fate_round = {r}.fate_round; "
+              "DELETE FROM bandit_values WHERE domain = {r}.domain AND through_round >= {r}.fate_round;")
     db.execute(f"""CREATE TRIGGER tasks_bandit_insert AFTER INSERT ON tasks WHEN NEW.fate_round IS NOT NULL
                    BEGIN {forget.format(r="NEW")} END""")
     db.execute(f"""CREATE TRIGGER tasks_bandit_update

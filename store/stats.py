@@ -8,6 +8,7 @@
 * ``bandit_rewards``: per round, the bandit policy's reward per arm (its tasks' mean absolute advantage
   2 p (1 - p)), memoised in ``bandit_rewards``: a round is computed once, and again only after one of
   its tasks changed (triggers delete its entry), so a round's scan reads that round's tasks.
+  The values after a round are kept too (``bandit_checkpoint``), so a round replays one round.
 * ``insert_attempts``: CALIBRATE's graded samples, one ``executemany`` per batch.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from .connect import transaction
@@ -25,14 +27,14 @@ _INSERT_ATTEMPT = (f"INSERT OR IGNORE INTO attempts ({', '.join(ATTEMPT_COLUMNS)
                    f"VALUES ({', '.join('?' * len(ATTEMPT_COLUMNS))})")
 
 
-def solo_stats(db: Any, domain: str) -> dict[str, tuple[int, int]]:
+def solo_stats(db: Any, domain: str) -> Mapping[str, tuple[int, int]]:
     """Per content hash of ``domain``: (solo answers correct, solo answers) over all rounds, from the
-    learner's calibration attempts and its eval and exam answers in MEASURE (all solo).
+    learner's calibration attempts and its eval and exam answers in MEASURE (all solo). Read-only.
 
     Read from ``solo_totals``. On a sqlite-utils Database (the daemon's, which lives across rounds) the
     totals are also kept in memory, and a later call reads only the items answered in or after the
     newest round it saw (answers are stored with the round they were given in, and rounds only
-    advance); returns a fresh dict each time."""
+    advance); the mapping returned is a read-only view of them, valid until the next call."""
     memo = getattr(db, "_zpd_solo_totals", None) if hasattr(db, "conn") else None
     seen = memo.get(domain) if memo is not None else None
     since, totals = seen if seen is not None else (None, {})
@@ -47,7 +49,7 @@ def solo_stats(db: Any, domain: str) -> dict[str, tuple[int, int]]:
         if memo is None:
             memo = db._zpd_solo_totals = {}
         memo[domain] = (newest, totals)
-    return dict(totals)
+    return MappingProxyType(totals)
 
 
 def round_yield_counts(db: Any, round_n: int) -> tuple[int, int, float, int]:
@@ -66,14 +68,14 @@ _BANDIT_SQL = """SELECT fate_round, CAST(difficulty AS INTEGER), avg(2 * p_solo 
                  GROUP BY fate_round, CAST(difficulty AS INTEGER) ORDER BY fate_round"""
 
 
-def bandit_rewards(db: Any, domain: str, last_round: int) -> list[tuple[int, int, float]]:
+def bandit_rewards(db: Any, domain: str, last_round: int, first_round: int = 1) -> list[tuple[int, int, float]]:
     """(round, arm, mean 2 p (1 - p) of the round's own tasks at that integer difficulty) for rounds
-    1..``last_round`` of ``domain``, by round then arm. Rounds not memoised yet are computed (one
-    indexed query over them) and memoised; needs a writable store."""
+    ``first_round``..``last_round`` of ``domain``, by round then arm. Rounds not memoised yet are
+    computed (one indexed query over them) and memoised; needs a writable store."""
     memo = {r: json.loads(j) for r, j in db.execute(
-        "SELECT fate_round, rewards_json FROM bandit_rewards WHERE domain = ? AND fate_round BETWEEN 1 AND ?",
-        [domain, last_round]).fetchall()}
-    missing = [r for r in range(1, last_round + 1) if r not in memo]
+        "SELECT fate_round, rewards_json FROM bandit_rewards WHERE domain = ? AND fate_round BETWEEN ? AND ?",
+        [domain, first_round, last_round]).fetchall()}
+    missing = [r for r in range(first_round, last_round + 1) if r not in memo]
     if missing:
         fresh: dict[int, list] = {r: [] for r in missing}
         wanted = set(missing)
@@ -85,6 +87,20 @@ def bandit_rewards(db: Any, domain: str, last_round: int) -> list[tuple[int, int
                              [(domain, r, json.dumps(v)) for r, v in fresh.items()])
         memo.update(fresh)
     return [(r, arm, reward) for r in sorted(memo) for arm, reward in memo[r]]
+
+
+def bandit_checkpoint(db: Any, domain: str, key: str) -> tuple[int, dict[int, float]] | None:
+    """(through_round, values) stored for the policy ``key``, or None. Cleared by triggers when a task of
+    a round <= through_round changes."""
+    row = db.execute("SELECT through_round, values_json FROM bandit_values WHERE domain = ? AND key = ?",
+                     [domain, key]).fetchone()
+    return None if row is None else (row[0], {int(a): q for a, q in json.loads(row[1]).items()})
+
+
+def save_bandit_checkpoint(db: Any, domain: str, key: str, through_round: int, values: Mapping[int, float]) -> None:
+    with transaction(db) as conn:
+        conn.execute("INSERT OR REPLACE INTO bandit_values (domain, key, through_round, values_json) VALUES (?, ?, ?, ?)",
+                     [domain, key, through_round, json.dumps({str(a): q for a, q in values.items()})])
 
 
 def insert_attempts(db: Any, rows: Iterable[Mapping[str, Any]]) -> int:

@@ -84,7 +84,8 @@ def test_solo_totals_equal_the_join_over_every_attempt(tmp_path: Path) -> None:
     for domain in ("a", "b"):
         got = stats.solo_stats(db, domain)
         assert got == joined(domain) == stats.solo_stats(db.conn, domain)
-        got.clear()  # a caller's copy: the memo is not touched
+        with pytest.raises(TypeError):
+            got["h1"] = (0, 0)  # read-only: a caller cannot change the memo
         assert stats.solo_stats(db, domain) == joined(domain)
 
 
@@ -94,7 +95,7 @@ def test_migration_backfills_the_totals_of_an_older_store(tmp_path: Path) -> Non
     for name in ("attempts_solo_totals", "measurements_solo_totals", "tasks_bandit_insert", "tasks_bandit_update",
                  "tasks_bandit_delete", "tasks_fate_insert", "tasks_fate_update", "tasks_fate_delete"):
         db.execute(f"DROP TRIGGER {name}")
-    for sql in ("DROP TABLE bootstrap_examples", "DROP TABLE fate_counts", "DROP TABLE bandit_rewards", "DROP INDEX tasks_fate_round",
+    for sql in ("DROP TABLE bootstrap_examples", "DROP TABLE fate_counts", "DROP TABLE bandit_values", "DROP TABLE bandit_rewards", "DROP INDEX tasks_fate_round",
                 "DROP INDEX tasks_domain_fate_round", "DROP INDEX train_examples_kind_round", "DROP INDEX exam_items_admitted",
                 "DELETE FROM _sqlite_migrations WHERE name = 'm007_scale'"):
         db.execute(sql)
