@@ -7,6 +7,7 @@ it drew; the bootstrap set is made once per key and read back, not re-made each 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,10 +52,37 @@ def round_examples(db: Any, round_n: int, kind: str) -> list[dict[str, Any]]:
     return _dicts(db.execute(f"{_EXAMPLE_ROWS} WHERE e.round = ? AND e.kind = ? ORDER BY e.id", [round_n, kind]))
 
 
-def earlier_example_ids(db: Any, round_n: int, kind: str) -> list[int]:
-    """Ids of the examples of ``kind`` of rounds before ``round_n``, ascending (an index-only read)."""
-    return sorted(r[0] for r in db.execute(
-        "SELECT id FROM train_examples WHERE kind = ? AND round < ?", [kind, round_n]).fetchall())
+def earlier_example_ids(db: Any, round_n: int, kind: str, positions: Sequence[int]) -> list[int]:
+    """The ids at ``positions`` of the ascending list of ids of the examples of ``kind`` of rounds before
+    ``round_n`` (positions below ``count_earlier``). Reads per-round counts from an index, then one id per
+    position (none where a round's ids are contiguous): never the whole list, unless ids do not grow
+    with the round (then it is read once)."""
+    per_round = db.execute("SELECT round, count(*), min(id), max(id) FROM train_examples WHERE kind = ? AND round < ? "
+                           "GROUP BY round ORDER BY round", [kind, round_n]).fetchall()
+    if any(a[3] >= b[2] for a, b in zip(per_round, per_round[1:], strict=False)):
+        ids = sorted(r[0] for r in db.execute("SELECT id FROM train_examples WHERE kind = ? AND round < ?",
+                                              [kind, round_n]).fetchall())
+        return [ids[p] for p in positions]
+    starts, total = [], 0
+    for _, n, _, _ in per_round:
+        starts.append(total)
+        total += n
+    out = []
+    for p in positions:
+        i = bisect.bisect_right(starts, p) - 1
+        r, n, lo, hi = per_round[i]
+        offset = p - starts[i]
+        if hi - lo + 1 == n:
+            out.append(lo + offset)
+        else:
+            out.append(db.execute("SELECT id FROM train_examples WHERE kind = ? AND round = ? ORDER BY id "
+                                  "LIMIT 1 OFFSET ?", [kind, r, offset]).fetchone()[0])
+    return out
+
+
+def count_earlier(db: Any, round_n: int, kind: str) -> int:
+    """How many examples of ``kind`` rounds before ``round_n`` have (an index-only count)."""
+    return db.execute("SELECT count(*) FROM train_examples WHERE kind = ? AND round < ?", [kind, round_n]).fetchone()[0]
 
 
 def examples_by_id(db: Any, ids: Sequence[int]) -> dict[int, dict[str, Any]]:

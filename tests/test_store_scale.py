@@ -167,6 +167,9 @@ def test_training_set_is_the_sample_the_whole_history_gives(tmp_path: Path) -> N
             if t[8] == "zpd":
                 db.execute("INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (?, ?, 'sft', ?, ?)",
                            [t[7], t[0], t[3], f"r{t[0]}"])
+            if t[0] % 7 == 0:  # another kind in between: a round's sft ids are not contiguous
+                db.execute("INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (?, ?, 'rl', ?, ?)",
+                           [t[7], t[0], t[3], t[4]])
     ctx = _ctx(tmp_path, db, "train.replay_ratio=3.0")
     from zpd.loop.bootstrap import bootstrap_set, eval_hashes, propose_share
     from zpd.loop.context import derive_seed
@@ -190,6 +193,10 @@ def test_training_set_is_the_sample_the_whole_history_gives(tmp_path: Path) -> N
         got = train.training_set(ctx, round_n)
         assert got == reference(round_n) and len(got) > 0
     assert db.execute("SELECT count(*) FROM bootstrap_examples").fetchone()[0] == ctx.cfg.bootstrap.num_examples
+    late = next(t for t in tasks if t[7] == 1 and t[8] != "zpd")  # ids no longer grow with the round
+    db.execute("INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (1, ?, 'sft', 'p', 'r')",
+               [late[0]])
+    assert train.training_set(ctx, 4) == reference(4)
     other = _ctx(tmp_path, db, "bootstrap.num_examples=7", "train.replay_ratio=3.0")  # another key: made anew
     assert sum(1 for row in train.training_set(other, 4) if "task_json" not in row) <= 7
     assert db.execute("SELECT count(*) FROM bootstrap_examples").fetchone()[0] == 7
