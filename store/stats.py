@@ -1,7 +1,7 @@
 """Per-round statistics, read so that their cost does not grow with the store's history.
 
 * ``solo_stats``: per item, the learner's solo answers (correct, all) over every round, read from
-  ``solo_totals`` (kept by triggers on insert; m007): one row per item of the domain, never a join over
+  ``solo_totals`` (kept on insert: ``insert_attempts``, a trigger on measurements; m007): one row per item of the domain, never a join over
   every attempt ever made.
 * ``round_yield_counts``: a round's calibrated and accepted tasks and its generation spend, through
   the ``tasks(fate_round)`` index.
@@ -103,11 +103,25 @@ def save_bandit_checkpoint(db: Any, domain: str, key: str, through_round: int, v
                      [domain, key, through_round, json.dumps({str(a): q for a, q in values.items()})])
 
 
+_SOLO_TOTALS_SINCE = """INSERT INTO solo_totals (domain, content_hash, correct, answers, updated_round)
+    SELECT t.domain, t.content_hash, sum(a.correct), count(*), max(a.round)
+    FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.id > ? AND a.mode = 'solo' AND a.role = 'learner'
+    GROUP BY t.domain, t.content_hash
+    ON CONFLICT (domain, content_hash) DO UPDATE SET correct = correct + excluded.correct,
+        answers = answers + excluded.answers, updated_round = max(updated_round, excluded.updated_round)"""
+
+
 def insert_attempts(db: Any, rows: Iterable[Mapping[str, Any]]) -> int:
     """Insert graded attempts (dicts with ``ATTEMPT_COLUMNS``; ``grader`` may be absent), ignoring any
-    already stored (unique per task, round, mode, sample). One statement for the whole batch; call it
-    inside the batch's transaction. Returns the rows given."""
+    already stored (unique per task, round, mode, sample), and add the learner's solo answers among them
+    to ``solo_totals``: one ``executemany`` and one grouped upsert for the whole batch, in the caller's
+    transaction (or one of its own). The only way attempts are written. Returns the rows given."""
     values = [tuple(r.get(c) for c in ATTEMPT_COLUMNS) for r in rows]
     if values:
-        getattr(db, "conn", db).executemany(_INSERT_ATTEMPT, values)  # a sqlite-utils Database or a connection
+        with transaction(db) as conn:
+            # New rows get ids above the largest (INTEGER PRIMARY KEY, never given explicitly), so the
+            # rows this batch added are those above the mark; ignored duplicates add nothing.
+            mark = conn.execute("SELECT coalesce(max(id), 0) FROM attempts").fetchone()[0]
+            conn.executemany(_INSERT_ATTEMPT, values)
+            conn.execute(_SOLO_TOTALS_SINCE, [mark])
     return len(values)
