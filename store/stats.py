@@ -1,8 +1,8 @@
 """Per-round statistics, read so that their cost does not grow with the store's history.
 
 * ``solo_stats``: per item, the learner's solo answers (correct, all) over every round, read from
-  ``solo_totals`` (kept on insert: ``insert_attempts``, a trigger on measurements; m007): one row per item of the domain, never a join over
-  every attempt ever made.
+  ``solo_totals`` (kept on insert: ``insert_attempts``, a trigger on measurements; m007), and after the
+  first call only the items answered since: never a join over every attempt ever made.
 * ``round_yield_counts``: a round's calibrated and accepted tasks and its generation spend, through
   the ``tasks(fate_round)`` index.
 * ``bandit_rewards``: per round, the bandit policy's reward per arm (its tasks' mean absolute advantage
@@ -21,10 +21,24 @@ from typing import Any
 
 from .connect import transaction
 
-ATTEMPT_COLUMNS = ("task_id", "round", "learner_ref", "role", "mode", "sample_idx", "output", "correct",
-                   "num_tokens", "latency_seconds", "finish_reason", "grader")
-_INSERT_ATTEMPT = (f"INSERT OR IGNORE INTO attempts ({', '.join(ATTEMPT_COLUMNS)}) "
-                   f"VALUES ({', '.join('?' * len(ATTEMPT_COLUMNS))})")
+ATTEMPT_COLUMNS = (
+    "task_id",
+    "round",
+    "learner_ref",
+    "role",
+    "mode",
+    "sample_idx",
+    "output",
+    "correct",
+    "num_tokens",
+    "latency_seconds",
+    "finish_reason",
+    "grader",
+)
+_INSERT_ATTEMPT = (
+    f"INSERT OR IGNORE INTO attempts ({', '.join(ATTEMPT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(ATTEMPT_COLUMNS))})"
+)
 
 
 def solo_stats(db: Any, domain: str) -> Mapping[str, tuple[int, int]]:
@@ -39,8 +53,10 @@ def solo_stats(db: Any, domain: str) -> Mapping[str, tuple[int, int]]:
     seen = memo.get(domain) if memo is not None else None
     since, totals = seen if seen is not None else (None, {})
     sql = "SELECT content_hash, correct, answers, updated_round FROM solo_totals WHERE domain = ?"
-    rows = db.execute(sql if since is None else sql + " AND updated_round >= ?",
-                      [domain] if since is None else [domain, since]).fetchall()
+    rows = db.execute(
+        sql if since is None else sql + " AND updated_round >= ?",
+        [domain] if since is None else [domain, since],
+    ).fetchall()
     newest = since
     for h, s, n, r in rows:
         totals[h] = (int(s), int(n))
@@ -56,10 +72,13 @@ def round_yield_counts(db: Any, round_n: int) -> tuple[int, int, float, int]:
     """(tasks calibrated in the round, of which zpd or exam, teacher USD, generated tokens) of a round."""
     calibrated, accepted = db.execute(
         """SELECT count(*), coalesce(sum(fate IN ('zpd', 'exam')), 0) FROM tasks
-           WHERE fate_round = ? AND fate IN ('mastered', 'zpd', 'beyond', 'review', 'exam')""", [round_n]).fetchone()
+           WHERE fate_round = ? AND fate IN ('mastered', 'zpd', 'beyond', 'review', 'exam')""",
+        [round_n],
+    ).fetchone()
     usd, tokens = db.execute(
         "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(completion_tokens), 0) FROM generation_usage WHERE round = ?",
-        [round_n]).fetchone()
+        [round_n],
+    ).fetchone()
     return calibrated, accepted, usd, tokens
 
 
@@ -68,13 +87,19 @@ _BANDIT_SQL = """SELECT fate_round, CAST(difficulty AS INTEGER), avg(2 * p_solo 
                  GROUP BY fate_round, CAST(difficulty AS INTEGER) ORDER BY fate_round"""
 
 
-def bandit_rewards(db: Any, domain: str, last_round: int, first_round: int = 1) -> list[tuple[int, int, float]]:
+def bandit_rewards(
+    db: Any, domain: str, last_round: int, first_round: int = 1
+) -> list[tuple[int, int, float]]:
     """(round, arm, mean 2 p (1 - p) of the round's own tasks at that integer difficulty) for rounds
     ``first_round``..``last_round`` of ``domain``, by round then arm. Rounds not memoised yet are
     computed (one indexed query over them) and memoised; needs a writable store."""
-    memo = {r: json.loads(j) for r, j in db.execute(
-        "SELECT fate_round, rewards_json FROM bandit_rewards WHERE domain = ? AND fate_round BETWEEN ? AND ?",
-        [domain, first_round, last_round]).fetchall()}
+    memo = {
+        r: json.loads(j)
+        for r, j in db.execute(
+            "SELECT fate_round, rewards_json FROM bandit_rewards WHERE domain = ? AND fate_round BETWEEN ? AND ?",
+            [domain, first_round, last_round],
+        ).fetchall()
+    }
     missing = [r for r in range(first_round, last_round + 1) if r not in memo]
     if missing:
         fresh: dict[int, list] = {r: [] for r in missing}
@@ -83,8 +108,10 @@ def bandit_rewards(db: Any, domain: str, last_round: int, first_round: int = 1) 
             if r in wanted:
                 fresh[r].append([arm, reward])
         with transaction(db) as conn:
-            conn.executemany("INSERT OR REPLACE INTO bandit_rewards (domain, fate_round, rewards_json) VALUES (?, ?, ?)",
-                             [(domain, r, json.dumps(v)) for r, v in fresh.items()])
+            conn.executemany(
+                "INSERT OR REPLACE INTO bandit_rewards (domain, fate_round, rewards_json) VALUES (?, ?, ?)",
+                [(domain, r, json.dumps(v)) for r, v in fresh.items()],
+            )
         memo.update(fresh)
     return [(r, arm, reward) for r in sorted(memo) for arm, reward in memo[r]]
 
@@ -92,15 +119,20 @@ def bandit_rewards(db: Any, domain: str, last_round: int, first_round: int = 1) 
 def bandit_checkpoint(db: Any, domain: str, key: str) -> tuple[int, dict[int, float]] | None:
     """(through_round, values) stored for the policy ``key``, or None. Cleared by triggers when a task of
     a round <= through_round changes."""
-    row = db.execute("SELECT through_round, values_json FROM bandit_values WHERE domain = ? AND key = ?",
-                     [domain, key]).fetchone()
+    row = db.execute(
+        "SELECT through_round, values_json FROM bandit_values WHERE domain = ? AND key = ?", [domain, key]
+    ).fetchone()
     return None if row is None else (row[0], {int(a): q for a, q in json.loads(row[1]).items()})
 
 
-def save_bandit_checkpoint(db: Any, domain: str, key: str, through_round: int, values: Mapping[int, float]) -> None:
+def save_bandit_checkpoint(
+    db: Any, domain: str, key: str, through_round: int, values: Mapping[int, float]
+) -> None:
     with transaction(db) as conn:
-        conn.execute("INSERT OR REPLACE INTO bandit_values (domain, key, through_round, values_json) VALUES (?, ?, ?, ?)",
-                     [domain, key, through_round, json.dumps({str(a): q for a, q in values.items()})])
+        conn.execute(
+            "INSERT OR REPLACE INTO bandit_values (domain, key, through_round, values_json) VALUES (?, ?, ?, ?)",
+            [domain, key, through_round, json.dumps({str(a): q for a, q in values.items()})],
+        )
 
 
 _SOLO_TOTALS_SINCE = """INSERT INTO solo_totals (domain, content_hash, correct, answers, updated_round)
