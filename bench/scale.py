@@ -46,7 +46,14 @@ def _task(i: int, rng: random.Random) -> tuple[str, str, str, str, str, float]:
     a, b = rng.randrange(10 ** (digits - 1), 10**digits), rng.randrange(10 ** (digits - 1), 10**digits)
     prompt = f"{a}+{b}="
     guidance = f"add the columns from the right: {a} over {b}"
-    return prompt, str(a + b), guidance, f"{a}+{b}", hashlib.sha256(f"{i}:{prompt}".encode()).hexdigest(), float(digits)
+    return (
+        prompt,
+        str(a + b),
+        guidance,
+        f"{a}+{b}",
+        hashlib.sha256(f"{i}:{prompt}".encode()).hexdigest(),
+        float(digits),
+    )
 
 
 def build(state_dir: Path, num_tasks: int, cfg_json: str, seed: int = 0) -> dict:
@@ -57,7 +64,8 @@ def build(state_dir: Path, num_tasks: int, cfg_json: str, seed: int = 0) -> dict
 
     state_dir.mkdir(parents=True, exist_ok=True)
     # The project's schema and migrations, up to the scale migration when there is one (issue 15): the rows
-    # go in as an older store's were, and the first open below applies m007 (its backfill) as an upgrade would.
+    # go in as an older store's were, and the first open below applies m007 (its backfill) as an upgrade
+    # would.
     names = [m.name for m in store_db.migrations._migrations]
     if "m007_scale" in names:
         db = Database(store_db.connect(state_dir / "state.db", readonly=False))
@@ -78,7 +86,9 @@ def build(state_dir: Path, num_tasks: int, cfg_json: str, seed: int = 0) -> dict
     for level in range(1, EVAL_LEVELS + 1):  # round 0: the eval set
         for _ in range(EVAL_PER_LEVEL):
             p, ans, g, can, h, _d = _task(next_id * 8 + level - 1, rng)
-            tasks.append((next_id, "arithmetic", float(level), p, ans, g, can, h, None, 0, "eval", 0, None, None, None))
+            tasks.append(
+                (next_id, "arithmetic", float(level), p, ans, g, can, h, None, 0, "eval", 0, None, None, None)
+            )
             next_id += 1
     eval_ids = list(range(1, next_id))
     for i in range(num_tasks):
@@ -87,24 +97,55 @@ def build(state_dir: Path, num_tasks: int, cfg_json: str, seed: int = 0) -> dict
         fate = rng.choices(FATES, FATE_WEIGHTS)[0]
         ps = {"mastered": 0.6, "zpd": 0.2, "beyond": 0.0, "exam": 0.0}[fate] + rng.choice([0.0, 0.2])
         pg = {"mastered": None, "zpd": 0.6, "beyond": 0.0, "exam": 1.0}[fate]
-        tasks.append((next_id, "arithmetic", d + rng.random() * 0.9, p, ans, g, can, h, None, r, fate, r,
-                      min(ps, 1.0), pg, int(fate == "zpd")))
+        tasks.append(
+            (
+                next_id,
+                "arithmetic",
+                d + rng.random() * 0.9,
+                p,
+                ans,
+                g,
+                can,
+                h,
+                None,
+                r,
+                fate,
+                r,
+                min(ps, 1.0),
+                pg,
+                int(fate == "zpd"),
+            )
+        )
         fates.append((next_id, r, fate, ans))
         next_id += 1
     conn.executemany(
         """INSERT INTO tasks (id, domain, difficulty, prompt, answer, guidance, canonical, content_hash, parent_id,
            round, fate, fate_round, p_solo, p_guided, selected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        tasks)
+        tasks,
+    )
     del tasks
 
     def attempt_rows():
         for tid, r, fate, ans in fates:
             for mode, k in (("solo", NUM_SOLO), ("guided", NUM_GUIDED)):
                 for j in range(k):
-                    ok = (fate == "mastered" and mode == "solo" and j < 3) or (mode == "guided" and fate != "beyond"
-                                                                               and j < 3 + (fate == "exam") * 2)
-                    yield (tid, r, str(r - 1), "learner", mode, j, f"1+1=2;{ans}>{ans if ok else '0'}", int(ok),
-                           12, 0.01, "stop", "exact")
+                    ok = (fate == "mastered" and mode == "solo" and j < 3) or (
+                        mode == "guided" and fate != "beyond" and j < 3 + (fate == "exam") * 2
+                    )
+                    yield (
+                        tid,
+                        r,
+                        str(r - 1),
+                        "learner",
+                        mode,
+                        j,
+                        f"1+1=2;{ans}>{ans if ok else '0'}",
+                        int(ok),
+                        12,
+                        0.01,
+                        "stop",
+                        "exact",
+                    )
 
     cur = conn.executemany(ATTEMPT_SQL, attempt_rows())
     attempts = cur.rowcount
@@ -113,34 +154,60 @@ def build(state_dir: Path, num_tasks: int, cfg_json: str, seed: int = 0) -> dict
         if fate == "zpd" and r < last:
             p = f"{ans}?"
             examples.append((r, tid, "sft", p, f"1+1=2;{ans}>{ans}"))
-    conn.executemany("INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (?, ?, ?, ?, ?)",
-                     examples)
-    exam = [(tid, "arithmetic", r, r + 3 if r + 3 < last else None) for tid, r, fate, _ in fates if fate == "exam"]
-    conn.executemany("INSERT INTO exam_items (task_id, domain, admitted_round, graduated_round) VALUES (?, ?, ?, ?)",
-                     exam)
+    conn.executemany(
+        "INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (?, ?, ?, ?, ?)", examples
+    )
+    exam = [
+        (tid, "arithmetic", r, r + 3 if r + 3 < last else None) for tid, r, fate, _ in fates if fate == "exam"
+    ]
+    conn.executemany(
+        "INSERT INTO exam_items (task_id, domain, admitted_round, graduated_round) VALUES (?, ?, ?, ?)", exam
+    )
 
     def measurement_rows():
         for r in range(0, last):
             for tid in eval_ids:
                 yield r, "eval", tid, 0, "1+1=2;2>2", int((tid + r) % 3 == 0), "exact"
 
-    conn.executemany("INSERT INTO measurements (round, kind, task_id, sample_idx, output, correct, grader) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?)", measurement_rows())
+    conn.executemany(
+        "INSERT INTO measurements (round, kind, task_id, sample_idx, output, correct, grader) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        measurement_rows(),
+    )
     now = time.time()
     conn.executemany(
         """INSERT INTO rounds (id, status, phase, started_at, finished_at, parent_learner_round,
            current_learner_round, promoted, config_json, eval_accuracy, eval_by_domain_json, exam_accuracy, exam_items,
            train_loss, train_tokens, num_train_examples, num_candidates, num_duplicates)
            VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, 0.2, '{"arithmetic": 0.2}', 0.3, 30, 0.17, 5000, 100, 256, 0)""",
-        [(r, "committed" if r < last else "running", "done" if r < last else "train", now - 100 * (last - r),
-          now - 100 * (last - r) + 90 if r < last else None, max(r - 1, 0) if r else None, r if r < last else None,
-          cfg_json if r in (0, last - 1, last) else "{}") for r in range(0, last + 1)])
-    conn.executemany("INSERT INTO frontier (round, domain, value) VALUES (?, 'arithmetic', ?)",
-                     [(r, 1.5 + r / num_rounds) for r in range(0, last)])
-    conn.executemany("INSERT INTO generation_usage (round, role, model, num_requests, completion_tokens) "
-                     "VALUES (?, 'learner', ?, 2560, 30000)", [(r, str(r - 1)) for r in range(1, last + 1)])
-    conn.execute("INSERT INTO meta (key, value) VALUES ('config_json', ?) "
-                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value", [cfg_json])
+        [
+            (
+                r,
+                "committed" if r < last else "running",
+                "done" if r < last else "train",
+                now - 100 * (last - r),
+                now - 100 * (last - r) + 90 if r < last else None,
+                max(r - 1, 0) if r else None,
+                r if r < last else None,
+                cfg_json if r in (0, last - 1, last) else "{}",
+            )
+            for r in range(0, last + 1)
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO frontier (round, domain, value) VALUES (?, 'arithmetic', ?)",
+        [(r, 1.5 + r / num_rounds) for r in range(0, last)],
+    )
+    conn.executemany(
+        "INSERT INTO generation_usage (round, role, model, num_requests, completion_tokens) "
+        "VALUES (?, 'learner', ?, 2560, 30000)",
+        [(r, str(r - 1)) for r in range(1, last + 1)],
+    )
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('config_json', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [cfg_json],
+    )
     conn.execute("COMMIT")
     build_s = time.monotonic() - t0
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -152,9 +219,15 @@ def build(state_dir: Path, num_tasks: int, cfg_json: str, seed: int = 0) -> dict
     learner.mkdir(parents=True, exist_ok=True)
     (learner / "config.json").write_text("{}")
     (learner / "model.safetensors").write_bytes(os.urandom(4 << 20))
-    info = {"tasks": num_tasks + len(eval_ids), "attempts": attempts, "rounds": num_rounds, "last_round": last,
-            "train_examples": len(examples), "build_seconds": round(build_s, 1),
-            "db_bytes": (state_dir / "state.db").stat().st_size}
+    info = {
+        "tasks": num_tasks + len(eval_ids),
+        "attempts": attempts,
+        "rounds": num_rounds,
+        "last_round": last,
+        "train_examples": len(examples),
+        "build_seconds": round(build_s, 1),
+        "db_bytes": (state_dir / "state.db").stat().st_size,
+    }
     (state_dir / "bench.json").write_text(json.dumps(info))
     return info
 
@@ -170,16 +243,40 @@ def insert_rate(ctx, round_n: int, num_tasks: int, batch: int, per_task: bool = 
     transaction (and its fsync: ``synchronous = FULL``), through the path calibrate uses."""
     from zpd.loop import calibrate
 
-    ids = [r[0] for r in ctx.db.execute("SELECT id FROM tasks WHERE fate != 'eval' ORDER BY id LIMIT ?",
-                                        [num_tasks]).fetchall()]
-    rows = {tid: [dict(task_id=tid, round=round_n, learner_ref="x", role="learner", mode=m, sample_idx=j,
-                       output="1+1=2;2>2", correct=1, num_tokens=12, latency_seconds=0.01, finish_reason="stop",
-                       grader="exact") for m in ("solo", "guided") for j in range(5)] for tid in ids}
+    ids = [
+        r[0]
+        for r in ctx.db.execute(
+            "SELECT id FROM tasks WHERE fate != 'eval' ORDER BY id LIMIT ?", [num_tasks]
+        ).fetchall()
+    ]
+    rows = {
+        tid: [
+            dict(
+                task_id=tid,
+                round=round_n,
+                learner_ref="x",
+                role="learner",
+                mode=m,
+                sample_idx=j,
+                output="1+1=2;2>2",
+                correct=1,
+                num_tokens=12,
+                latency_seconds=0.01,
+                finish_reason="stop",
+                grader="exact",
+            )
+            for m in ("solo", "guided")
+            for j in range(5)
+        ]
+        for tid in ids
+    }
     t0 = time.perf_counter()
     for i in range(0, len(ids), batch):
-        chunk = ids[i:i + batch]
+        chunk = ids[i : i + batch]
         with ctx.db.atomic():
-            if hasattr(calibrate, "insert_attempts") and not per_task:  # after issue 15: one executemany a batch
+            if (
+                hasattr(calibrate, "insert_attempts") and not per_task
+            ):  # after issue 15: one executemany a batch
                 calibrate.insert_attempts(ctx.db, [r for t in chunk for r in rows[t]])
             else:  # before: sqlite-utils insert_all per task, as calibrate did
                 for t in chunk:
@@ -204,7 +301,9 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
     probe.close()
     upgrade = "m007_scale" not in applied and "m007_scale" in {m.name for m in migrations._migrations}
     s, db = timed(open_store, state_dir / "state.db")
-    out.append(("start-up: open_store, first open" + (" (upgrade: m007 and its backfill)" if upgrade else ""), s, ""))
+    out.append(
+        ("start-up: open_store, first open" + (" (upgrade: m007 and its backfill)" if upgrade else ""), s, "")
+    )
     db.conn.close()
     s, db = timed(open_store, state_dir / "state.db")
     out.append(("start-up: open_store, second open", s, ""))
@@ -232,38 +331,63 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
     out.append(("status read model (in process)", s, ""))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "zpd.loop.cli", "status", "--state-dir", str(state_dir), "--json"],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zpd.loop.cli", "status", "--state-dir", str(state_dir), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     s = time.perf_counter() - t0
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "pass"], env=env)
     bare = time.perf_counter() - t0
-    out.append(("zpd status --json (fresh subprocess)", s,
-                f"exit {proc.returncode}; a bare `python -c pass` took {bare:.3f} s right after"))
+    out.append(
+        (
+            "zpd status --json (fresh subprocess)",
+            s,
+            f"exit {proc.returncode}; a bare `python -c pass` took {bare:.3f} s right after",
+        )
+    )
     batch = ctx.cfg.calibration.batch_size
-    rate = insert_rate(ctx, last + 10_000, insert_tasks, batch)
-    out.append((f"CALIBRATE attempt inserts, a commit per batch of {batch} tasks", 0.0, f"{rate:,.0f} rows/s"))
-    rate = insert_rate(ctx, last + 10_001, insert_tasks, insert_tasks)
+    fresh = db.execute("SELECT max(round) FROM attempts").fetchone()[0] + 1  # rounds no attempt has (--reuse)
+    rate = insert_rate(ctx, fresh, insert_tasks, batch)
+    out.append(
+        (f"CALIBRATE attempt inserts, a commit per batch of {batch} tasks", 0.0, f"{rate:,.0f} rows/s")
+    )
+    rate = insert_rate(ctx, fresh + 1, insert_tasks, insert_tasks)
     out.append(("CALIBRATE attempt inserts, one transaction", 0.0, f"{rate:,.0f} rows/s"))
-    rate = insert_rate(ctx, last + 10_002, insert_tasks, batch, per_task=True)
-    out.append((f"  the same, as before issue 15 (insert_all per task), batch of {batch}", 0.0, f"{rate:,.0f} rows/s"))
-    with db.atomic():  # the round reaches SNAPSHOT as it would after MEASURE
-        ctx.advance(last, "snapshot")
-    s, _ = timed(snapshot.run, ctx, last)
+    rate = insert_rate(ctx, fresh + 2, insert_tasks, batch, per_task=True)
+    out.append(
+        (
+            f"  the same inserts as before issue 15 (insert_all per task), batch of {batch}",
+            0.0,
+            f"{rate:,.0f} rows/s",
+        )
+    )
     rdir = state_dir / "rounds" / f"round_{last:06d}"
-    written = sum(p.stat().st_size for p in rdir.rglob("*") if p.is_file())
-    out.append(("SNAPSHOT phase (snapshot.run)", s, f"{written / 1e6:,.0f} MB written"))
+    if not rdir.is_dir():  # with --reuse the round is committed already: its snapshot is not timed again
+        with db.atomic():  # the round reaches SNAPSHOT as it would after MEASURE
+            ctx.advance(last, "snapshot")
+        s, _ = timed(snapshot.run, ctx, last)
+        written = sum(p.stat().st_size for p in rdir.rglob("*") if p.is_file())
+        out.append(("SNAPSHOT phase (snapshot.run)", s, f"{written / 1e6:,.0f} MB written"))
     db.conn.close()
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True, help="state directory to build (replaced unless --reuse)")
+    ap.add_argument(
+        "--out", type=Path, required=True, help="state directory to build (replaced unless --reuse)"
+    )
     ap.add_argument("--tasks", type=int, default=1_000_000, help="candidate tasks (10 attempts each)")
     ap.add_argument("--insert-tasks", type=int, default=5000, help="tasks (x10 attempts) for the insert rate")
-    ap.add_argument("--round-seconds", type=float, default=116.0,
-                    help="a default round's wall time the snapshot share is taken of (bench/results/rounds.md)")
+    ap.add_argument(
+        "--round-seconds",
+        type=float,
+        default=116.0,
+        help="a default round's wall time the snapshot share is taken of (bench/results/rounds.md)",
+    )
     ap.add_argument("--reuse", action="store_true", help="measure the store --out already holds")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -276,9 +400,11 @@ def main() -> int:
         info = build(args.out, args.tasks, to_json(cfg))
     else:
         info = json.loads((args.out / "bench.json").read_text())
-    print(f"store: {info['tasks']:,} tasks, {info['attempts']:,} attempts, {info['rounds']} rounds, "
-          f"{info['train_examples']:,} training examples, state.db {info['db_bytes'] / 1e9:.2f} GB "
-          f"(built in {info['build_seconds']} s)")
+    print(
+        f"store: {info['tasks']:,} tasks, {info['attempts']:,} attempts, {info['rounds']} rounds, "
+        f"{info['train_examples']:,} training examples, state.db {info['db_bytes'] / 1e9:.2f} GB "
+        f"(built in {info['build_seconds']} s)"
+    )
     rows = measure(args.out, cfg, args.insert_tasks)
     print(f"{'operation':<62} {'seconds':>9}  goal      note")
     for name, s, note in rows:

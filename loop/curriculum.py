@@ -35,12 +35,13 @@ repeated run makes the same choices (the bandit's Q values are re-derived from t
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from typing import TYPE_CHECKING, Any
 
 from zpd.configs.schema import CurriculumConfig
-from zpd.store.stats import bandit_rewards
+from zpd.store.stats import bandit_checkpoint, bandit_rewards, save_bandit_checkpoint
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -143,10 +144,19 @@ class Bandit(Uniform):
 
     def values(self, ctx: RunContext, round_n: int, domain: str, lo: float, hi: float) -> dict[int, float]:
         """Q per arm after rounds 1..round_n-1 (TD(0) over each round's mean absolute advantage)."""
-        q = {arm: self.cfg.bandit_initial_value for arm in self.arms(lo, hi)}
-        for _, arm, reward in bandit_rewards(ctx.db, domain, round_n - 1):
+        arms = self.arms(lo, hi)
+        q = {arm: self.cfg.bandit_initial_value for arm in arms}
+        # Start from the values stored after an earlier round (the same TD updates, in the same order).
+        key = json.dumps([self.cfg.bandit_initial_value, self.cfg.bandit_step, arms])
+        first = 1
+        stored = bandit_checkpoint(ctx.db, domain, key)
+        if stored is not None and stored[0] <= round_n - 1:
+            first, q = stored[0] + 1, stored[1]
+        for _, arm, reward in bandit_rewards(ctx.db, domain, round_n - 1, first_round=first):
             if arm in q:
                 q[arm] += self.cfg.bandit_step * (reward - q[arm])
+        if round_n - 1 >= first:
+            save_bandit_checkpoint(ctx.db, domain, key, round_n - 1, q)
         return q
 
     def difficulties(self, ctx, round_n, domain, lo, hi, n, rng):

@@ -14,16 +14,18 @@ pure functions of the store, so a rerun after a kill sees the same state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from zpd.store import stats
 
 from .context import RunContext, rng_for
 from .curriculum import build_policy
 
 
-def solo_stats(ctx: RunContext, domain: str) -> dict[str, tuple[int, int]]:
+def solo_stats(ctx: RunContext, domain: str) -> Mapping[str, tuple[int, int]]:
     """Per content hash of ``domain``: (solo answers correct, solo answers) over all rounds, from the
     learner's calibration attempts and its eval and exam answers in MEASURE (all solo); kept as totals
-    in the store, so this reads one row per item (``store/stats.py``)."""
+    in the store and read incrementally (``store/stats.py``); a read-only mapping."""
     return stats.solo_stats(ctx.db, domain)
 
 

@@ -84,14 +84,16 @@ def training_set(ctx: RunContext, round_n: int) -> list[dict]:
     round). Reads this round's rows, the ids of earlier ones, and only the rows the sample drew."""
     cfg, kind = ctx.cfg.train, example_kind(ctx)
     new = [_example_row(ctx, r) for r in training.round_examples(ctx.db, round_n, kind)]
-    old_ids = training.earlier_example_ids(ctx.db, round_n, kind)
+    num_old = training.count_earlier(ctx.db, round_n, kind)
     boot = bootstrap_replay(ctx)
     rng = rng_for(ctx.cfg.run.seed, round_n, "replay")
     # Positions into [earlier examples by id] + [bootstrap set]: random.sample draws positions from the
     # population's length alone, so this is the sample the whole list would have given.
-    picks = rng.sample(range(len(old_ids) + len(boot)), min(len(old_ids) + len(boot), int(cfg.replay_ratio * len(new))))
-    rows = training.examples_by_id(ctx.db, [old_ids[p] for p in picks if p < len(old_ids)])
-    replay = [_example_row(ctx, rows[old_ids[p]]) if p < len(old_ids) else boot[p - len(old_ids)] for p in picks]
+    picks = rng.sample(range(num_old + len(boot)), min(num_old + len(boot), int(cfg.replay_ratio * len(new))))
+    ids = dict(zip((p for p in picks if p < num_old),
+                   training.earlier_example_ids(ctx.db, round_n, kind, [p for p in picks if p < num_old]), strict=True))
+    rows = training.examples_by_id(ctx.db, list(ids.values()))
+    replay = [_example_row(ctx, rows[ids[p]]) if p < num_old else boot[p - num_old] for p in picks]
     data = new + replay
     rng.shuffle(data)
     return data[: cfg.max_examples]

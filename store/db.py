@@ -19,7 +19,7 @@ Tables
     corpus_chunks     ingested document chunks with provenance (m004)
     review_verdicts   human-review verdicts imported by ``zpd review`` (m004)
     proposals         the self-play proposer's samples, valid or not, with their reward (m006)
-    solo_totals       per task (domain, content hash): the learner's solo answers, kept by triggers (m007)
+    solo_totals       per task (domain, content hash): the learner's solo answers, kept on insert (m007)
     bootstrap_examples the replayed bootstrap set, made once per config key (m007)
     bandit_rewards    a memo of the bandit policy's per-round arm rewards, cleared by triggers (m007)
     fate_counts       tasks per fate, kept by triggers, for ``zpd status`` (m007)

@@ -71,15 +71,24 @@ def store_facts(db: Any) -> dict[str, Any]:
     current = newest = None
     if committed:
         newest = _row(db, "SELECT * FROM rounds WHERE id = ?", [max(committed)])
-        current = _row(db, "SELECT * FROM rounds WHERE id = ?", [newest["current_learner_round"]]) if newest else None
+        current = (
+            _row(db, "SELECT * FROM rounds WHERE id = ?", [newest["current_learner_round"]])
+            if newest
+            else None
+        )
     by_fate = dict.fromkeys(FATES, 0)
-    counts = ("SELECT fate, num_tasks FROM fate_counts WHERE num_tasks > 0" if "fate_counts" in tables
-              else "SELECT fate, count(*) FROM tasks GROUP BY fate")  # a store the daemon has not migrated yet
+    counts = (
+        "SELECT fate, num_tasks FROM fate_counts WHERE num_tasks > 0"
+        if "fate_counts" in tables
+        else "SELECT fate, count(*) FROM tasks GROUP BY fate"
+    )  # a store the daemon has not migrated yet
     for fate, n in db.execute(counts).fetchall():
         by_fate[fate] = n
     frontier = {}
     if current:
-        frontier = dict(db.execute("SELECT domain, value FROM frontier WHERE round = ?", [current["id"]]).fetchall())
+        frontier = dict(
+            db.execute("SELECT domain, value FROM frontier WHERE round = ?", [current["id"]]).fetchall()
+        )
     generation: dict[str, dict[str, Any]] = {}
     teacher_spent = 0.0
     if "generation_usage" in tables:
@@ -87,12 +96,29 @@ def store_facts(db: Any) -> dict[str, Any]:
             "SELECT role, sum(num_requests), sum(num_failed), sum(prompt_tokens), sum(completion_tokens), "
             "sum(cost_usd) FROM generation_usage GROUP BY role"
         ).fetchall():
-            generation[role] = {"requests": req, "failed": failed, "prompt_tokens": pt, "completion_tokens": ct,
-                                "cost_usd": round(cost, 6)}
+            generation[role] = {
+                "requests": req,
+                "failed": failed,
+                "prompt_tokens": pt,
+                "completion_tokens": ct,
+                "cost_usd": round(cost, 6),
+            }
         teacher_spent = db.execute(
-            "SELECT coalesce(sum(cost_usd), 0) FROM generation_usage WHERE role = 'teacher'").fetchone()[0]
-    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('config_json', 'teacher_state')").fetchall())
-    return {"controller": controller, "committed": committed, "current": current, "newest": newest,
-            "by_fate": by_fate, "frontier": frontier, "generation": generation, "teacher_spent_usd": teacher_spent,
-            "config": json.loads(meta.get("config_json") or "{}"),
-            "teacher_state": json.loads(meta.get("teacher_state") or "{}"), "next_round": next_round(db)}
+            "SELECT coalesce(sum(cost_usd), 0) FROM generation_usage WHERE role = 'teacher'"
+        ).fetchone()[0]
+    meta = dict(
+        db.execute("SELECT key, value FROM meta WHERE key IN ('config_json', 'teacher_state')").fetchall()
+    )
+    return {
+        "controller": controller,
+        "committed": committed,
+        "current": current,
+        "newest": newest,
+        "by_fate": by_fate,
+        "frontier": frontier,
+        "generation": generation,
+        "teacher_spent_usd": teacher_spent,
+        "config": json.loads(meta.get("config_json") or "{}"),
+        "teacher_state": json.loads(meta.get("teacher_state") or "{}"),
+        "next_round": next_round(db),
+    }

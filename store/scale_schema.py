@@ -2,7 +2,7 @@
 
 * indexes for the per-round reads: tasks by ``fate_round`` and by ``(domain, fate_round)``, training
   examples by ``(kind, round)``, exam items by admitted round;
-* ``solo_totals``: per item, the learner's solo answers, kept by triggers on attempts and measurements
+* ``solo_totals``: per item, the learner's solo answers, kept on insert of attempts and measurements
   (``store/stats.py:solo_stats``), backfilled from the history once;
 * ``fate_counts``: tasks per fate, kept by triggers on tasks (``zpd status``);
 * ``bootstrap_examples``: the replayed bootstrap set, stored once per key (``store/training.py``);
@@ -18,13 +18,17 @@ from sqlite_utils import Database
 def create(db: Database) -> None:
     """Per-round cost independent of history (issue 15): indexes for the per-round queries, solo totals
     kept by triggers, the bootstrap set stored once, and a memo of the bandit's per-round rewards."""
-    db.execute("CREATE INDEX tasks_fate_round ON tasks(fate_round)")            # round_yield, build_examples
-    db.execute("CREATE INDEX tasks_domain_fate_round ON tasks(domain, fate_round)")  # bandit, per-domain reads
+    db.execute("CREATE INDEX tasks_fate_round ON tasks(fate_round)")  # round_yield, build_examples
+    db.execute(
+        "CREATE INDEX tasks_domain_fate_round ON tasks(domain, fate_round)"
+    )  # bandit, per-domain reads
     db.execute("CREATE INDEX train_examples_kind_round ON train_examples(kind, round)")  # the replay sample
-    db.execute("CREATE INDEX exam_items_admitted ON exam_items(admitted_round, domain)")  # a round's admissions
+    db.execute(
+        "CREATE INDEX exam_items_admitted ON exam_items(admitted_round, domain)"
+    )  # a round's admissions
     # Per task: the learner's solo answers, correct and in all, from calibration (solo attempts of the
     # learner) and MEASURE (eval and exam answers). Attempts and measurements are only ever inserted (with
-    # OR IGNORE: an ignored row fires no trigger), so the totals are exact.
+    # OR IGNORE: an ignored row is not counted), so the totals are exact.
     db.execute(
         """CREATE TABLE solo_totals (
             domain TEXT NOT NULL, content_hash TEXT NOT NULL,
@@ -34,7 +38,10 @@ def create(db: Database) -> None:
         ) WITHOUT ROWID"""
     )
     db.execute("CREATE INDEX solo_totals_updated ON solo_totals(domain, updated_round)")
-    for table, when in (("attempts", "WHEN NEW.mode = 'solo' AND NEW.role = 'learner' "), ("measurements", "")):
+    # Attempts come in batches through store/stats.py:insert_attempts, which adds a batch's solo answers in
+    # one statement (a trigger per row halved the insert rate); measurements (a few hundred a round) by
+    # trigger.
+    for table, when in (("measurements", ""),):
         db.execute(
             f"""CREATE TRIGGER {table}_solo_totals AFTER INSERT ON {table} {when}BEGIN
                   INSERT INTO solo_totals (domain, content_hash, correct, answers, updated_round)
@@ -53,12 +60,18 @@ def create(db: Database) -> None:
     )
     # Tasks per fate, for ``zpd status`` (a count over 1M tasks is not a status read).
     db.execute("CREATE TABLE fate_counts (fate TEXT PRIMARY KEY, num_tasks INTEGER NOT NULL) WITHOUT ROWID")
-    count = ("INSERT INTO fate_counts (fate, num_tasks) VALUES ({r}.fate, {d}) "
-             "ON CONFLICT (fate) DO UPDATE SET num_tasks = num_tasks + excluded.num_tasks;")
-    db.execute(f"CREATE TRIGGER tasks_fate_insert AFTER INSERT ON tasks BEGIN {count.format(r='NEW', d=1)} END")
+    count = (
+        "INSERT INTO fate_counts (fate, num_tasks) VALUES ({r}.fate, {d}) "
+        "ON CONFLICT (fate) DO UPDATE SET num_tasks = num_tasks + excluded.num_tasks;"
+    )
+    db.execute(
+        f"CREATE TRIGGER tasks_fate_insert AFTER INSERT ON tasks BEGIN {count.format(r='NEW', d=1)} END"
+    )
     db.execute(f"""CREATE TRIGGER tasks_fate_update AFTER UPDATE OF fate ON tasks WHEN OLD.fate IS NOT NEW.fate
-                   BEGIN {count.format(r='OLD', d=-1)} {count.format(r='NEW', d=1)} END""")
-    db.execute(f"CREATE TRIGGER tasks_fate_delete AFTER DELETE ON tasks BEGIN {count.format(r='OLD', d=-1)} END")
+                   BEGIN {count.format(r="OLD", d=-1)} {count.format(r="NEW", d=1)} END""")
+    db.execute(
+        f"CREATE TRIGGER tasks_fate_delete AFTER DELETE ON tasks BEGIN {count.format(r='OLD', d=-1)} END"
+    )
     db.execute("INSERT INTO fate_counts (fate, num_tasks) SELECT fate, count(*) FROM tasks GROUP BY fate")
     # The replayed bootstrap set (loop/train.py), made once per key (its config and seed), not each round.
     db.execute(
@@ -76,7 +89,20 @@ def create(db: Database) -> None:
             PRIMARY KEY (domain, fate_round)
         ) WITHOUT ROWID"""
     )
-    forget = "DELETE FROM bandit_rewards WHERE domain = {r}.domain AND fate_round = {r}.fate_round;"
+    # The bandit's values as of a round, per policy key (its initial value, step and arms): a later round
+    # starts from them instead of replaying every round since round 1.
+    db.execute(
+        """CREATE TABLE bandit_values (
+            domain TEXT NOT NULL, key TEXT NOT NULL,
+            through_round INTEGER NOT NULL,    -- the values after rounds 1..through_round
+            values_json TEXT NOT NULL,         -- {arm: Q}, in the policy's arm order
+            PRIMARY KEY (domain, key)
+        ) WITHOUT ROWID"""
+    )
+    forget = (
+        "DELETE FROM bandit_rewards WHERE domain = {r}.domain AND fate_round = {r}.fate_round; "
+        "DELETE FROM bandit_values WHERE domain = {r}.domain AND through_round >= {r}.fate_round;"
+    )
     db.execute(f"""CREATE TRIGGER tasks_bandit_insert AFTER INSERT ON tasks WHEN NEW.fate_round IS NOT NULL
                    BEGIN {forget.format(r="NEW")} END""")
     db.execute(f"""CREATE TRIGGER tasks_bandit_update

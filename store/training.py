@@ -7,6 +7,7 @@ it drew; the bootstrap set is made once per key and read back, not re-made each 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,25 +23,32 @@ def selected_targets(db: Any, round_n: int) -> list[dict[str, Any]]:
     """The round's selected tasks (``tasks.selected``; not exam items) with their target answer: the first
     correct guided sample, else the first correct solo sample (``attempt_id``/``output`` None: neither).
     Each row carries the task's columns too, so the caller can render the prompt the learner reads solo."""
-    return _dicts(db.execute(
-        """SELECT x.*, a.output FROM (
+    return _dicts(
+        db.execute(
+            """SELECT x.*, a.output FROM (
                SELECT t.*, t.id AS task_id,
                       (SELECT a.id FROM attempts a WHERE a.task_id = t.id AND a.round = ? AND a.correct = 1
                          ORDER BY a.mode = 'guided' DESC, a.sample_idx LIMIT 1) AS attempt_id
                FROM tasks t WHERE t.selected = 1 AND t.fate_round = ? AND t.fate != 'exam') x
            LEFT JOIN attempts a ON a.id = x.attempt_id ORDER BY x.task_id""",
-        [round_n, round_n]))
+            [round_n, round_n],
+        )
+    )
 
 
 def insert_examples(db: Any, round_n: int, kind: str, rows: Sequence[tuple[int, int, str, str]]) -> None:
     """(task_id, attempt_id, prompt, response) rows as the round's examples of ``kind`` (idempotent)."""
     getattr(db, "conn", db).executemany(
         """INSERT OR IGNORE INTO train_examples (round, task_id, attempt_id, kind, prompt, response)
-           VALUES (?, ?, ?, ?, ?, ?)""", [(round_n, t, a, kind, p, r) for t, a, p, r in rows])
+           VALUES (?, ?, ?, ?, ?, ?)""",
+        [(round_n, t, a, kind, p, r) for t, a, p, r in rows],
+    )
 
 
 def count_examples(db: Any, round_n: int, kind: str) -> int:
-    return db.execute("SELECT count(*) FROM train_examples WHERE round = ? AND kind = ?", [round_n, kind]).fetchone()[0]
+    return db.execute(
+        "SELECT count(*) FROM train_examples WHERE round = ? AND kind = ?", [round_n, kind]
+    ).fetchone()[0]
 
 
 _EXAMPLE_ROWS = """SELECT e.id AS example_id, e.prompt AS eprompt, e.response, t.*
@@ -49,20 +57,62 @@ _EXAMPLE_ROWS = """SELECT e.id AS example_id, e.prompt AS eprompt, e.response, t
 
 def round_examples(db: Any, round_n: int, kind: str) -> list[dict[str, Any]]:
     """The round's examples of ``kind`` with their task's columns, by example id."""
-    return _dicts(db.execute(f"{_EXAMPLE_ROWS} WHERE e.round = ? AND e.kind = ? ORDER BY e.id", [round_n, kind]))
+    return _dicts(
+        db.execute(f"{_EXAMPLE_ROWS} WHERE e.round = ? AND e.kind = ? ORDER BY e.id", [round_n, kind])
+    )
 
 
-def earlier_example_ids(db: Any, round_n: int, kind: str) -> list[int]:
-    """Ids of the examples of ``kind`` of rounds before ``round_n``, ascending (an index-only read)."""
-    return sorted(r[0] for r in db.execute(
-        "SELECT id FROM train_examples WHERE kind = ? AND round < ?", [kind, round_n]).fetchall())
+def earlier_example_ids(db: Any, round_n: int, kind: str, positions: Sequence[int]) -> list[int]:
+    """The ids at ``positions`` of the ascending list of ids of the examples of ``kind`` of rounds before
+    ``round_n`` (positions below ``count_earlier``). Reads per-round counts from an index, then one id per
+    position (none where a round's ids are contiguous): never the whole list, unless ids do not grow
+    with the round (then it is read once)."""
+    per_round = db.execute(
+        "SELECT round, count(*), min(id), max(id) FROM train_examples WHERE kind = ? AND round < ? "
+        "GROUP BY round ORDER BY round",
+        [kind, round_n],
+    ).fetchall()
+    if any(a[3] >= b[2] for a, b in zip(per_round, per_round[1:], strict=False)):
+        ids = sorted(
+            r[0]
+            for r in db.execute(
+                "SELECT id FROM train_examples WHERE kind = ? AND round < ?", [kind, round_n]
+            ).fetchall()
+        )
+        return [ids[p] for p in positions]
+    starts, total = [], 0
+    for _, n, _, _ in per_round:
+        starts.append(total)
+        total += n
+    out = []
+    for p in positions:
+        i = bisect.bisect_right(starts, p) - 1
+        r, n, lo, hi = per_round[i]
+        offset = p - starts[i]
+        if hi - lo + 1 == n:
+            out.append(lo + offset)
+        else:
+            out.append(
+                db.execute(
+                    "SELECT id FROM train_examples WHERE kind = ? AND round = ? ORDER BY id LIMIT 1 OFFSET ?",
+                    [kind, r, offset],
+                ).fetchone()[0]
+            )
+    return out
+
+
+def count_earlier(db: Any, round_n: int, kind: str) -> int:
+    """How many examples of ``kind`` rounds before ``round_n`` have (an index-only count)."""
+    return db.execute(
+        "SELECT count(*) FROM train_examples WHERE kind = ? AND round < ?", [kind, round_n]
+    ).fetchone()[0]
 
 
 def examples_by_id(db: Any, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """The examples with these ids, with their task's columns."""
     out: dict[int, dict[str, Any]] = {}
     for i in range(0, len(ids), 500):  # below SQLite's limit on host parameters
-        chunk = list(ids[i:i + 500])
+        chunk = list(ids[i : i + 500])
         for row in _dicts(db.execute(f"{_EXAMPLE_ROWS} WHERE e.id IN ({','.join('?' * len(chunk))})", chunk)):
             out[row["example_id"]] = row
     return out
@@ -74,8 +124,13 @@ BOOTSTRAP_FIELDS = ("prompt", "response", "domain", "answer")
 def bootstrap_examples(db: Any, key: str, make: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The bootstrap set stored under ``key``; made with ``make()`` and stored (replacing any other key's)
     when absent. Rows are dicts of ``BOOTSTRAP_FIELDS``, in the order ``make`` returned them."""
-    rows = [dict(zip(BOOTSTRAP_FIELDS, r, strict=True)) for r in db.execute(
-        "SELECT prompt, response, domain, answer FROM bootstrap_examples WHERE key = ? ORDER BY idx", [key]).fetchall()]
+    rows = [
+        dict(zip(BOOTSTRAP_FIELDS, r, strict=True))
+        for r in db.execute(
+            "SELECT prompt, response, domain, answer FROM bootstrap_examples WHERE key = ? ORDER BY idx",
+            [key],
+        ).fetchall()
+    ]
     stored = db.execute("SELECT count(*) FROM bootstrap_examples").fetchone()[0]
     if rows and stored == len(rows):
         return rows
@@ -84,7 +139,9 @@ def bootstrap_examples(db: Any, key: str, make: Callable[[], list[dict[str, Any]
         return rows
     with transaction(db) as conn:
         conn.execute("DELETE FROM bootstrap_examples")
-        conn.executemany("INSERT INTO bootstrap_examples (idx, key, prompt, response, domain, answer) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", [(i, key, *(r[f] for f in BOOTSTRAP_FIELDS))
-                                                       for i, r in enumerate(rows)])
+        conn.executemany(
+            "INSERT INTO bootstrap_examples (idx, key, prompt, response, domain, answer) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(i, key, *(r[f] for f in BOOTSTRAP_FIELDS)) for i, r in enumerate(rows)],
+        )
     return [{f: r[f] for f in BOOTSTRAP_FIELDS} for r in rows]

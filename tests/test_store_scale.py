@@ -35,8 +35,23 @@ def _tasks(db, rng: random.Random, num_rounds: int, per_round: int, domains=("a"
         for _ in range(per_round):
             fate = rng.choice(["mastered", "zpd", "beyond"])
             p = rng.choice([0.0, 0.25, 0.5, 1.0])
-            rows.append((tid, rng.choice(domains), rng.uniform(1, 6), f"{tid}+1=", str(tid + 1), f"c{tid}", f"h{tid}",
-                         r, fate, r, p, 0.6, int(fate == "zpd")))
+            rows.append(
+                (
+                    tid,
+                    rng.choice(domains),
+                    rng.uniform(1, 6),
+                    f"{tid}+1=",
+                    str(tid + 1),
+                    f"c{tid}",
+                    f"h{tid}",
+                    r,
+                    fate,
+                    r,
+                    p,
+                    0.6,
+                    int(fate == "zpd"),
+                )
+            )
             tid += 1
     with db.atomic():
         db.conn.executemany(TASK_SQL, rows)
@@ -44,8 +59,20 @@ def _tasks(db, rng: random.Random, num_rounds: int, per_round: int, domains=("a"
 
 
 def _attempt(tid: int, r: int, mode: str, j: int, ok: bool, role: str = "learner") -> dict:
-    return dict(task_id=tid, round=r, learner_ref="0", role=role, mode=mode, sample_idx=j, output=f" out{tid}.{j} ",
-                correct=int(ok), num_tokens=3, latency_seconds=0.1, finish_reason="stop", grader="exact")
+    return dict(
+        task_id=tid,
+        round=r,
+        learner_ref="0",
+        role=role,
+        mode=mode,
+        sample_idx=j,
+        output=f" out{tid}.{j} ",
+        correct=int(ok),
+        num_tokens=3,
+        latency_seconds=0.1,
+        finish_reason="stop",
+        grader="exact",
+    )
 
 
 def test_solo_totals_equal_the_join_over_every_attempt(tmp_path: Path) -> None:
@@ -53,21 +80,30 @@ def test_solo_totals_equal_the_join_over_every_attempt(tmp_path: Path) -> None:
     rng = random.Random(1)
     tasks = _tasks(db, rng, 3, 20)
     with db.atomic():
-        rows = [_attempt(t[0], t[7] + (role == "teacher"), mode, j, rng.random() < 0.5, role)
-                for t in tasks for mode, role in (("solo", "learner"), ("guided", "learner"), ("solo", "teacher"))
-                for j in range(3)]
+        rows = [
+            _attempt(t[0], t[7] + (role == "teacher"), mode, j, rng.random() < 0.5, role)
+            for t in tasks
+            for mode, role in (("solo", "learner"), ("guided", "learner"), ("solo", "teacher"))
+            for j in range(3)
+        ]
         stats.insert_attempts(db, rows)
         stats.insert_attempts(db, rows[:50])  # already stored: ignored, counted once
-        db["attempts"].insert_all([_attempt(tasks[0][0], 9, "solo", 0, True)], ignore=True)  # another path
+        stats.insert_attempts(db, [_attempt(tasks[0][0], 9, "solo", 0, True)])
         for t in tasks[::3]:
-            db.execute("INSERT INTO measurements (round, kind, task_id, sample_idx, output, correct) "
-                       "VALUES (1, 'eval', ?, 0, 'x', ?)", [t[0], t[0] % 2])
+            db.execute(
+                "INSERT INTO measurements (round, kind, task_id, sample_idx, output, correct) "
+                "VALUES (1, 'eval', ?, 0, 'x', ?)",
+                [t[0], t[0] % 2],
+            )
+
     def joined(domain: str) -> dict[str, tuple[int, int]]:  # solo_stats as it was: a join over every answer
         expected: dict[str, tuple[int, int]] = {}
-        for sql in ("""SELECT t.content_hash, sum(a.correct), count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id
+        for sql in (
+            """SELECT t.content_hash, sum(a.correct), count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id
                        WHERE t.domain = ? AND a.mode = 'solo' AND a.role = 'learner' GROUP BY t.content_hash""",
-                    """SELECT t.content_hash, sum(m.correct), count(*) FROM measurements m JOIN tasks t ON t.id = m.task_id
-                       WHERE t.domain = ? GROUP BY t.content_hash"""):
+            """SELECT t.content_hash, sum(m.correct), count(*) FROM measurements m JOIN tasks t ON t.id = m.task_id
+                       WHERE t.domain = ? GROUP BY t.content_hash""",
+        ):
             for h, s, n in db.execute(sql, [domain]).fetchall():
                 s0, n0 = expected.get(h, (0, 0))
                 expected[h] = (s0 + s, n0 + n)
@@ -79,45 +115,69 @@ def test_solo_totals_equal_the_join_over_every_attempt(tmp_path: Path) -> None:
     # The next rounds: new answers, to items seen before and new ones; the memo reads only those.
     with db.atomic():
         stats.insert_attempts(db, [_attempt(t[0], 10, "solo", 0, True) for t in tasks[::4]])
-        db.execute("INSERT INTO measurements (round, kind, task_id, sample_idx, output, correct) VALUES (11, 'exam', ?, 0, "
-                   "'x', 1)", [tasks[1][0]])
+        db.execute(
+            "INSERT INTO measurements (round, kind, task_id, sample_idx, output, correct) VALUES (11, 'exam', ?, 0, "
+            "'x', 1)",
+            [tasks[1][0]],
+        )
     for domain in ("a", "b"):
         got = stats.solo_stats(db, domain)
         assert got == joined(domain) == stats.solo_stats(db.conn, domain)
-        got.clear()  # a caller's copy: the memo is not touched
+        with pytest.raises(TypeError):
+            got["h1"] = (0, 0)  # read-only: a caller cannot change the memo
         assert stats.solo_stats(db, domain) == joined(domain)
 
 
 def test_migration_backfills_the_totals_of_an_older_store(tmp_path: Path) -> None:
     db = open_store(tmp_path / "state.db")
     db.execute("DROP TABLE solo_totals")  # as before m007: the tables and triggers of m007 absent
-    for name in ("attempts_solo_totals", "measurements_solo_totals", "tasks_bandit_insert", "tasks_bandit_update",
-                 "tasks_bandit_delete", "tasks_fate_insert", "tasks_fate_update", "tasks_fate_delete"):
+    for name in (
+        "measurements_solo_totals",
+        "tasks_bandit_insert",
+        "tasks_bandit_update",
+        "tasks_bandit_delete",
+        "tasks_fate_insert",
+        "tasks_fate_update",
+        "tasks_fate_delete",
+    ):
         db.execute(f"DROP TRIGGER {name}")
-    for sql in ("DROP TABLE bootstrap_examples", "DROP TABLE fate_counts", "DROP TABLE bandit_rewards", "DROP INDEX tasks_fate_round",
-                "DROP INDEX tasks_domain_fate_round", "DROP INDEX train_examples_kind_round", "DROP INDEX exam_items_admitted",
-                "DELETE FROM _sqlite_migrations WHERE name = 'm007_scale'"):
+    for sql in (
+        "DROP TABLE bootstrap_examples",
+        "DROP TABLE fate_counts",
+        "DROP TABLE bandit_values",
+        "DROP TABLE bandit_rewards",
+        "DROP INDEX tasks_fate_round",
+        "DROP INDEX tasks_domain_fate_round",
+        "DROP INDEX train_examples_kind_round",
+        "DROP INDEX exam_items_admitted",
+        "DELETE FROM _sqlite_migrations WHERE name = 'm007_scale'",
+    ):
         db.execute(sql)
     tasks = _tasks(db, random.Random(2), 2, 5)
-    with db.atomic():
-        stats.insert_attempts(db, [_attempt(t[0], t[7], "solo", j, j == 0) for t in tasks for j in range(4)])
+    with db.atomic():  # as an older zpd wrote them
+        db["attempts"].insert_all([_attempt(t[0], t[7], "solo", j, j == 0) for t in tasks for j in range(4)])
     db.conn.close()
     db = open_store(tmp_path / "state.db")
     assert "m007_scale" in {r[0] for r in db.execute("SELECT name FROM _sqlite_migrations")}
     got = {**stats.solo_stats(db, "a"), **stats.solo_stats(db, "b")}
     assert got == {t[6]: (1, 4) for t in tasks}
-    assert store_facts(db.conn)["by_fate"] == {**dict.fromkeys(FATES, 0), **dict(
-        db.execute("SELECT fate, count(*) FROM tasks GROUP BY fate").fetchall())}
+    assert store_facts(db.conn)["by_fate"] == {
+        **dict.fromkeys(FATES, 0),
+        **dict(db.execute("SELECT fate, count(*) FROM tasks GROUP BY fate").fetchall()),
+    }
 
 
 def test_fate_counts_follow_inserts_routing_and_reviews(tmp_path: Path) -> None:
     db = open_store(tmp_path / "state.db")
     tasks = _tasks(db, random.Random(6), 3, 10)
-    db.execute("UPDATE tasks SET fate = 'pending' WHERE id <= 12")            # new candidates
-    db.execute("UPDATE tasks SET fate = 'exam' WHERE id BETWEEN 3 AND 5")     # routed
-    db.execute("UPDATE tasks SET fate = 'dropped' WHERE id = 20")             # a review verdict
-    db.execute("UPDATE tasks SET p_solo = 0.5 WHERE id = 21")                 # not a fate change
-    expected = {**dict.fromkeys(FATES, 0), **dict(db.execute("SELECT fate, count(*) FROM tasks GROUP BY fate").fetchall())}
+    db.execute("UPDATE tasks SET fate = 'pending' WHERE id <= 12")  # new candidates
+    db.execute("UPDATE tasks SET fate = 'exam' WHERE id BETWEEN 3 AND 5")  # routed
+    db.execute("UPDATE tasks SET fate = 'dropped' WHERE id = 20")  # a review verdict
+    db.execute("UPDATE tasks SET p_solo = 0.5 WHERE id = 21")  # not a fate change
+    expected = {
+        **dict.fromkeys(FATES, 0),
+        **dict(db.execute("SELECT fate, count(*) FROM tasks GROUP BY fate").fetchall()),
+    }
     assert store_facts(db.conn)["by_fate"] == expected and sum(expected.values()) == len(tasks)
     assert expected["exam"] == 3 and expected["dropped"] == 1
 
@@ -137,10 +197,11 @@ def test_bandit_values_follow_every_change_to_the_tasks(tmp_path: Path) -> None:
     def direct(round_n: int) -> dict[int, float]:  # the scan as it was: every round's tasks, from the table
         q = {arm: ctx.cfg.curriculum.bandit_initial_value for arm in policy.arms(1.0, 8.0)}
         for _, arm, reward in db.execute(
-                """SELECT fate_round, CAST(difficulty AS INTEGER), avg(2 * p_solo * (1 - p_solo)) FROM tasks
+            """SELECT fate_round, CAST(difficulty AS INTEGER), avg(2 * p_solo * (1 - p_solo)) FROM tasks
                    WHERE domain = 'arithmetic' AND fate_round BETWEEN 1 AND ? AND p_solo IS NOT NULL
                    AND round = fate_round GROUP BY fate_round, CAST(difficulty AS INTEGER) ORDER BY fate_round""",
-                [round_n - 1]).fetchall():
+            [round_n - 1],
+        ).fetchall():
             if arm in q:
                 q[arm] += ctx.cfg.curriculum.bandit_step * (reward - q[arm])
         return q
@@ -164,22 +225,45 @@ def test_training_set_is_the_sample_the_whole_history_gives(tmp_path: Path) -> N
     with db.atomic():
         for t in tasks:
             if t[8] == "zpd":
-                db.execute("INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (?, ?, 'sft', ?, ?)",
-                           [t[7], t[0], t[3], f"r{t[0]}"])
+                db.execute(
+                    "INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (?, ?, 'sft', ?, ?)",
+                    [t[7], t[0], t[3], f"r{t[0]}"],
+                )
+            if t[0] % 7 == 0:  # another kind in between: a round's sft ids are not contiguous
+                db.execute(
+                    "INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (?, ?, 'rl', ?, ?)",
+                    [t[7], t[0], t[3], t[4]],
+                )
     ctx = _ctx(tmp_path, db, "train.replay_ratio=3.0")
     from zpd.loop.bootstrap import bootstrap_set, eval_hashes, propose_share
     from zpd.loop.context import derive_seed
 
     def reference(round_n: int) -> list[dict]:  # training_set as it was: every earlier row read
         def rows(where: str) -> list[dict]:
-            return [{"prompt": r["eprompt"], "response": r["response"], "domain": r["domain"], "answer": r["answer"],
-                     "task_json": json.dumps(asdict(ctx.task_from_row(r)))}
-                    for r in db.query(f"""SELECT e.prompt AS eprompt, e.response, t.* FROM train_examples e
+            return [
+                {
+                    "prompt": r["eprompt"],
+                    "response": r["response"],
+                    "domain": r["domain"],
+                    "answer": r["answer"],
+                    "task_json": json.dumps(asdict(ctx.task_from_row(r))),
+                }
+                for r in db.query(
+                    f"""SELECT e.prompt AS eprompt, e.response, t.* FROM train_examples e
                                            JOIN tasks t ON t.id = e.task_id WHERE e.round {where} ? AND e.kind = 'sft'
-                                           ORDER BY e.id""", [round_n])]
+                                           ORDER BY e.id""",
+                    [round_n],
+                )
+            ]
+
         new, old = rows("="), rows("<")
-        old += bootstrap_set(ctx.domains, ctx.cfg.bootstrap, derive_seed(ctx.cfg.run.seed, "bootstrap"),
-                             eval_hashes(ctx), propose_fraction=propose_share(ctx.cfg))
+        old += bootstrap_set(
+            ctx.domains,
+            ctx.cfg.bootstrap,
+            derive_seed(ctx.cfg.run.seed, "bootstrap"),
+            eval_hashes(ctx),
+            propose_fraction=propose_share(ctx.cfg),
+        )
         r = rng_for(ctx.cfg.run.seed, round_n, "replay")
         data = new + r.sample(old, min(len(old), int(ctx.cfg.train.replay_ratio * len(new))))
         r.shuffle(data)
@@ -188,7 +272,15 @@ def test_training_set_is_the_sample_the_whole_history_gives(tmp_path: Path) -> N
     for round_n in (4, 3, 4):  # the second time round 4 reads the stored bootstrap set
         got = train.training_set(ctx, round_n)
         assert got == reference(round_n) and len(got) > 0
-    assert db.execute("SELECT count(*) FROM bootstrap_examples").fetchone()[0] == ctx.cfg.bootstrap.num_examples
+    assert (
+        db.execute("SELECT count(*) FROM bootstrap_examples").fetchone()[0] == ctx.cfg.bootstrap.num_examples
+    )
+    late = next(t for t in tasks if t[7] == 1 and t[8] != "zpd")  # ids no longer grow with the round
+    db.execute(
+        "INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (1, ?, 'sft', 'p', 'r')",
+        [late[0]],
+    )
+    assert train.training_set(ctx, 4) == reference(4)
     other = _ctx(tmp_path, db, "bootstrap.num_examples=7", "train.replay_ratio=3.0")  # another key: made anew
     assert sum(1 for row in train.training_set(other, 4) if "task_json" not in row) <= 7
     assert db.execute("SELECT count(*) FROM bootstrap_examples").fetchone()[0] == 7
@@ -215,7 +307,9 @@ def test_start_up_check_is_full_after_an_unclean_stop_and_bounded_after_a_clean_
     assert start_up_check(db.conn, path) == "full"
     db.conn.close()
     _corrupt_root_page(path, "tasks")
-    with pytest.raises(StoreError, match="corrupt|malformed"):  # unclean stop: the full check finds a big table's damage
+    with pytest.raises(
+        StoreError, match="corrupt|malformed"
+    ):  # unclean stop: the full check finds a big table's damage
         open_store(path)
     clean = tmp_path / "clean.db"
     db = open_store(clean)
@@ -223,7 +317,9 @@ def test_start_up_check_is_full_after_an_unclean_stop_and_bounded_after_a_clean_
     db.execute("INSERT INTO controller (id, pid) VALUES (1, NULL)")
     db.conn.close()
     _corrupt_root_page(clean, "rounds")
-    with pytest.raises(StoreError, match="corrupt|malformed"):  # clean stop: the tables that steer the loop are checked
+    with pytest.raises(
+        StoreError, match="corrupt|malformed"
+    ):  # clean stop: the tables that steer the loop are checked
         open_store(clean)
 
 
@@ -232,8 +328,11 @@ def test_status_imports_neither_sqlite_utils_pandas_torch_nor_the_daemon(tmp_pat
     state.mkdir()
     db = open_store(state / "state.db")
     for n in (0, 1, 2):
-        db.execute("INSERT INTO rounds (id, status, phase, current_learner_round, eval_accuracy, exam_items) "
-                   "VALUES (?, 'committed', 'done', ?, 0.5, 3)", [n, n])
+        db.execute(
+            "INSERT INTO rounds (id, status, phase, current_learner_round, eval_accuracy, exam_items) "
+            "VALUES (?, 'committed', 'done', ?, 0.5, 3)",
+            [n, n],
+        )
     db.execute("INSERT INTO frontier (round, domain, value) VALUES (2, 'arithmetic', 1.75)")
     db.conn.close()
     probe = (
@@ -244,13 +343,19 @@ def test_status_imports_neither_sqlite_utils_pandas_torch_nor_the_daemon(tmp_pat
         "print(json.dumps({'code': code, 'loaded': [m for m in heavy if m in sys.modules]}))\n"
     )
     for extra in ([], ["--json"]):
-        out = subprocess.run([sys.executable, "-c", probe, *extra], capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", probe, *extra], capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stderr
         *printed, last = out.stdout.strip().splitlines()
         assert json.loads(last) == {"code": 0, "loaded": []}
         if extra:
             s = json.loads("\n".join(printed))
-            assert s["committed_rounds"] == 2 and s["last_committed_round"] == 2 and s["frontier"] == {"arithmetic": 1.75}
+            assert (
+                s["committed_rounds"] == 2
+                and s["last_committed_round"] == 2
+                and s["frontier"] == {"arithmetic": 1.75}
+            )
         else:
             assert "round 0 (bootstrap) + 2 rounds (last: 2)" in "\n".join(printed)
 
