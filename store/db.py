@@ -211,6 +211,13 @@ def m006_selfplay(db: Database) -> None:
         db.execute(f"ALTER TABLE rounds ADD COLUMN {col}")
 
 
+@migrations()
+def m007_raw_scores(db: Database) -> None:
+    """The grader's raw score of each calibration attempt (reasoning-gym gives partial credit; ``correct``
+    is score >= the domain's pass threshold). NULL for domains that grade pass/fail only."""
+    db.execute("ALTER TABLE attempts ADD COLUMN score REAL")
+
+
 class StoreError(RuntimeError):
     """The state database is corrupt, foreign or of a newer format (exit code 4)."""
 

@@ -59,13 +59,19 @@ class Domain(Protocol):
         """Difficulties at which the frozen eval set is made (spanning the domain's range)."""
 
 
-DomainFactory = Callable[[Any], Domain]
+DomainFactory = Callable[[Any], "Domain | dict[str, Domain]"]
 _REGISTRY: dict[str, DomainFactory] = {}
+_PREFIXES: dict[str, str] = {}
+"""Instance-name prefix -> registered name, for factories that make several instances ("rg:chain_sum")."""
 
 
-def register(name: str) -> Callable[[DomainFactory], DomainFactory]:
+def register(name: str, prefix: str | None = None) -> Callable[[DomainFactory], DomainFactory]:
+    """Register a domain factory. A factory that returns a dict makes several domain instances, named
+    ``<prefix>:<instance>`` (reasoning-gym's families); its module's ``grade_task`` grades them all."""
     def deco(factory: DomainFactory) -> DomainFactory:
         _REGISTRY[name] = factory
+        if prefix is not None:
+            _PREFIXES[prefix] = name
         return factory
 
     return deco
@@ -73,13 +79,17 @@ def register(name: str) -> Callable[[DomainFactory], DomainFactory]:
 
 def build_domains(domains_cfg: Any) -> dict[str, Domain]:
     """Instantiate every enabled domain of a ``DomainsConfig``."""
-    from . import arithmetic, dataset, knowledge  # noqa: F401  (registers the built-in domains)
+    registered()  # import the built-in domains
 
     out: dict[str, Domain] = {}
     for name in domains_cfg.enabled_names():
         if name not in _REGISTRY:
             raise KeyError(f"domains.{name}: no such domain is registered")
-        out[name] = _REGISTRY[name](getattr(domains_cfg, name))
+        made = _REGISTRY[name](getattr(domains_cfg, name))
+        if isinstance(made, dict):  # several instances (reasoning-gym: one per family)
+            out.update(made)
+        else:
+            out[name] = made
     return out
 
 
@@ -93,6 +103,8 @@ def grader_for(name: str) -> Callable[[Task, str], bool]:
     from zpd.configs.schema import DomainsConfig
 
     registered()  # import the built-in domains
+    if name not in _REGISTRY and name.split(":", 1)[0] in _PREFIXES:
+        name = _PREFIXES[name.split(":", 1)[0]]
     if name not in _REGISTRY:
         raise KeyError(f"no domain {name!r} is registered")
     module = importlib.import_module(_REGISTRY[name].__module__)
@@ -102,6 +114,6 @@ def grader_for(name: str) -> Callable[[Task, str], bool]:
 
 
 def registered() -> list[str]:
-    from . import arithmetic, dataset, knowledge  # noqa: F401
+    from . import arithmetic, dataset, knowledge, reasoning_gym  # noqa: F401
 
     return sorted(_REGISTRY)

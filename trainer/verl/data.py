@@ -3,7 +3,7 @@
 SFT (``MultiTurnSFTDataset``): one column ``messages``, a user turn (the bare task) and an assistant
 turn (the target); verl trains on the assistant turn only. GRPO (``RLHFDataset``): ``data_source``
 (``zpd/<domain>``, which the reward module maps back to zpd's grader), ``prompt`` as a chat list,
-``ability``, ``reward_model {style: rule, ground_truth}`` and ``extra_info {index, domain, prompt}``.
+``ability``, ``reward_model {style: rule, ground_truth}`` and ``extra_info {index, domain, prompt, task_json}``.
 Both are written to a temporary name and renamed, so a file verl sees is always complete.
 """
 
@@ -36,7 +36,9 @@ def rl_records(rows: list[dict]) -> list[dict]:
             "prompt": [{"role": "user", "content": str(r["prompt"])}],
             "ability": domain,
             "reward_model": {"style": "rule", "ground_truth": str(r["answer"])},
-            "extra_info": {"index": i, "split": "train", "domain": domain, "prompt": str(r["prompt"])},
+            # task_json: the whole task (meta included), so the reward grades as CALIBRATE did ("" if absent).
+            "extra_info": {"index": i, "split": "train", "domain": domain, "prompt": str(r["prompt"]),
+                           "task_json": str(r.get("task_json") or "")},
         })
     return out
 

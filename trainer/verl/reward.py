@@ -1,7 +1,9 @@
 """zpd's graders behind verl's reward-function signature.
 
 verl loads this file by path (``reward.custom_reward_function.path``, ``.name=compute_score``), so
-it imports zpd absolutely: zpd must be installed wherever verl's reward workers run. The domain comes
+it imports zpd absolutely: zpd must be installed wherever verl's reward workers run. A row with
+``extra_info["task_json"]`` (zpd writes it) is graded by its domain's config-independent grader on the
+stored task (``grader_for``). Otherwise the domain comes
 from ``extra_info["domain"]``, else from ``data_source`` (``zpd/<domain>``); a row of an unknown
 domain is graded by exact match. The score is 1.0 or 0.0, and verl's naive reward manager also
 records it as ``acc``, the metric of ``algorithm.filter_groups``.
@@ -35,6 +37,14 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     """1.0 when ``solution_str`` answers the task whose answer is ``ground_truth``, else 0.0."""
     from zpd.loop.domains.base import Task
 
+    if isinstance(extra_info, dict) and extra_info.get("task_json"):
+        # The stored task, meta included (reasoning-gym's entry): graded exactly as CALIBRATE graded it.
+        import json
+
+        from zpd.loop.domains.base import grader_for
+
+        task = Task(**json.loads(extra_info["task_json"]))
+        return 1.0 if grader_for(task.domain)(task, solution_str) else 0.0
     name = _domain_of(str(data_source), extra_info)
     answer = str(ground_truth)
     domain = _domains().get(name)
