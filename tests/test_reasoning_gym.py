@@ -37,7 +37,7 @@ from zpd.trainer.verl.reward import compute_score  # noqa: E402
 FAMILIES = [
     "basic_arithmetic", "chain_sum", "products", "simple_equations", "lcm", "leg_counting", "spell_backward",
     "decimal_chain_sum", "count_primes", "fraction_simplification", "prime_factorization", "complex_arithmetic",
-    "letter_counting", "calendar_arithmetic", "time_intervals", "caesar_cipher", "word_sorting",
+    "letter_counting", "calendar_arithmetic", "count_bits", "caesar_cipher", "word_sorting",
     "number_sorting", "base_conversion", "bitwise_arithmetic",
 ]
 
@@ -261,3 +261,7 @@ def test_three_families_commit_two_rounds_and_a_resume_makes_the_same_items(tmp_
     assert scores and all(sc is not None and (sc >= 1.0) == bool(ok) for sc, ok in scores)
     meta = json.loads(conn.execute("SELECT meta_json FROM tasks WHERE round = 1 LIMIT 1").fetchone()[0])
     assert meta["rg"]["entry"]["question"] and meta["rg"]["version"] == "0.1.25"
+    # The set of families is fixed for a run.
+    out = run_zpd("start", "--config", str(config), "--state-dir", str(resumed), "--rounds", "3",
+                  "--set", 'domains.reasoning_gym.families=["chain_sum"]', timeout=300)
+    assert out.returncode == 2 and "domains.reasoning_gym.families" in out.stderr
