@@ -129,4 +129,4 @@ def run(ctx: RunContext, round_n: int) -> None:
     for name, n in made.items():
         ctx.metrics.tasks_synthesized(name, n)
     ctx.log.info("synthesized", extra={"candidates": made, "duplicates": duplicates, "policy": policy.name,
-                                       "allocation": allocation.name})
+                                       "allocation": allocation.name, "quota": quota})
