@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .reasoning_gym import ReasoningGymConfig
+
 
 class Strict(BaseModel):
     """Base for every config section: unknown keys are errors, assignments are validated."""
@@ -382,6 +384,9 @@ class DomainsConfig(Strict):
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     """Multi-hop questions over a (synthetic) corpus with open-book guidance: the AgentFrontier engine, off by default."""
 
+    reasoning_gym: ReasoningGymConfig = Field(default_factory=ReasoningGymConfig)
+    """reasoning-gym's task families, each its own domain ``rg:<family>`` (configs/reasoning_gym.py), off by default."""
+
     @model_validator(mode="after")
     def _some(self) -> DomainsConfig:
         if not self.enabled_names():
@@ -500,6 +505,19 @@ class CurriculumConfig(Strict):
 
     beyond_fate: Literal["beyond", "review"] = "beyond"
     """Where a task failed even with guidance goes: deferred, or the human-review queue (the paper's D_human)."""
+
+    allocation: Literal["even", "yield"] = "even"
+    """How a round's candidates are split across domains (``loop/allocation.py``): even (num_candidates
+    each), or yield (the round total split by each domain's measured ZPD yield, with a floor per domain)."""
+
+    allocation_floor_ratio: float = Field(0.25, ge=0, le=1)
+    """yield: every domain gets at least this share of an even split (exploration, so yields stay measured)."""
+
+    allocation_step: float = Field(0.5, gt=0, le=1)
+    """yield: step alpha of the per-domain yield estimate, Y <- Y + alpha (yield of the round - Y)."""
+
+    allocation_initial_value: float = Field(0.5, ge=0, le=1)
+    """yield: a domain's yield estimate before it has been measured (optimistic: every domain gets tried)."""
 
 
 class ExamConfig(Strict):
@@ -865,6 +883,7 @@ IMMUTABLE_KEYS: tuple[str, ...] = (
     "learner.intermediate_size",
     "learner.max_positions",
     "domains.enabled",
+    "domains.reasoning_gym.families",
     # The synthetic world is made from these: another world would make every stored question meaningless.
     # Compared only while the knowledge domain is enabled.
     "domains.knowledge.world_seed",

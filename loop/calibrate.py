@@ -123,10 +123,11 @@ def _add(s: Samples, completion: Any, grade: Callable[[str], bool]) -> None:
 
 
 def _rows(tid: int, s: Samples, *, role: str, mode: str, model: str, round_n: int,
-          grader: str | None) -> list[dict]:
+          grader: str | None, score: Callable[[str], float] | None = None) -> list[dict]:
+    """Attempt rows; ``score``: the domain's raw score of an answer (partial credit, reasoning-gym)."""
     return [dict(task_id=tid, round=round_n, learner_ref=model, role=role, mode=mode, sample_idx=i, output=c.text,
                  correct=int(g), num_tokens=c.num_tokens, latency_seconds=c.latency_seconds,
-                 finish_reason=c.finish_reason, grader=grader)
+                 finish_reason=c.finish_reason, grader=grader, score=None if score is None else score(c.text))
             for i, (c, g) in enumerate(zip(s.completions, s.grades, strict=True)) if g is not None]
 
 
@@ -243,10 +244,13 @@ def run(ctx: RunContext, round_n: int) -> None:
                         unanswered[g_role if g_role == "teacher" else "generator"] += 1
                         continue
                 grader = getattr(ctx.domains[task.domain], "grader_name", None)
+                raw = getattr(ctx.domains[task.domain], "score", None)
+                score = None if raw is None else (lambda text, t=task, f=raw: f(t, text))
                 solo_rows = _rows(tid, solo[tid], role="learner", mode="solo", model=learner_ref,
-                                  round_n=round_n, grader=grader)
+                                  round_n=round_n, grader=grader, score=score)
                 guided_rows = [] if tid not in guided else _rows(tid, guided[tid], role=g_role, mode="guided",
-                                                                  model=g_model, round_n=round_n, grader=grader)
+                                                                  model=g_model, round_n=round_n, grader=grader,
+                                                                  score=score)
                 batch_rows += solo_rows + guided_rows
                 num_solo, num_guided = num_solo + len(solo_rows), num_guided + len(guided_rows)
                 fate = curriculum.band_fate(cur, ps, pg if needs else None)

@@ -27,6 +27,7 @@ from zpd.store.db import StoreError, StoreIOError, get_meta, is_storage_full, op
 from zpd.store.lock import ControllerLock, LockHeld
 from zpd.store.readmodel import last_committed, next_round
 from zpd.store.rounds import dir_bytes, round_dir
+from zpd.store.yields import domain_yields
 
 from . import notify
 from .context import RunContext, Stopped
@@ -246,6 +247,9 @@ class Daemon:
         for domain, value in self.db.execute("SELECT domain, value FROM frontier WHERE round = ?",
                                              [cur["id"]]).fetchall():
             self.metrics.set_frontier(domain, value)
+        for domain, (accepted, calibrated) in domain_yields(self.db, last, last).get(last, {}).items():
+            if domain in self.metrics.domains and calibrated:
+                self.metrics.set_domain_yield(domain, accepted / calibrated)
 
     # -- signals ------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: object) -> None:

@@ -171,6 +171,9 @@ class DaemonMetrics(ReplicaMetrics):
                             "Last round's ZPD yield: in-band (zpd + exam) tasks / tasks calibrated.", registry=r)
         self._accepted_cost = Gauge("zpd_accepted_item_cost_usd",
                                     "Last round's teacher spend per accepted (in-band) task, in USD.", registry=r)
+        # Extra (issue 17): per-domain yield, what the candidate allocation follows (reasoning-gym families).
+        self._domain_yield = Gauge("zpd_domain_yield_ratio", "Last committed round's ZPD yield by domain: "
+                                   "(zpd + exam) / tasks calibrated.", ["domain"], registry=r)
 
         for outcome in OUTCOMES:
             self._rounds.labels(outcome)
@@ -179,6 +182,7 @@ class DaemonMetrics(ReplicaMetrics):
         for domain in self.domains:
             self._synthesized.labels(domain)
             self._frontier.labels(domain)
+            self._domain_yield.labels(domain)
         for fate in FATES:
             self._routed.labels(fate)
         for mode in MODES:
@@ -235,6 +239,9 @@ class DaemonMetrics(ReplicaMetrics):
 
     def set_frontier(self, domain: str, x: float) -> None:
         self._frontier.labels(_check("domain", domain, self.domains)).set(x)
+
+    def set_domain_yield(self, domain: str, ratio: float) -> None:
+        self._domain_yield.labels(_check("domain", domain, self.domains)).set(ratio)
 
     def train_progress(self, loss: float, new_tokens: int) -> None:
         """``loss``: the latest value; ``new_tokens``: tokens trained since the previous call (not a total)."""

@@ -33,6 +33,7 @@ PLOTS = {
     "accuracy": "accuracy.png",
     "bands": "bands.png",
     "tokens": "eval_vs_tokens.png",
+    "families": "families.png",   # frontier and yield of every domain (loop/report_families.py)
 }
 INSTALL_HINT = "pip install 'zpd[report]'"
 
@@ -69,6 +70,7 @@ class RoundData:
     num_attempts_fixed: int | None = None       # what fixed-k sampling would have made
     num_selected: int | None = None             # tasks of this round selected for training
     decontamination: dict[str, Any] | None = None
+    yield_by_domain: dict[str, float] = field(default_factory=dict)   # (zpd + exam) / calibrated, per domain
 
 
 @dataclass
@@ -122,6 +124,9 @@ def load_run(db: Any, state_dir: Path | str | None = None) -> RunData:
             f"SELECT fate_round, fate, count(*) FROM tasks WHERE fate_round IS NOT NULL AND fate IN ({marks}) "
             "GROUP BY fate_round, fate", BAND_FATES):
         bands.setdefault(r, {})[fate] = n
+    from zpd.store.yields import domain_yields
+
+    yields = {r: {d: a / c for d, (a, c) in by.items() if c} for r, by in domain_yields(conn, 0, 1 << 62).items()}
     selected: dict[int, int | None] = {}
     if "selected" in tcols:
         for r, n in conn.execute("SELECT fate_round, sum(selected) FROM tasks WHERE fate_round IS NOT NULL "
@@ -170,6 +175,7 @@ def load_run(db: Any, state_dir: Path | str | None = None) -> RunData:
             num_attempts_fixed=_int(v.get("num_attempts_fixed")),
             num_selected=selected.get(n),
             decontamination=decon,
+            yield_by_domain=yields.get(n, {}),
         ))
     run.policy = next((r.policy for r in reversed(run.rounds) if r.policy), None)
     run.domains = sorted({d for r in run.rounds for d in r.frontier})
@@ -336,6 +342,10 @@ def _figures(runs: dict[str, list[RunData]], title: str) -> dict[str, bytes]:
     fig.suptitle(title)
     out["tokens"] = _png(fig)
     plt.close(fig)
+
+    from .report_families import families_png
+
+    out["families"] = families_png(runs, title)
     return out
 
 

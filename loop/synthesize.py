@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from zpd.store import stats
 
+from .allocation import build_allocation
 from .context import RunContext, rng_for
 from .curriculum import build_policy
 
@@ -59,10 +60,14 @@ def remember(ctx: RunContext, name: str, domain: object) -> None:
 def run(ctx: RunContext, round_n: int) -> None:
     cfg = ctx.cfg.synthesis
     policy = build_policy(ctx.cfg)
+    allocation = build_allocation(ctx.cfg.curriculum)
     made: dict[str, int] = {}
     duplicates = 0
     with ctx.db.atomic():
+        # Candidates per domain (curriculum.allocation; loop/allocation.py): num_candidates each by default.
+        quota = allocation.split(ctx.db, round_n, list(ctx.domains), cfg.num_candidates)
         for name, domain in ctx.domains.items():
+            wanted = quota[name]
             rng = rng_for(ctx.cfg.run.seed, round_n, "synthesize", name)
             observe(ctx, name, domain)
             remember(ctx, name, domain)
@@ -75,7 +80,7 @@ def run(ctx: RunContext, round_n: int) -> None:
                 [name, round_n - 1],
             ))
             rng.shuffle(parents)
-            num_derived = min(len(parents), round(cfg.num_candidates * cfg.escalate_fraction))
+            num_derived = min(len(parents), round(wanted * cfg.escalate_fraction))
             for parent in parents:
                 if count >= num_derived:
                     break
@@ -91,16 +96,16 @@ def run(ctx: RunContext, round_n: int) -> None:
             # 2. Fresh candidates at the difficulties the policy draws (a duplicate costs one more draw),
             #    or proposed by the policy itself (self-play).
             tries = 0
-            proposed = policy.propose(ctx, round_n, name, domain, cfg.num_candidates - count, rng)
+            proposed = policy.propose(ctx, round_n, name, domain, wanted - count, rng)
             for task in proposed or []:
                 if ctx.insert_task(task, round_n=round_n, fate="pending") is None:
                     duplicates += 1
                     continue
                 count += 1
             if proposed is not None:
-                tries = cfg.num_candidates * cfg.max_tries_factor  # what the proposer did not make stays unmade
-            while count < cfg.num_candidates and tries < cfg.num_candidates * cfg.max_tries_factor:
-                want = cfg.num_candidates - count
+                tries = wanted * cfg.max_tries_factor  # what the proposer did not make stays unmade
+            while count < wanted and tries < wanted * cfg.max_tries_factor:
+                want = wanted - count
                 for difficulty in policy.difficulties(ctx, round_n, name, domain.min_difficulty,
                                                       domain.max_difficulty, want, rng):
                     tries += 1
@@ -110,12 +115,13 @@ def run(ctx: RunContext, round_n: int) -> None:
                         continue
                     count += 1
             made[name] = count
-            if count < cfg.num_candidates:
+            if count < wanted:
                 ctx.log.warning(
                     "domain exhausted near its frontier",
-                    extra={"domain": name, "made": count, "wanted": cfg.num_candidates},
+                    extra={"domain": name, "made": count, "wanted": wanted},
                 )
         ctx.advance(round_n, "calibrate", num_candidates=sum(made.values()), num_duplicates=duplicates)
     for name, n in made.items():
         ctx.metrics.tasks_synthesized(name, n)
-    ctx.log.info("synthesized", extra={"candidates": made, "duplicates": duplicates, "policy": policy.name})
+    ctx.log.info("synthesized", extra={"candidates": made, "duplicates": duplicates, "policy": policy.name,
+                                       "allocation": allocation.name, "quota": quota})

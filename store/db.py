@@ -235,6 +235,13 @@ def m007_scale(db: Database) -> None:
     scale_schema.create(db)
 
 
+@migrations()
+def m008_raw_scores(db: Database) -> None:
+    """The grader's raw score of each calibration attempt (reasoning-gym gives partial credit; ``correct``
+    is score >= the domain's pass threshold). NULL for domains that grade pass/fail only."""
+    db.execute("ALTER TABLE attempts ADD COLUMN score REAL")
+
+
 def is_storage_full(exc: BaseException) -> bool:
     """Whether an error means the disk is full or read-only (not worth retrying)."""
     import errno

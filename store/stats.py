@@ -34,6 +34,7 @@ ATTEMPT_COLUMNS = (
     "latency_seconds",
     "finish_reason",
     "grader",
+    "score",
 )
 _INSERT_ATTEMPT = (
     f"INSERT OR IGNORE INTO attempts ({', '.join(ATTEMPT_COLUMNS)}) "

@@ -59,13 +59,19 @@ class Domain(Protocol):
         """Difficulties at which the frozen eval set is made (spanning the domain's range)."""
 
 
-DomainFactory = Callable[[Any], Domain]
+DomainFactory = Callable[[Any], "Domain | dict[str, Domain]"]
 _REGISTRY: dict[str, DomainFactory] = {}
+_PREFIXES: dict[str, str] = {}
+"""Instance-name prefix -> registered name, for factories that make several instances ("rg:chain_sum")."""
 
 
-def register(name: str) -> Callable[[DomainFactory], DomainFactory]:
+def register(name: str, prefix: str | None = None) -> Callable[[DomainFactory], DomainFactory]:
+    """Register a domain factory. A factory that returns a dict makes several domain instances, named
+    ``<prefix>:<instance>`` (reasoning-gym's families); its module's ``grade_task`` grades them all."""
     def deco(factory: DomainFactory) -> DomainFactory:
         _REGISTRY[name] = factory
+        if prefix is not None:
+            _PREFIXES[prefix] = name
         return factory
 
     return deco
@@ -74,15 +80,18 @@ def register(name: str) -> Callable[[DomainFactory], DomainFactory]:
 def build_domains(domains_cfg: Any, prompt_style: str = "bare") -> dict[str, Any]:
     """Instantiate every enabled domain of a ``DomainsConfig``, each seen through ``prompt_style``
     (``prompting.Styled``: what phases call for prompts, reference answers and grades)."""
-    from . import arithmetic, dataset, knowledge  # noqa: F401  (registers the built-in domains)
     from .prompting import Styled
+
+    registered()  # import the built-in domains
 
     out: dict[str, Any] = {}
     for name in domains_cfg.enabled_names():
         if name not in _REGISTRY:
             raise KeyError(f"domains.{name}: no such domain is registered")
-        domain = _REGISTRY[name](getattr(domains_cfg, name))
-        out[name] = Styled(domain, prompt_style)  # type: ignore[arg-type]
+        made = _REGISTRY[name](getattr(domains_cfg, name))
+        instances = made if isinstance(made, dict) else {name: made}  # reasoning-gym: one per family
+        for key, domain in instances.items():
+            out[key] = Styled(domain, prompt_style)  # type: ignore[arg-type]
     return out
 
 
@@ -98,6 +107,8 @@ def grader_for(name: str, prompt_style: str = "bare") -> Callable[[Task, str], b
     from .prompting import Styled, final_answer
 
     registered()  # import the built-in domains
+    if name not in _REGISTRY and name.split(":", 1)[0] in _PREFIXES:
+        name = _PREFIXES[name.split(":", 1)[0]]
     if name not in _REGISTRY:
         raise KeyError(f"no domain {name!r} is registered")
     module = importlib.import_module(_REGISTRY[name].__module__)
@@ -111,6 +122,6 @@ def grader_for(name: str, prompt_style: str = "bare") -> Callable[[Task, str], b
 
 
 def registered() -> list[str]:
-    from . import arithmetic, dataset, knowledge  # noqa: F401
+    from . import arithmetic, dataset, knowledge, reasoning_gym  # noqa: F401
 
     return sorted(_REGISTRY)

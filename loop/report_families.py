@@ -1,0 +1,45 @@
+"""The per-domain plot of ``zpd report``: every domain's frontier and ZPD yield by round, in one figure.
+
+With reasoning-gym each family is a domain (``rg:<family>``), so this is the per-family view: where each
+family's frontier stands and how much of its calibrated work lands in the band (what the ``yield``
+allocation follows, ``loop/allocation.py``). One line per domain (and per run label when several runs
+are overlaid; the first run of a label stands for it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def families_png(runs: dict[str, list[Any]], title: str) -> bytes:
+    """PNG bytes: frontier (left) and ZPD yield (right) per domain vs round (``runs``: label -> RunData list)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from .report import _png
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), squeeze=False)
+    panels = (("frontier per domain", "frontier difficulty", lambda r, d: r.frontier.get(d)),
+              ("ZPD yield per domain: (zpd + exam) / calibrated", "yield", lambda r, d: r.yield_by_domain.get(d)))
+    for ax, (name, ylabel, get) in zip(axes[0], panels, strict=True):
+        for label, rs in runs.items():
+            if not rs:
+                continue
+            run = rs[0]
+            for domain in run.domains:
+                pts = [(r.round, get(r, domain)) for r in run.rounds if get(r, domain) is not None]
+                if pts:
+                    tag = domain if len(runs) == 1 else f"{label}: {domain}"
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=tag)
+        ax.set_title(name)
+        ax.set_xlabel("round")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out

@@ -1,0 +1,267 @@
+"""reasoning-gym as a domain (issue 17), on the real library: items, grading and its check, difficulty,
+escalation, guidance, the candidate allocation on a real store, and a smoke run of three families.
+
+Skipped where reasoning-gym is not installed, unless ZPD_REQUIRE_REASONING_GYM=1 (CI sets it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+if os.environ.get("ZPD_REQUIRE_REASONING_GYM") == "1":
+    import reasoning_gym  # noqa: F401  (a missing library is an error here, not a skip)
+else:
+    pytest.importorskip("reasoning_gym")
+
+from harness import run_zpd, status  # noqa: E402
+from prometheus_client import generate_latest  # noqa: E402
+
+from zpd.configs.reasoning_gym import ReasoningGymConfig  # noqa: E402
+from zpd.configs.schema import CurriculumConfig  # noqa: E402
+from zpd.loop.allocation import build_allocation  # noqa: E402
+from zpd.loop.domains import rg_grading as g  # noqa: E402
+from zpd.loop.domains.base import Task, grader_for  # noqa: E402
+from zpd.loop.domains.reasoning_gym import Family, build_families  # noqa: E402
+from zpd.loop.metrics import DaemonMetrics  # noqa: E402
+from zpd.store.db import open_store  # noqa: E402
+from zpd.trainer.verl.reward import compute_score  # noqa: E402
+
+# 20 families that pass the grading check with both response formats (bench/results/reasoning-gym.md).
+FAMILIES = [
+    "basic_arithmetic", "chain_sum", "products", "simple_equations", "lcm", "leg_counting", "spell_backward",
+    "decimal_chain_sum", "count_primes", "fraction_simplification", "prime_factorization", "complex_arithmetic",
+    "letter_counting", "calendar_arithmetic", "count_bits", "caesar_cipher", "word_sorting",
+    "number_sorting", "base_conversion", "bitwise_arithmetic",
+]
+
+
+def _cfg(**kw) -> ReasoningGymConfig:
+    return ReasoningGymConfig(enabled=True, **{"families": ["chain_sum"], **kw})
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_family_makes_graded_items_at_its_levels(family):
+    cfg = _cfg(families=[family], response="answer_tags")
+    result = g.check_family(family, num_items=20, seed=7, threshold=1.0, range_mode="upper_bound",
+                            max_level=None, response="answer_tags")
+    assert result.ok, result.reason
+    fam = Family(family, cfg, result.levels, eval_budget=40)
+    rng = random.Random(0)
+    for level in (result.levels[0], result.levels[-1]):
+        task = fam.make_task(float(level), rng)
+        # The scalar difficulty is the curriculum level the item was made at.
+        assert task.difficulty == level == task.meta["rg"]["level"] and task.domain == f"rg:{family}"
+        assert task.prompt.startswith(task.meta["rg"]["entry"]["question"]) and task.answer
+        assert fam.grade(task, fam.solution(task)) and fam.score(task, fam.solution(task)) == 1.0
+        assert not fam.grade(task, "<answer>zzz</answer>") and not fam.grade(task, "no tags at all")
+        other = next(t for t in (fam.make_task(float(level), rng) for _ in range(20)) if t.answer != task.answer)
+        assert not fam.grade(task, fam.solution(other))  # another item's answer fails
+        # The stored form grades alike wherever it is rebuilt (CALIBRATE, GRPO, verl's reward).
+        rebuilt = Task(**json.loads(json.dumps(asdict(task))))
+        assert grader_for(task.domain)(rebuilt, fam.solution(task)) and not grader_for(task.domain)(rebuilt, "x")
+        # Offline guidance never contains the answer string.
+        assert task.answer not in task.guidance
+    for t in fam.eval_items():
+        assert t.answer not in t.guidance
+
+
+def test_guidance_never_contains_the_answer_and_unguided_families_are_reported():
+    cfg = _cfg(families=["basic_arithmetic", "chain_sum", "gcd"], response="worked")
+    families, left_out = build_families(cfg)
+    for fam in families.values():
+        for i in range(30):
+            t = fam.make_task(float(i % 3), random.Random(i))
+            assert t.answer not in t.guidance
+            assert fam.guided_prompt(t) == (f"{t.guidance}\n{t.prompt}" if t.guidance else t.prompt)
+        assert fam.offline_guidance_ratio() >= 0.5
+    # gcd's answers are mostly 1 or 2: almost every solved example contains the answer string.
+    assert "gcd" in left_out and "no offline guidance" in left_out["gcd"] and "rg:gcd" not in families
+    kept, _ = build_families(_cfg(families=["gcd"], response="worked", unguided="keep"))
+    assert list(kept) == ["rg:gcd"]
+
+
+def test_families_failing_the_grading_check_are_left_out():
+    families, left_out = build_families(_cfg(families=["game_of_life_halting", "chain_sum"]))
+    assert list(families) == ["rg:chain_sum"]
+    assert "garbage" in left_out["game_of_life_halting"]  # "zzz" scores 1.0 there
+
+
+def test_unknown_family_is_one_config_error():
+    from zpd.configs.load import ConfigError
+
+    with pytest.raises(ConfigError, match="domains.reasoning_gym.families: no family 'no_such'"):
+        build_families(_cfg(families=["no_such"]))
+    with pytest.raises(ValueError, match="no family group"):
+        ReasoningGymConfig(families="nope")
+
+
+def test_escalation_and_simplification_move_the_level():
+    cfg = _cfg(families=["chain_sum"], max_level=4)
+    fam = Family("chain_sum", cfg, [0, 1, 2, 3, 4], eval_budget=20)
+    rng = random.Random(3)
+    t = fam.make_task(2.0, rng)
+    assert t.difficulty == 2.0
+    assert fam.escalate(t, rng).difficulty == 3.0 and fam.simplify(t, rng).difficulty == 1.0
+    top = fam.make_task(4.0, rng)
+    assert fam.escalate(top, rng).difficulty == 4.0  # clipped to the last level
+    # A frontier between levels draws both neighbours, in proportion.
+    levels = [fam.make_task(2.25, rng).difficulty for _ in range(400)]
+    assert set(levels) == {2.0, 3.0} and 0.15 < levels.count(3.0) / 400 < 0.35
+
+
+def test_items_are_a_function_of_the_seed_and_the_eval_set_is_fixed():
+    cfg = _cfg(families=["chain_sum"])
+    fam = Family("chain_sum", cfg, [0, 1, 2], eval_budget=12)
+    a = [fam.make_task(1.0, random.Random(11)).content_hash for _ in range(3)]
+    assert len(set(a)) == 1  # the same rng state (run seed, round, domain) makes the same item
+    e1, e2 = fam.eval_items(), Family("chain_sum", cfg, [0, 1, 2], eval_budget=12).eval_items()
+    assert [t.content_hash for t in e1] == [t.content_hash for t in e2] and len(e1) == 12
+    assert {t.meta["rg"]["split"] for t in e1} == {"validation", "test"}
+    assert sorted({t.difficulty for t in e1}) == [0.0, 1.0, 2.0]
+
+
+def test_the_eval_cap_bounds_the_total_over_families():
+    families, _ = build_families(_cfg(families=["basic_arithmetic", "chain_sum", "products"], max_eval_items=30))
+    sizes = {n: len(f.eval_items()) for n, f in families.items()}
+    assert sum(sizes.values()) <= 30 and all(s > 0 for s in sizes.values())
+
+
+def test_verl_reward_grades_the_stored_task():
+    fam = Family("chain_sum", _cfg(), [0, 1], eval_budget=4)
+    task = fam.make_task(1.0, random.Random(5))
+    info = {"domain": task.domain, "prompt": task.prompt, "task_json": json.dumps(asdict(task))}
+    assert compute_score("zpd/" + task.domain, fam.solution(task), task.answer, info) == 1.0
+    assert compute_score("zpd/" + task.domain, "<answer>zzz</answer>", task.answer, info) == 0.0
+
+
+def test_metrics_pre_initialise_every_family():
+    m = DaemonMetrics(["rg:basic_arithmetic", "rg:chain_sum"], version="0")
+    m.set_frontier("rg:chain_sum", 1.5)
+    m.set_domain_yield("rg:chain_sum", 0.25)
+    text = generate_latest(m.registry).decode()
+    assert 'zpd_frontier_difficulty{domain="rg:basic_arithmetic"} 0.0' in text
+    assert 'zpd_frontier_difficulty{domain="rg:chain_sum"} 1.5' in text
+    assert 'zpd_domain_yield_ratio{domain="rg:chain_sum"} 0.25' in text
+
+
+# -- allocation across families, on a real store -------------------------------------------------------
+def _round(db, round_n: int, fates: dict[str, list[str]]) -> None:
+    for domain, fs in fates.items():
+        for i, fate in enumerate(fs):
+            t = Task(domain, 1.0, f"{domain} r{round_n} #{i}", "1", "", f"{domain}:{round_n}:{i}")
+            db["tasks"].insert(dict(domain=domain, difficulty=1.0, prompt=t.prompt, answer="1", guidance="",
+                                    canonical=t.canonical, content_hash=t.content_hash, round=round_n, fate=fate,
+                                    fate_round=round_n))
+
+
+def test_yield_allocation_follows_measured_yield_keeps_a_floor_and_recovers(tmp_path):
+    db = open_store(tmp_path / "state.db")
+    cfg = CurriculumConfig(allocation="yield", allocation_floor_ratio=0.25, allocation_step=0.5)
+    alloc = build_allocation(cfg)
+    names = ["rg:a", "rg:b", "rg:c"]
+    assert build_allocation(CurriculumConfig()).split(db, 1, names, 40) == {n: 40 for n in names}
+    assert alloc.split(db, 1, names, 40) == {n: 40 for n in names}  # nothing measured: even
+    high, low = ["zpd"] * 8 + ["mastered"] * 2, ["mastered"] * 9 + ["beyond"]
+    for r in (1, 2):
+        _round(db, r, {"rg:a": high, "rg:b": low, "rg:c": low})
+    split = alloc.split(db, 3, names, 40)
+    assert sum(split.values()) == 120 and split["rg:a"] > 2 * max(split["rg:b"], split["rg:c"])
+    assert min(split["rg:b"], split["rg:c"]) >= 10  # the floor: a quarter of an even share
+    for r in (3, 4, 5):  # yields swap: b is now the productive family
+        _round(db, r, {"rg:a": low, "rg:b": high, "rg:c": low})
+    after = alloc.split(db, 6, names, 40)
+    assert after["rg:b"] > 2 * max(after["rg:a"], after["rg:c"]) and after["rg:a"] >= 10 and sum(after.values()) == 120
+    assert alloc.split(db, 6, names, 40) == after  # derived from the store: the same on a rerun
+
+
+# -- a smoke run: three families, two rounds, a resume -------------------------------------------------
+SMOKE_RG = """
+[run]
+seed = 1
+[learner]
+hidden_size = 32
+num_layers = 1
+num_heads = 2
+intermediate_size = 64
+max_positions = 256
+[bootstrap]
+num_examples = 120
+max_solo_difficulty = 0.0
+max_guided_difficulty = 1.0
+epochs = 1.0
+[domains.arithmetic]
+enabled = false
+[domains.reasoning_gym]
+enabled = true
+families = ["basic_arithmetic", "chain_sum", "products"]
+response = "worked"
+max_level = 2
+eval_per_level = 2
+max_eval_items = 18
+check_items = 8
+[synthesis]
+num_candidates = 6
+[calibration]
+num_solo = 2
+num_guided = 2
+max_tokens = 8
+batch_size = 8
+[curriculum]
+allocation = "yield"
+[measure]
+max_tokens = 8
+[exam]
+admit_per_round = 1
+max_items = 6
+[train]
+epochs = 1.0
+batch_size = 16
+max_retries = 0
+[metrics]
+port = 0
+[logging]
+progress = false
+"""
+
+
+def _tasks(state: Path) -> list[tuple]:
+    conn = sqlite3.connect(state / "state.db")
+    return conn.execute("SELECT round, domain, content_hash, fate != 'eval' FROM tasks ORDER BY content_hash").fetchall()
+
+
+def test_three_families_commit_two_rounds_and_a_resume_makes_the_same_items(tmp_path):
+    config = tmp_path / "rg.toml"
+    config.write_text(SMOKE_RG)
+    resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
+    for state, steps in ((resumed, ("1", "2")), (fresh, ("2",))):
+        for rounds in steps:
+            out = run_zpd("start", "--config", str(config), "--state-dir", str(state), "--rounds", rounds, timeout=900)
+            assert out.returncode == 0, out.stderr[-3000:]
+    s = status(resumed)
+    assert s["committed_rounds"] == 2
+    assert set(s["frontier"]) == {"rg:basic_arithmetic", "rg:chain_sum", "rg:products"}
+    assert set(s["eval"]["by_domain"]) == set(s["frontier"])
+    # The same run seed makes the same items, whether the run was resumed between rounds or not.
+    assert _tasks(resumed) == _tasks(fresh)
+    conn = sqlite3.connect(resumed / "state.db")
+    assert conn.execute("SELECT count(*) FROM tasks WHERE fate = 'eval'").fetchone()[0] <= 18
+    # Exam and eval items never reach training; raw scores are stored with the attempts.
+    assert conn.execute("""SELECT count(*) FROM train_examples e JOIN tasks t ON t.id = e.task_id
+                           WHERE t.fate IN ('eval', 'exam')""").fetchone()[0] == 0
+    for (report,) in conn.execute("SELECT decontamination_json FROM rounds WHERE id >= 1"):
+        assert json.loads(report)["exact_overlap"] == 0
+    scores = conn.execute("SELECT score, correct FROM attempts").fetchall()
+    assert scores and all(sc is not None and (sc >= 1.0) == bool(ok) for sc, ok in scores)
+    meta = json.loads(conn.execute("SELECT meta_json FROM tasks WHERE round = 1 LIMIT 1").fetchone()[0])
+    assert meta["rg"]["entry"]["question"] and meta["rg"]["version"] == "0.1.25"
+    # The set of families is fixed for a run.
+    out = run_zpd("start", "--config", str(config), "--state-dir", str(resumed), "--rounds", "3",
+                  "--set", 'domains.reasoning_gym.families=["chain_sum"]', timeout=300)
+    assert out.returncode == 2 and "domains.reasoning_gym.families" in out.stderr
