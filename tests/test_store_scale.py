@@ -247,6 +247,7 @@ def test_training_set_is_the_sample_the_whole_history_gives(tmp_path: Path) -> N
                     "domain": r["domain"],
                     "answer": r["answer"],
                     "task_json": json.dumps(asdict(ctx.task_from_row(r))),
+                    "prompt_style": "bare",
                 }
                 for r in db.query(
                     f"""SELECT e.prompt AS eprompt, e.response, t.* FROM train_examples e
