@@ -187,6 +187,7 @@ class TrainerWorker:
         deadline = time.monotonic() + timeout_seconds
         try:
             if not self.alive():
+                self.close(kill=True)  # one that died between jobs: reap it and close its pipes
                 self._start()
                 ready = self._next_event(deadline, should_stop, on_progress, "training")
                 if ready is None or ready.get("event") != "ready":
