@@ -1,8 +1,10 @@
 """The daemon: ``zpd start``. Lock, open the store, serve metrics, then run rounds until told to stop.
 
-Order at start-up (DESIGN.md): the controller lock before anything else, so a second daemon is
-refused before it binds a port or writes a byte; then the store (migrations, reconcile with the
-disk), the config check against the run's, the metrics port, readiness. Signals only set a stop
+Order at start-up (one method per step): 1. read-only checks (config, learner and domains, the kind
+of directory, the snapshot index, the config the run pinned); 2. the controller lock, taken only in
+an empty or zpd directory, so a second daemon is refused before it binds a port or writes a byte;
+3. the metrics port; 4. the first write (seed, logs, the store: migrations, reconcile with the disk,
+the config). A refusal after step 2 deletes the lock file it created: a refused start leaves no trace. Signals only set a stop
 flag; the loop stops at the next safe point (between phases or batches; a training child is killed
 as a tree) and exits 0. A second signal aborts at once.
 """
@@ -24,14 +26,14 @@ import zpd
 from zpd.configs.load import ConfigError, changed_keys, immutable_changes, to_json
 from zpd.configs.schema import ZpdConfig
 from zpd.store.db import StoreError, StoreIOError, get_meta, is_storage_full, open_store, set_meta
-from zpd.store.lock import ControllerLock, LockHeld
+from zpd.store.lock import FRESH_ENTRIES, ControllerLock, LockHeld, StateDirRefused, check_state_dir
 from zpd.store.rounds import dir_bytes, round_dir
 
 from . import notify
 from .context import RunContext, Stopped
 from .domains.base import build_domains
 from .logs import CONTEXT, get_logger, setup_logging
-from .metrics import DaemonMetrics
+from .metrics import DaemonMetrics, is_loopback
 from .round import run_round
 from .snapshot import reconcile
 from .train import PhaseFailed
@@ -39,7 +41,6 @@ from .train import PhaseFailed
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_CORRUPT = 0, 1, 2, 3, 4
 COMPONENT_OF_PHASE = {"bootstrap": "trainer", "train": "trainer", "calibrate": "generator", "measure": "generator",
                       "synthesize": "store", "snapshot": "store"}
-_ALLOWED_IN_FRESH_DIR = {"controller.lock", "logs", "state.db", "state.db-wal", "state.db-shm", "state.db-journal"}
 
 
 class StorageFull(Exception):
@@ -50,6 +51,19 @@ class StartError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _mark_seeded(db_path: Path, mark: str) -> None:
+    """Record ``seeded_from`` in a staged store, checkpointed into the file itself (only the file is
+    published; a WAL beside it would be left behind)."""
+    conn = sqlite3.connect(str(db_path))
+    try:
+        with conn:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('seeded_from', ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", [mark])
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
 
 
 def next_round(db) -> int:
@@ -81,60 +95,146 @@ class Daemon:
         self._last_beat = time.monotonic()
         self._ready = False
         self._started = time.monotonic()
+        self.kind = "new"
+        """What step 1 found: new, fresh (empty) or zpd (a state directory)."""
 
-    # -- start-up ---------------------------------------------------------------------------
-    def _check_dir(self) -> None:
-        if self.state_dir.exists() and not self.state_dir.is_dir():
-            raise StartError(EXIT_USAGE, f"{self.state_dir}: not a directory")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+    # -- start-up: four steps, so that a refused start leaves no trace -------------------------------
+    def _open(self) -> None:
+        domains = self._read_only_checks()
+        self._take_lock()
+        url = self._bind_port(domains)
+        self._first_write(domains, url)
 
-    def _check_foreign(self) -> None:
-        if (self.state_dir / "state.db").exists():
-            return
-        foreign = sorted(p.name for p in self.state_dir.iterdir() if p.name not in _ALLOWED_IN_FRESH_DIR)
-        if foreign:
-            raise StartError(EXIT_CORRUPT, f"{self.state_dir}: not empty and not a zpd state directory "
-                                           f"(found {', '.join(foreign[:5])}); refusing to use it")
-
-    def _seed(self) -> None:
-        """``--from-snapshot``: seed an empty directory; ignored on one it already seeded; else refused."""
-        if self.from_snapshot is None:
-            return
-        from zpd.store.archive import SnapshotError, read_index, seed_from_snapshot
-
-        db_path = self.state_dir / "state.db"
-        if db_path.exists():
-            from zpd.store.db import open_readonly
+    def _read_only_checks(self) -> dict:
+        """Step 1, nothing written: the config (parsed by the CLI), the learner and domains (a bad task file
+        exits 2; a verl backend that cannot run here exits 1 saying what to install), the kind of
+        directory, the snapshot index, the config the run pinned, the metrics bind address."""
+        domains = build_domains(self.cfg.domains)
+        if self.cfg.train.backend.startswith("verl"):
+            from zpd.trainer.verl import VerlUnavailable, preflight
 
             try:
-                db = open_readonly(db_path)
-                seeded = json.loads(get_meta(db, "seeded_from") or "null")
-                db.conn.close()
-                index = read_index(self.from_snapshot)
-            except (StoreError, SnapshotError, ValueError):
-                seeded, index = None, None
-            if seeded and index and (seeded.get("round"), seeded.get("created_at")) == (
-                    index.get("round"), index.get("created_at")):
-                return  # this archive seeded this directory before: resume it
-            raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty and was not seeded by "
-                                         f"{self.from_snapshot}; give an empty state directory (or drop "
-                                         "--from-snapshot to resume it)")
-        others = sorted(p.name for p in self.state_dir.iterdir() if p.name not in _ALLOWED_IN_FRESH_DIR)
+                preflight(self.cfg)
+            except VerlUnavailable as exc:
+                raise StartError(EXIT_FAILED, f"train.backend={self.cfg.train.backend}: {exc}") from None
+        self._check_snapshot_target()
+        try:
+            self.kind = check_state_dir(self.state_dir)
+        except StateDirRefused as exc:
+            raise StartError(exc.code, str(exc)) from None
+        self._check_snapshot()
+        self._check_pinned_config()
+        m = self.cfg.metrics
+        if m.enabled and not is_loopback(m.host) and not os.environ.get(m.token_env):
+            raise StartError(EXIT_USAGE, f"config: metrics.host: metrics.host {m.host!r} is not a loopback "
+                                         f"address and requires a bearer token in ${m.token_env}")
+        return domains
+
+    def _check_snapshot_target(self) -> None:
+        if self.from_snapshot is None or not self.state_dir.is_dir() or (self.state_dir / "state.db").exists():
+            return
+        others = sorted(p.name for p in self.state_dir.iterdir() if p.name not in FRESH_ENTRIES
+                        and not (p.name.startswith(".seed-") and p.name.endswith(".tmp")))
         if others:
             raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty (found {others[0]})")
+
+    def _check_snapshot(self) -> None:
+        """``--from-snapshot``: the index is valid; the directory is empty, or was seeded by this archive
+        (then the flag is ignored); anything else is refused."""
+        if self.from_snapshot is None:
+            return
+        from zpd.store.archive import SnapshotError, read_index
+
         try:
             index = read_index(self.from_snapshot)
-            round_n = seed_from_snapshot(self.from_snapshot, self.state_dir)
         except SnapshotError as exc:
             raise StartError(EXIT_USAGE, f"--from-snapshot: {exc}") from None
+        if self.kind != "zpd":
+            self._seed_index = index
+            return
+        from zpd.store.db import open_readonly
+
         try:
-            db = open_store(db_path)
-        except StoreError as exc:
-            raise StartError(EXIT_CORRUPT, f"--from-snapshot: {exc}") from None
-        with db.atomic():
-            set_meta(db, "seeded_from", json.dumps({"archive": str(self.from_snapshot), "round": round_n,
-                                                    "created_at": index.get("created_at")}))
-        db.conn.close()
+            db = open_readonly(self.state_dir / "state.db")
+            seeded = json.loads(get_meta(db, "seeded_from") or "null")
+            db.conn.close()
+        except (StoreError, ValueError):
+            seeded = None
+        if isinstance(seeded, dict) and (seeded.get("round"), seeded.get("created_at")) == (
+                index.get("round"), index.get("created_at")):
+            return  # this archive seeded this directory before: resume it
+        raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty and was not seeded by "
+                                     f"{self.from_snapshot}; give an empty state directory (or drop "
+                                     "--from-snapshot to resume it)")
+
+    def _check_pinned_config(self) -> None:
+        if self.kind != "zpd":
+            return
+        from zpd.store.db import open_readonly
+
+        db = open_readonly(self.state_dir / "state.db")
+        try:
+            stored = get_meta(db, "config_json")
+        finally:
+            db.conn.close()
+        bad = immutable_changes(json.loads(stored), json.loads(to_json(self.cfg))) if stored else []
+        if bad:
+            raise StartError(EXIT_USAGE, f"config: {bad[0]} cannot change in a running state directory "
+                                         f"({self.state_dir}); start a new one or restore the old value")
+
+    def _take_lock(self) -> None:
+        """Step 2: the lock, only in an empty directory or a zpd one (step 1 said which)."""
+        missing = [p for p in (self.state_dir, *self.state_dir.parents) if not p.exists()]
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._made_dirs = missing
+            self.lock.acquire()
+        except LockHeld as exc:
+            raise StartError(EXIT_BUSY, str(exc)) from None
+        except OSError as exc:
+            raise StartError(EXIT_FAILED, f"{self.state_dir}: cannot write the state directory: "
+                                          f"{exc.strerror or exc}") from None
+
+    def _bind_port(self, domains: dict) -> str | None:
+        """Step 3: the metrics port (a busy one refuses the start before the store is touched)."""
+        self.metrics = DaemonMetrics(sorted(domains), zpd.__version__)
+        if not self.cfg.metrics.enabled:
+            return None
+        m = self.cfg.metrics
+        try:
+            return self.metrics.serve(m.host, m.port, os.environ.get(m.token_env) or None,
+                                      ready=lambda: self._ready and not self.stop.is_set(), healthy=self._healthy,
+                                      token_env=m.token_env)
+        except ValueError as exc:
+            raise StartError(EXIT_USAGE, f"config: metrics.host: {exc}") from None
+        except OSError as exc:
+            raise StartError(EXIT_FAILED, f"metrics.port: cannot listen on {m.host}:{m.port}: {exc}") from None
+
+    def _discard_refused_start(self) -> None:
+        """A refusal after step 2: close the port, delete the lock file if this start created it, and the
+        directories it made if they are still empty."""
+        if self.metrics is not None:
+            self.metrics.close()
+        self.lock.release(discard=True)
+        for path in getattr(self, "_made_dirs", []):
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+    def _seed(self) -> None:
+        """Unpack ``--from-snapshot`` into the (empty) directory; a no-op when step 1 found it seeded."""
+        index = getattr(self, "_seed_index", None)
+        if index is None:
+            return
+        from zpd.store.archive import SnapshotError, seed_from_snapshot
+
+        mark = json.dumps({"archive": str(self.from_snapshot), "round": index["round"],
+                           "created_at": index.get("created_at")})
+        try:
+            seed_from_snapshot(self.from_snapshot, self.state_dir, prepare=lambda db: _mark_seeded(db, mark))
+        except SnapshotError as exc:
+            raise StartError(EXIT_USAGE, f"--from-snapshot: {exc}") from None
 
     def _check_config(self) -> None:
         new = json.loads(to_json(self.cfg))
@@ -151,26 +251,16 @@ class Daemon:
         with self.db.atomic():
             set_meta(self.db, "config_json", to_json(self.cfg))
 
-    def _open(self) -> None:
-        # Domains and the trainer's preflight first: a bad task file (exit 2) or a verl backend that cannot
-        # run here (exit 1, saying what to install or where to run) must not leave a state directory behind.
-        domains = build_domains(self.cfg.domains)
-        if self.cfg.train.backend.startswith("verl"):
-            from zpd.trainer.verl import VerlUnavailable, preflight
+    def _first_write(self, domains: dict, url: str | None) -> None:
+        """Step 4: stale seeding stages removed, the seed, logs, the store, reconcile, the config pinned."""
+        from zpd.store.archive import stale_seed_stages
 
-            try:
-                preflight(self.cfg)
-            except VerlUnavailable as exc:
-                raise StartError(EXIT_FAILED, f"train.backend={self.cfg.train.backend}: {exc}") from None
         try:
-            self._check_dir()
-            self.lock.acquire()
+            for stage in stale_seed_stages(self.state_dir):
+                shutil.rmtree(stage)  # a kill while seeding; we hold the lock, so nobody is using it
             self._seed()
-            self._check_foreign()
             setup_logging(self.state_dir / "logs", self.cfg.logging.level, self.cfg.logging.max_bytes,
                           self.cfg.logging.backups)
-        except LockHeld as exc:
-            raise StartError(EXIT_BUSY, str(exc)) from None
         except OSError as exc:
             raise StartError(EXIT_FAILED, f"{self.state_dir}: cannot write the state directory: "
                                           f"{exc.strerror or exc}") from None
@@ -185,18 +275,6 @@ class Daemon:
         if fixed:
             self.log.info("reconciled rounds committed on disk", extra={"rounds": fixed})
         self._check_config()
-        self.metrics = DaemonMetrics(sorted(domains), zpd.__version__)
-        url = None
-        if self.cfg.metrics.enabled:
-            m = self.cfg.metrics
-            try:
-                url = self.metrics.serve(m.host, m.port, os.environ.get(m.token_env) or None,
-                                         ready=lambda: self._ready and not self.stop.is_set(), healthy=self._healthy,
-                                         token_env=m.token_env)
-            except ValueError as exc:
-                raise StartError(EXIT_USAGE, f"config: metrics.host: {exc}") from None
-            except OSError as exc:
-                raise StartError(EXIT_FAILED, f"metrics.port: cannot listen on {m.host}:{m.port}: {exc}") from None
         with self.db.atomic():
             self.db.execute(
                 "INSERT OR REPLACE INTO controller (id, pid, round, phase, metrics_url, started_at, updated_at) "
@@ -329,7 +407,7 @@ class Daemon:
         try:
             self._open()
         except StartError:
-            self.lock.release()
+            self._discard_refused_start()
             raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
@@ -400,12 +478,14 @@ class Daemon:
 
 def start(state_dir: Path, cfg: ZpdConfig, rounds_target: int | None, from_snapshot: Path | None = None) -> int:
     """Entry point of ``zpd start`` after argument parsing. Returns the exit code."""
+    from .cli import one_line
+
     daemon = Daemon(state_dir, cfg, rounds_target, from_snapshot)
     try:
         return daemon.run()
     except StartError as exc:
-        print(f"zpd start: {exc}", file=sys.stderr)
+        print(one_line(f"zpd start: {exc}"), file=sys.stderr)
         return exc.code
     except ConfigError as exc:
-        print(f"zpd start: config error: {exc}", file=sys.stderr)
+        print(one_line(f"zpd start: config error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
