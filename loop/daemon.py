@@ -26,7 +26,7 @@ import zpd
 from zpd.configs.load import ConfigError, changed_keys, immutable_changes, to_json
 from zpd.configs.schema import ZpdConfig
 from zpd.store.db import StoreError, StoreIOError, get_meta, is_storage_full, open_store, set_meta
-from zpd.store.lock import FRESH_ENTRIES, ControllerLock, LockHeld, StateDirRefused, check_state_dir
+from zpd.store.lock import ControllerLock, LockHeld, StateDirRefused, check_state_dir, fresh_dir_foreign
 from zpd.store.rounds import dir_bytes, round_dir
 
 from . import notify
@@ -133,8 +133,7 @@ class Daemon:
     def _check_snapshot_target(self) -> None:
         if self.from_snapshot is None or not self.state_dir.is_dir() or (self.state_dir / "state.db").exists():
             return
-        others = sorted(p.name for p in self.state_dir.iterdir() if p.name not in FRESH_ENTRIES
-                        and not (p.name.startswith(".seed-") and p.name.endswith(".tmp")))
+        others = fresh_dir_foreign(self.state_dir)
         if others:
             raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty (found {others[0]})")
 
@@ -253,11 +252,10 @@ class Daemon:
 
     def _first_write(self, domains: dict, url: str | None) -> None:
         """Step 4: stale seeding stages removed, the seed, logs, the store, reconcile, the config pinned."""
-        from zpd.store.archive import stale_seed_stages
+        from zpd.store.archive import discard_interrupted_seed
 
         try:
-            for stage in stale_seed_stages(self.state_dir):
-                shutil.rmtree(stage)  # a kill while seeding; we hold the lock, so nobody is using it
+            removed = discard_interrupted_seed(self.state_dir)  # a kill while seeding; we hold the lock
             self._seed()
             setup_logging(self.state_dir / "logs", self.cfg.logging.level, self.cfg.logging.max_bytes,
                           self.cfg.logging.backups)
@@ -270,6 +268,8 @@ class Daemon:
             raise StartError(EXIT_FAILED, str(exc)) from None
         except StoreError as exc:
             raise StartError(EXIT_CORRUPT, str(exc)) from None
+        if removed:
+            self.log.warning("removed what an interrupted seeding left", extra={"removed": removed})
         self.log.info("store opened", extra={"sqlite_version": sqlite3.sqlite_version, "state_dir": str(self.state_dir)})
         fixed = reconcile(self.db, self.state_dir)
         if fixed:

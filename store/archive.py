@@ -156,6 +156,28 @@ def stale_seed_stages(state_dir: Path) -> list[Path]:
     return sorted(p for p in Path(state_dir).glob(".seed-*.tmp") if p.is_dir() and not p.is_symlink())
 
 
+def discard_interrupted_seed(state_dir: Path) -> list[str]:
+    """Remove what a killed seeding left (call with the controller lock held): its stages and, when no
+    store was published yet, the ``rounds/`` and ``LATEST`` it had published (seeding needs an empty
+    directory, so they are its own). Returns the names removed."""
+    state_dir = Path(state_dir)
+    stages = stale_seed_stages(state_dir)
+    removed = []
+    if stages and not (state_dir / "state.db").exists():
+        for name in ("LATEST", "rounds"):
+            path = state_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+                removed.append(name)
+            elif path.exists():
+                path.unlink()
+                removed.append(name)
+    for stage in stages:
+        shutil.rmtree(stage)
+        removed.append(stage.name)
+    return removed
+
+
 def seed_from_snapshot(archive: Path, state_dir: Path, prepare: Callable[[Path], None] | None = None) -> int:
     """Unpack a verified archive into an empty state directory; returns the archived round.
 

@@ -35,6 +35,20 @@ class StateDirRefused(Exception):
         self.code = code
 
 
+def _is_seed_stage(name: str) -> bool:
+    return name.startswith(".seed-") and name.endswith(".tmp")
+
+
+def fresh_dir_foreign(state_dir: Path) -> list[str]:
+    """Entries of a directory without a store that make it not empty. A seeding killed between publishing
+    the round and the store leaves its stage and ``rounds/`` (and ``LATEST``): those are its own, not
+    foreign (the next start removes them, zpd.store.archive.discard_interrupted_seed)."""
+    names = [p.name for p in Path(state_dir).iterdir()]
+    seeding = any(_is_seed_stage(n) for n in names)
+    return sorted(n for n in names if n not in FRESH_ENTRIES and not _is_seed_stage(n)
+                  and not (seeding and n in ("rounds", "LATEST")))
+
+
 def _is_run_root(path: Path) -> bool:
     return (path / "state.db").is_file() and any((path / m).exists() for m in _RUN_MARKERS)
 
@@ -62,8 +76,7 @@ def check_state_dir(state_dir: Path) -> str:
         except StoreError as exc:
             raise StateDirRefused(4, str(exc)) from None
         return "zpd"
-    foreign = sorted(p.name for p in state_dir.iterdir()
-                     if p.name not in FRESH_ENTRIES and not (p.name.startswith(".seed-") and p.name.endswith(".tmp")))
+    foreign = fresh_dir_foreign(state_dir)
     if foreign:
         raise StateDirRefused(4, f"{state_dir}: not empty and not a zpd state directory (found "
                                  f"{', '.join(foreign[:5])}); refusing to use it")
