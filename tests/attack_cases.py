@@ -538,13 +538,13 @@ lock.release(discard=discard)
 _SEEDER = """
 import json, sys
 from pathlib import Path
-from zpd.loop.daemon import _mark_seeded
+from zpd.loop.startup import mark_seeded
 from zpd.store.archive import read_index, seed_from_snapshot
 archive, target = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
 index = read_index(archive)
 mark = json.dumps({"archive": str(archive), "round": index["round"], "created_at": index.get("created_at")})
 print("seeding", flush=True)
-seed_from_snapshot(archive, target, prepare=lambda db: _mark_seeded(db, mark))  # what zpd start does
+seed_from_snapshot(archive, target, prepare=lambda db: mark_seeded(db, mark))  # what zpd start does
 """
 
 

@@ -195,6 +195,15 @@ def _server_class(host: str, max_connections: int) -> type[ThreadingHTTPServer]:
                 return
             super().process_request(request, client_address)
 
+        def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+            import sys
+
+            exc = sys.exc_info()[1]
+            if isinstance(exc, ConnectionError | TimeoutError):  # a client that left: nothing to report
+                log.debug("client %s went away: %s", client_address, exc)
+                return
+            log.exception("request from %s failed", client_address)
+
         def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
             try:
                 super().process_request_thread(request, client_address)
