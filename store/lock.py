@@ -62,7 +62,7 @@ def check_state_dir(state_dir: Path) -> str:
     for parent in state_dir.parents:
         if _is_run_root(parent):
             raise StateDirRefused(4, f"{state_dir}: inside the zpd state directory {parent}; give that "
-                                     "directory (to resume it) or one outside it")
+                                     "directory itself or one outside it")
     if not state_dir.exists():
         return "new"
     if not state_dir.is_dir():

@@ -33,6 +33,16 @@ def test_a_directory_inside_a_run_is_refused_without_a_byte_written(run_dir: Pat
     assert tree_digest(run_dir) == before
 
 
+def test_rollback_and_review_refuse_a_committed_round_directory(run_dir: Path, tmp_path: Path) -> None:
+    before = tree_digest(run_dir)
+    verdicts = tmp_path / "v.jsonl"
+    verdicts.write_text("")
+    for args in (["rollback", "--round", "0"], ["review", "--import", verdicts]):
+        code, err = cli(args[0], "--state-dir", run_dir / "rounds" / "round_000000", *args[1:])
+        assert code == 4 and len(err.strip().splitlines()) == 1, err
+    assert tree_digest(run_dir) == before
+
+
 def test_a_foreign_directory_with_a_state_db_is_refused_and_gets_no_lock(tmp_path: Path) -> None:
     (tmp_path / "state.db").write_bytes(b"not sqlite at all" * 100)
     before = tree_digest(tmp_path)
@@ -49,6 +59,13 @@ def test_a_stale_seed_stage_of_a_dead_pid_is_recovered(round0_archive: Path, tmp
                     "--from-snapshot", round0_archive)
     assert code == 0, err
     assert not list((tmp_path / "s").glob(".seed-*")) and (tmp_path / "s" / "LATEST").is_file()
+    # Killed between publishing the round directory and the store: its rounds/ is the seeding's own.
+    half = tmp_path / "h"
+    (half / ".seed-999999998.tmp").mkdir(parents=True)
+    (half / "rounds" / "round_000000").mkdir(parents=True)
+    code, err = cli("start", "--config", SMOKE, "--state-dir", half, "--rounds", "0", "--from-snapshot", round0_archive)
+    assert code == 0, err
+    assert (half / "state.db").is_file() and (half / "rounds" / "round_000000" / "COMPLETE").is_file()
 
 
 def test_a_late_refusal_leaves_nothing_and_the_corrected_retry_starts(tmp_path: Path) -> None:
