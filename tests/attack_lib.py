@@ -32,7 +32,9 @@ class Outcome:
 
 
 def tree_digest(path: Path) -> str | None:
-    """A digest of every entry under ``path`` (names, sizes, contents); None when it does not exist."""
+    """A digest of every entry under ``path`` (names, sizes, contents); None when it does not exist.
+    SQLite's ``-shm`` index and an empty ``-wal``, which any reader of a WAL store may create (and a
+    killed reader leaves), are not content and are left out; a ``-wal`` holding frames is included."""
     if not os.path.lexists(path):
         return None
     h = hashlib.sha256()
@@ -41,6 +43,8 @@ def tree_digest(path: Path) -> str | None:
         h.update(root.encode("utf-8", "surrogateescape"))
         for name in sorted(files):
             p = Path(root) / name
+            if name.endswith("-shm") or (name.endswith("-wal") and p.stat().st_size == 0):
+                continue
             h.update(name.encode("utf-8", "surrogateescape"))
             if p.is_symlink():
                 h.update(os.readlink(p).encode("utf-8", "surrogateescape"))
