@@ -1,5 +1,5 @@
-"""The attack suite as a table: tried and handled per category (tests/attack_cases.py's generators,
-judged by tests/attack_lib.py's rules), written to bench/results/attacks.md.
+"""The attack suite as a table: tried and handled per category (the generators of tests/attack_cases.py
+and tests/attacks_live.py, judged by tests/attack_lib.py's rules), written to bench/results/attacks.md.
 
     python bench/attacks.py [--seed 0] [--archive round0.tar] [--out bench/results/attacks.md]
 
@@ -20,15 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from attack_cases import (  # noqa: E402
-    archive_cases,
-    config_cases,
-    kill_race_cases,
-    sandbox_cases,
-    serve_cases,
-    user_file_cases,
-)
+from attack_cases import archive_cases, config_cases, user_file_cases  # noqa: E402
 from attack_lib import cli  # noqa: E402
+from attacks_live import kill_race_cases, sandbox_cases, serve_cases  # noqa: E402
 
 
 def _archive(work: Path) -> Path:

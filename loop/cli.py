@@ -171,11 +171,29 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_inside_a_run(command: str, state_dir: Path) -> int | None:
+    """For the writing commands: a directory holding a state.db that is not a run's root (a committed
+    round's directory, another run's abandoned/) is refused before the lock, untouched."""
+    from zpd.store.lock import StateDirRefused, check_state_dir
+
+    if not (state_dir / "state.db").exists():
+        return None  # the command's own check says what is missing
+    try:
+        check_state_dir(state_dir.resolve())
+    except StateDirRefused as exc:
+        print(one_line(f"zpd {command}: {exc}"), file=sys.stderr)
+        return exc.code
+    return None
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from zpd.loop.rollback import RollbackError, rollback
     from zpd.store.db import StoreError
     from zpd.store.lock import LockHeld
 
+    refused = _refuse_inside_a_run("rollback", args.state_dir)
+    if refused is not None:
+        return refused
     try:
         moved = rollback(args.state_dir, args.round)
     except LockHeld as exc:
@@ -230,10 +248,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
+    import stat
+
     from zpd.loop.review import ReviewError, import_verdicts
     from zpd.store.db import StoreError
     from zpd.store.lock import LockHeld
 
+    refused = _refuse_inside_a_run("review", args.state_dir)
+    if refused is not None:
+        return refused
+    if args.import_file.exists() and not stat.S_ISREG(args.import_file.stat().st_mode):
+        print(one_line(f"zpd review: {args.import_file}: not a regular file"), file=sys.stderr)
+        return 2
     try:
         counts = import_verdicts(args.state_dir, args.import_file)
     except LockHeld as exc:

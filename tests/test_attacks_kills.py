@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from attack_cases import kill_race_cases
 from attack_lib import cli
+from attacks_live import kill_race_cases
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attack_cases import sandbox_cases
+from attacks_live import sandbox_cases
 
 
 def test_every_hostile_program_is_contained(tmp_path: Path) -> None:

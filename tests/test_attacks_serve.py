@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from attack_cases import serve_cases
 from attack_lib import cli
+from attacks_live import serve_cases
 
 
 @pytest.fixture(scope="module")
