@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()  # `--set learner.path=/m` means the string "/m"
+    except (ValueError, RecursionError) as exc:  # a 4400-digit integer, [[[[...]]]] nested past the stack
+        raise ConfigError(f"--set {key}: unusable value ({_why(exc)})") from None
     return key.split("."), value
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return " ".join(str(exc).split())[:120] or type(exc).__name__
 
 
 def _set_dotted(data: dict[str, Any], parts: list[str], value: Any, origin: str) -> None:
@@ -85,6 +94,8 @@ def _more(err: ValidationError) -> str:
 
 def read_toml(path: Path) -> dict[str, Any]:
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read forever
+            raise ConfigError(f"{path}: not a regular file")
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
@@ -94,6 +105,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # an integer over 4300 digits; tables nested past the stack
+        raise ConfigError(f"{path}: unusable TOML: {_why(exc)}") from None
 
 
 def load_config(path: Path, overrides: list[str] | None = None) -> ZpdConfig:
@@ -125,10 +138,20 @@ def key_origin(key: str, path: Path, overrides: list[str] | None = None) -> str:
 
 
 def validate(data: dict[str, Any], origin: str) -> ZpdConfig:
+    """Strict validation through JSON: ``true`` is not an integer (lax pydantic takes it as 1) and a string
+    is not a number, while TOML's ints still fill float fields and strings still make paths."""
     try:
-        return ZpdConfig.model_validate(data)
+        text = json.dumps(data, default=str)  # TOML dates become strings, refused where a number is due
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{origin}: unusable value ({_why(exc)})") from None
+    try:
+        # learner.path itself is checked before the start writes anything (loop/learner_check.py), with
+        # where its value came from.
+        return ZpdConfig.model_validate_json(text, strict=True)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, origin)) from None
+    except OSError as exc:  # a path the OS cannot even look up (a name too long, say)
+        raise ConfigError(f"{origin}: {str(exc.filename)[:80]}: {exc.strerror or exc}") from None
 
 
 def to_json(cfg: ZpdConfig) -> str:

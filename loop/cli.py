@@ -19,8 +19,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
+
+WRITING_COMMANDS = ("start", "rollback", "review")
+"""Their tracebacks go to DIR/logs/; the read-only commands' to $XDG_STATE_HOME/zpd/, never into DIR."""
+
+
+def one_line(message: str) -> str:
+    """A message as one terminal line: newlines and other control characters (a file name may hold
+    them) are escaped, the rest is kept as is."""
+    return "".join(ch if ch.isprintable() or ch == "\t" else ascii(ch)[1:-1] for ch in message)
+
+
+def _traceback_dir(command: str, state_dir: Path | None) -> Path:
+    if command in WRITING_COMMANDS and state_dir is not None and (state_dir / "state.db").is_file():
+        return state_dir / "logs"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "zpd"
+
+
+def report_crash(command: str, state_dir: Path | None, exc: BaseException) -> str:
+    """Write the traceback of an unexpected exception to a file; return the one line that names it."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    path = _traceback_dir(command, state_dir) / f"crash-{command}-{stamp}-{os.getpid()}.txt"
+    text = "".join(traceback.format_exception(exc))
+    try:
+        from zpd.store.atomic import atomic_write_text
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+        where = f"traceback in {path}"
+    except OSError as err:
+        where = f"traceback not saved: {err.strerror or err}"
+    return one_line(f"zpd {command}: internal error: {type(exc).__name__}: {str(exc)[:200]} ({where})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +123,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     from zpd.configs.load import ConfigError, key_origin, load_config
 
     if args.rounds is not None and args.rounds < 0:
-        print("zpd start: --rounds must be >= 0", file=sys.stderr)
+        print(one_line("zpd start: --rounds must be >= 0"), file=sys.stderr)
         return 2
     try:
         cfg = load_config(args.config, args.overrides)
@@ -96,7 +131,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
         notes = check_learner(cfg, lambda key: key_origin(key, args.config, args.overrides))
     except ConfigError as exc:
-        print(f"zpd start: config error: {exc}", file=sys.stderr)
+        print(one_line(f"zpd start: config error: {exc}"), file=sys.stderr)
         return 2
     from zpd.loop.logs import set_console_format
 
@@ -112,7 +147,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         status = collect(args.state_dir)
     except StatusError as exc:
-        print(f"zpd status: {exc}", file=sys.stderr)
+        print(one_line(f"zpd status: {exc}"), file=sys.stderr)
         return exc.code
     print(json.dumps(status, indent=2) if args.json else render(status))
     return 0
@@ -137,17 +172,32 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         db, committed = _committed_rounds(state_dir)
         db.conn.close()
         if not committed:
-            print(f"zpd snapshot: {state_dir} has no committed round yet", file=sys.stderr)
+            print(one_line(f"zpd snapshot: {state_dir} has no committed round yet"), file=sys.stderr)
             return 1
         index = write_snapshot(state_dir, max(committed), args.out, zpd.__version__)
     except StoreError as exc:
-        print(f"zpd snapshot: {exc}", file=sys.stderr)
+        print(one_line(f"zpd snapshot: {exc}"), file=sys.stderr)
         return 2 if "no state database" in str(exc) else 4
     except (SnapshotError, OSError) as exc:
-        print(f"zpd snapshot: {exc}", file=sys.stderr)
+        print(one_line(f"zpd snapshot: {exc}"), file=sys.stderr)
         return 1
     print(json.dumps({"round": index["round"], "out": str(args.out.resolve()), "files": len(index["files"])}))
     return 0
+
+
+def _refuse_inside_a_run(command: str, state_dir: Path) -> int | None:
+    """For the writing commands: a directory holding a state.db that is not a run's root (a committed
+    round's directory, another run's abandoned/) is refused before the lock, untouched."""
+    from zpd.store.lock import StateDirRefused, check_state_dir
+
+    if not (state_dir / "state.db").exists():
+        return None  # the command's own check says what is missing
+    try:
+        check_state_dir(state_dir.resolve())
+    except StateDirRefused as exc:
+        print(one_line(f"zpd {command}: {exc}"), file=sys.stderr)
+        return exc.code
+    return None
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -155,16 +205,19 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from zpd.store.db import StoreError
     from zpd.store.lock import LockHeld
 
+    refused = _refuse_inside_a_run("rollback", args.state_dir)
+    if refused is not None:
+        return refused
     try:
         moved = rollback(args.state_dir, args.round)
     except LockHeld as exc:
-        print(f"zpd rollback: refused: {exc}", file=sys.stderr)
+        print(one_line(f"zpd rollback: refused: {exc}"), file=sys.stderr)
         return 3
     except RollbackError as exc:
-        print(f"zpd rollback: {exc}", file=sys.stderr)
+        print(one_line(f"zpd rollback: {exc}"), file=sys.stderr)
         return 2
     except StoreError as exc:
-        print(f"zpd rollback: {exc}", file=sys.stderr)
+        print(one_line(f"zpd rollback: {exc}"), file=sys.stderr)
         return 4
     print(json.dumps({"round": args.round, "moved_aside": moved}))
     return 0
@@ -178,16 +231,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         db, committed = _committed_rounds(state_dir)
     except StoreError as exc:
-        print(f"zpd export: {exc}", file=sys.stderr)
+        print(one_line(f"zpd export: {exc}"), file=sys.stderr)
         return 2 if "no state database" in str(exc) else 4
     try:
         if args.round not in committed:
-            print(f"zpd export: round {args.round} is not committed in {state_dir}", file=sys.stderr)
+            print(one_line(f"zpd export: round {args.round} is not committed in {state_dir}"), file=sys.stderr)
             return 2
         rows = rows_for(db, args.round, args.what)
         write_rows(rows, args.format, args.out)
     except OSError as exc:
-        print(f"zpd export: {exc}", file=sys.stderr)
+        print(one_line(f"zpd export: {exc}"), file=sys.stderr)
         return 1
     finally:
         db.conn.close()
@@ -199,31 +252,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from zpd.loop.serve import ServeError, serve
 
     if args.round is not None and args.round < 0 or not 0 <= args.port <= 65535:
-        print("zpd serve: --round must be >= 0 and --port in 0..65535", file=sys.stderr)
+        print(one_line("zpd serve: --round must be >= 0 and --port in 0..65535"), file=sys.stderr)
         return 2
     try:
         return serve(args.state_dir, args.round, args.host, args.port, args.token_env, args.device,
                      learner=args.learner, enable_lora=args.enable_lora)
     except ServeError as exc:
-        print(f"zpd serve: {exc}", file=sys.stderr)
+        print(one_line(f"zpd serve: {exc}"), file=sys.stderr)
         return exc.code
 
 
 def cmd_review(args: argparse.Namespace) -> int:
+    import stat
+
     from zpd.loop.review import ReviewError, import_verdicts
     from zpd.store.db import StoreError
     from zpd.store.lock import LockHeld
 
+    refused = _refuse_inside_a_run("review", args.state_dir)
+    if refused is not None:
+        return refused
+    if args.import_file.exists() and not stat.S_ISREG(args.import_file.stat().st_mode):
+        print(one_line(f"zpd review: {args.import_file}: not a regular file"), file=sys.stderr)
+        return 2
     try:
         counts = import_verdicts(args.state_dir, args.import_file)
     except LockHeld as exc:
-        print(f"zpd review: refused: {exc}", file=sys.stderr)
+        print(one_line(f"zpd review: refused: {exc}"), file=sys.stderr)
         return 3
     except ReviewError as exc:
-        print(f"zpd review: {exc}", file=sys.stderr)
+        print(one_line(f"zpd review: {exc}"), file=sys.stderr)
         return 2
     except StoreError as exc:
-        print(f"zpd review: {exc}", file=sys.stderr)
+        print(one_line(f"zpd review: {exc}"), file=sys.stderr)
         return 4
     print(json.dumps(counts))
     return 0
@@ -235,7 +296,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         written = report(args.state_dir, args.out)
     except ReportError as exc:
-        print(f"zpd report: {exc}", file=sys.stderr)
+        print(one_line(f"zpd report: {exc}"), file=sys.stderr)
         return exc.code
     print(json.dumps({"out": str(args.out.resolve()), "files": [p.name for p in written]}))
     return 0
@@ -248,7 +309,22 @@ COMMANDS = {"start": cmd_start, "status": cmd_status, "snapshot": cmd_snapshot, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    try:
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:  # `zpd status | head -1`: the reader left; say nothing more
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line on the terminal, the traceback in a file it names
+        state_dir = getattr(args, "state_dir", None)
+        print(report_crash(args.command, Path(state_dir).resolve() if state_dir else None, exc), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

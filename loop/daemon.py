@@ -1,16 +1,14 @@
 """The daemon: ``zpd start``. Lock, open the store, serve metrics, then run rounds until told to stop.
 
-Order at start-up (DESIGN.md): the controller lock before anything else, so a second daemon is
-refused before it binds a port or writes a byte; then the store (migrations, reconcile with the
-disk), the config check against the run's, the metrics port, readiness. Signals only set a stop
-flag; the loop stops at the next safe point (between phases or batches; a training child is killed
+Start-up is four steps, one method each (``loop/startup.py``): read-only checks; the controller lock
+(so a second daemon is refused before it binds a port or writes a byte); the metrics port; the first
+write. A refused start leaves no trace. Signals only set a stop flag; the loop stops at the next safe point (between phases or batches; a training child is killed
 as a tree) and exits 0. A second signal aborts at once.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import signal
@@ -20,42 +18,39 @@ import threading
 import time
 from pathlib import Path
 
-import zpd
-from zpd.configs.load import ConfigError, changed_keys, immutable_changes, to_json
+from zpd.configs.load import ConfigError
 from zpd.configs.schema import ZpdConfig
-from zpd.store.db import StoreError, StoreIOError, get_meta, is_storage_full, open_store, set_meta
-from zpd.store.lock import ControllerLock, LockHeld
-from zpd.store.readmodel import last_committed, next_round
+from zpd.store.db import is_storage_full
+from zpd.store.lock import ControllerLock
+from zpd.store.readmodel import last_committed, next_round  # noqa: F401  next_round: part of this module's surface
 from zpd.store.rounds import dir_bytes, round_dir
 from zpd.store.yields import domain_yields
 
 from . import notify
 from .context import RunContext, Stopped
-from .domains.base import build_domains
-from .domains.prompting import prompt_style
-from .logs import CONTEXT, get_logger, setup_logging
+from .logs import CONTEXT, get_logger
 from .metrics import DaemonMetrics
 from .round import run_round
-from .snapshot import reconcile
+from .startup import (  # noqa: F401  the exit codes are part of this module's surface
+    EXIT_BUSY,
+    EXIT_CORRUPT,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    StartError,
+    StartUp,
+)
 from .train import PhaseFailed
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_CORRUPT = 0, 1, 2, 3, 4
 COMPONENT_OF_PHASE = {"bootstrap": "trainer", "train": "trainer", "calibrate": "generator", "measure": "generator",
                       "synthesize": "store", "snapshot": "store"}
-_ALLOWED_IN_FRESH_DIR = {"controller.lock", "logs", "state.db", "state.db-wal", "state.db-shm", "state.db-journal"}
 
 
 class StorageFull(Exception):
     """The disk under the state directory is full or read-only."""
 
 
-class StartError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class Daemon:
+class Daemon(StartUp):
     def __init__(self, state_dir: Path, cfg: ZpdConfig, rounds_target: int | None = None,
                  from_snapshot: Path | None = None, notes: list[str] | None = None) -> None:
         self.notes = list(notes or [])
@@ -73,149 +68,8 @@ class Daemon:
         self._last_beat = time.monotonic()
         self._ready = False
         self._started = time.monotonic()
-
-    # -- start-up ---------------------------------------------------------------------------
-    def _check_dir(self) -> None:
-        if self.state_dir.exists() and not self.state_dir.is_dir():
-            raise StartError(EXIT_USAGE, f"{self.state_dir}: not a directory")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-
-    def _check_foreign(self) -> None:
-        if (self.state_dir / "state.db").exists():
-            return
-        foreign = sorted(p.name for p in self.state_dir.iterdir() if p.name not in _ALLOWED_IN_FRESH_DIR)
-        if foreign:
-            raise StartError(EXIT_CORRUPT, f"{self.state_dir}: not empty and not a zpd state directory "
-                                           f"(found {', '.join(foreign[:5])}); refusing to use it")
-
-    def _seed(self) -> None:
-        """``--from-snapshot``: seed an empty directory; ignored on one it already seeded; else refused."""
-        if self.from_snapshot is None:
-            return
-        from zpd.store.archive import SnapshotError, read_index, seed_from_snapshot
-
-        db_path = self.state_dir / "state.db"
-        if db_path.exists():
-            from zpd.store.db import open_readonly
-
-            try:
-                db = open_readonly(db_path)
-                seeded = json.loads(get_meta(db, "seeded_from") or "null")
-                db.conn.close()
-                index = read_index(self.from_snapshot)
-            except (StoreError, SnapshotError, ValueError):
-                seeded, index = None, None
-            if seeded and index and (seeded.get("round"), seeded.get("created_at")) == (
-                    index.get("round"), index.get("created_at")):
-                return  # this archive seeded this directory before: resume it
-            raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty and was not seeded by "
-                                         f"{self.from_snapshot}; give an empty state directory (or drop "
-                                         "--from-snapshot to resume it)")
-        others = sorted(p.name for p in self.state_dir.iterdir() if p.name not in _ALLOWED_IN_FRESH_DIR)
-        if others:
-            raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty (found {others[0]})")
-        try:
-            index = read_index(self.from_snapshot)
-            round_n = seed_from_snapshot(self.from_snapshot, self.state_dir)
-        except SnapshotError as exc:
-            raise StartError(EXIT_USAGE, f"--from-snapshot: {exc}") from None
-        try:
-            db = open_store(db_path)
-        except StoreError as exc:
-            raise StartError(EXIT_CORRUPT, f"--from-snapshot: {exc}") from None
-        with db.atomic():
-            set_meta(db, "seeded_from", json.dumps({"archive": str(self.from_snapshot), "round": round_n,
-                                                    "created_at": index.get("created_at")}))
-        db.conn.close()
-
-    def _check_config(self) -> None:
-        new = json.loads(to_json(self.cfg))
-        stored = get_meta(self.db, "config_json")
-        if stored:
-            old = json.loads(stored)
-            bad = immutable_changes(old, new)
-            if bad:
-                raise StartError(EXIT_USAGE, f"config: {bad[0]} cannot change in a running state directory "
-                                             f"({self.state_dir}); start a new one or restore the old value")
-            changed = changed_keys(old, new)
-            if changed:
-                self.log.info("config changed on resume; applies from the next round", extra={"keys": changed})
-        with self.db.atomic():
-            set_meta(self.db, "config_json", to_json(self.cfg))
-
-    def _open(self) -> None:
-        # Domains and the trainer's preflight first: a bad task file (exit 2) or a verl backend that cannot
-        # run here (exit 1, saying what to install or where to run) must not leave a state directory behind.
-        domains = build_domains(self.cfg.domains, prompt_style(self.cfg))
-        if self.cfg.train.backend.startswith("verl"):
-            from zpd.trainer.verl import VerlUnavailable, preflight
-
-            try:
-                preflight(self.cfg)
-            except VerlUnavailable as exc:
-                raise StartError(EXIT_FAILED, f"train.backend={self.cfg.train.backend}: {exc}") from None
-        if "served" in (self.cfg.generation.backend, self.cfg.generation.measure_backend):
-            from zpd.trainer.replicas import ReplicaFailed
-            from zpd.trainer.served import preflight as served_preflight
-
-            try:
-                served_preflight(self.cfg.served)
-            except ReplicaFailed as exc:
-                raise StartError(EXIT_FAILED, f"generation.backend=served: {exc}") from None
-        try:
-            self._check_dir()
-            self.lock.acquire()
-            self._seed()
-            self._check_foreign()
-            setup_logging(self.state_dir / "logs", self.cfg.logging.level, self.cfg.logging.max_bytes,
-                          self.cfg.logging.backups)
-            for note in self.notes:  # what the start-up checks (loop/learner_check.py) had to say
-                self.log.info(note)
-        except LockHeld as exc:
-            raise StartError(EXIT_BUSY, str(exc)) from None
-        except OSError as exc:
-            raise StartError(EXIT_FAILED, f"{self.state_dir}: cannot write the state directory: "
-                                          f"{exc.strerror or exc}") from None
-        try:
-            self.db = open_store(self.state_dir / "state.db")
-        except StoreIOError as exc:
-            raise StartError(EXIT_FAILED, str(exc)) from None
-        except StoreError as exc:
-            raise StartError(EXIT_CORRUPT, str(exc)) from None
-        self.log.info("store opened", extra={"sqlite_version": sqlite3.sqlite_version, "state_dir": str(self.state_dir)})
-        fixed = reconcile(self.db, self.state_dir)
-        if fixed:
-            self.log.info("reconciled rounds committed on disk", extra={"rounds": fixed})
-        self._check_config()
-        served = self.cfg.served.num_replicas if self.cfg.generation.backend == "served" else 0
-        self.metrics = DaemonMetrics(sorted(domains), zpd.__version__, replicas=served)
-        url = None
-        if self.cfg.metrics.enabled:
-            m = self.cfg.metrics
-            try:
-                url = self.metrics.serve(m.host, m.port, os.environ.get(m.token_env) or None,
-                                         ready=lambda: self._ready and not self.stop.is_set(), healthy=self._healthy,
-                                         token_env=m.token_env)
-            except ValueError as exc:
-                raise StartError(EXIT_USAGE, f"config: metrics.host: {exc}") from None
-            except OSError as exc:
-                raise StartError(EXIT_FAILED, f"metrics.port: cannot listen on {m.host}:{m.port}: {exc}") from None
-        with self.db.atomic():
-            self.db.execute(
-                "INSERT OR REPLACE INTO controller (id, pid, round, phase, metrics_url, started_at, updated_at) "
-                "VALUES (1, ?, ?, 'idle', ?, ?, ?)",
-                [os.getpid(), next_round(self.db), url, time.time(), time.time()],
-            )
-        self.ctx = RunContext(self.state_dir, self.cfg, self.db, domains, self.metrics, self.log, self.stop,
-                              beat=self.beat)
-        for domain in domains.values():  # a domain that needs the run (the knowledge domain's question writer)
-            attach = getattr(domain, "attach", None)
-            if attach is not None:
-                attach(self.ctx)
-        self._publish_committed()
-        self._ready = True
-        notify.notify("READY=1")
-        self.log.info("daemon ready", extra={"pid": os.getpid(), "metrics_url": url, "version": zpd.__version__})
+        self.kind = "new"
+        """What step 1 found: new, fresh (empty) or zpd (a state directory)."""
 
     # -- health -------------------------------------------------------------------------------
     def beat(self) -> None:
@@ -336,7 +190,7 @@ class Daemon:
         try:
             self._open()
         except StartError:
-            self.lock.release()
+            self._discard_refused_start()
             raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
@@ -410,12 +264,14 @@ def start(state_dir: Path, cfg: ZpdConfig, rounds_target: int | None, from_snaps
           notes: list[str] | None = None) -> int:
     """Entry point of ``zpd start`` after argument parsing (``notes``: lines to log once logging is up).
     Returns the exit code."""
+    from .cli import one_line
+
     daemon = Daemon(state_dir, cfg, rounds_target, from_snapshot, notes)
     try:
         return daemon.run()
     except StartError as exc:
-        print(f"zpd start: {exc}", file=sys.stderr)
+        print(one_line(f"zpd start: {exc}"), file=sys.stderr)
         return exc.code
     except ConfigError as exc:
-        print(f"zpd start: config error: {exc}", file=sys.stderr)
+        print(one_line(f"zpd start: config error: {exc}"), file=sys.stderr)
         return EXIT_USAGE

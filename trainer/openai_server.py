@@ -18,6 +18,12 @@ With ``enable_lora`` (``zpd serve --enable-lora``) it also has vLLM's runtime ad
 loaded, 404 for no adapter at the path or an unknown name). A loaded PEFT adapter is merged into its
 own copy of the served weights and requests naming ``lora_name`` as their model use it.
 
+Limits (``ServeLimits``; a request past one is answered 4xx, never buffered or run): a body of at most
+``max_body_bytes`` with a valid ``Content-Length``; at most ``max_prompts`` prompts; prompts x n x
+max_tokens (max_tokens defaulting to what fits in the model's positions) at most ``max_work_tokens``
+(413); ``connection_timeout_seconds`` per socket read, so slow clients do not hold threads;
+``max_connections`` handled at once, beyond which a connection is answered 503 at once.
+
 The stdlib ``ThreadingHTTPServer``: no new dependency, and the model is the bottleneck anyway (one
 generation at a time under a lock; the embedded learner is not thread-safe). ``resolve`` is called at
 most every ``refresh_seconds``; when it names another round, that learner is loaded and served (this
@@ -33,6 +39,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -47,6 +54,21 @@ MODEL_NAME = "zpd-learner"
 MAX_BODY_BYTES = 8 << 20
 
 
+@dataclass(frozen=True, slots=True)
+class ServeLimits:
+    """What one request, and the server as a whole, may take (the README's "Operating it" lists them)."""
+
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_prompts: int = 64
+    """Prompts in one /v1/completions request."""
+    max_work_tokens: int = 1 << 16
+    """prompts x n x max_tokens of one request: the tokens it may make the model generate."""
+    connection_timeout_seconds: float = 30.0
+    """Each read from a client socket (the request line, headers, body) must finish within this."""
+    max_connections: int = 32
+    """Connections handled at once; one more is answered 503 and closed."""
+
+
 class RequestError(Exception):
     def __init__(self, status: int, message: str, code: str = "invalid_request_error") -> None:
         super().__init__(message)
@@ -55,8 +77,9 @@ class RequestError(Exception):
 
 class LearnerServer:
     def __init__(self, resolve: Callable[[], tuple[int, Path]], token: str | None, *, device: str = "cpu",
-                 refresh_seconds: float = 2.0, model_name: str = MODEL_NAME, enable_lora: bool = False) -> None:
-        self.resolve, self.token, self.device = resolve, token, device
+                 refresh_seconds: float = 2.0, model_name: str = MODEL_NAME, enable_lora: bool = False,
+                 limits: ServeLimits = ServeLimits()) -> None:
+        self.resolve, self.token, self.device, self.limits = resolve, token, device, limits
         self.refresh_seconds, self.model_name, self.enable_lora = refresh_seconds, model_name, enable_lora
         self.adapters: dict[str, tuple[Any, str]] = {}
         """lora_name -> (the served weights with the adapter merged in, its path)."""
@@ -104,6 +127,18 @@ class LearnerServer:
                                max_tokens=budget, generator=generator, stop=stop)
         return [(r.text, r.finish_reason, len(r.completion_ids)) for r in rows], len(prompt_ids)
 
+    def check_work(self, num_prompts: int, n: int, max_tokens: int | None) -> None:
+        """Refuse (413) a request that could make the model generate more than ``max_work_tokens``."""
+        positions = int(self.model.config.max_position_embeddings)
+        work = num_prompts * n * min(max_tokens or positions, positions)
+        if num_prompts > self.limits.max_prompts:
+            raise RequestError(413, f"{num_prompts} prompts in one request; the limit is {self.limits.max_prompts}")
+        if work > self.limits.max_work_tokens:
+            raise RequestError(413, f"the request may generate {work} tokens (prompts x n x max_tokens = "
+                                    f"{num_prompts} x {n} x {min(max_tokens or positions, positions)}); the limit "
+                                    f"is {self.limits.max_work_tokens} per request: lower n or max_tokens, or "
+                                    "split it")
+
     # -- LoRA adapters at run time (vLLM's API) --------------------------------------------------
     def load_adapter(self, name: Any, path: Any) -> str:
         if not name or not path or not isinstance(name, str) or not isinstance(path, str):
@@ -135,7 +170,10 @@ class LearnerServer:
         for m in messages:
             content = m.get("content")
             if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+                parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+                if not all(isinstance(p, str) for p in parts):
+                    raise RequestError(400, "each content part's 'text' must be a string")
+                content = "".join(parts)
             if not isinstance(m.get("role"), str) or not isinstance(content, str):
                 raise RequestError(400, "each message needs a string 'role' and text 'content'")
             convo.append({"role": m["role"], "content": content})
@@ -151,7 +189,7 @@ class LearnerServer:
 
     # -- HTTP ----------------------------------------------------------------------------------
     def start(self, host: str, port: int) -> str:
-        self._httpd = _server_class(host)((host, port), _handler(self))
+        self._httpd = _server_class(host, self.limits.max_connections)((host, port), _handler(self))
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{self._httpd.server_address[1]}/v1"
 
@@ -165,14 +203,48 @@ class LearnerServer:
             self._httpd.server_close()
 
 
-def _server_class(host: str) -> type[ThreadingHTTPServer]:
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+         b"Retry-After: 1\r\nContent-Length: 116\r\n\r\n"
+         b'{"error": {"message": "too many connections; retry shortly", "type": "server_error", '
+         b'"param": null, "code": "busy"}}')
+
+
+def _server_class(host: str, max_connections: int) -> type[ThreadingHTTPServer]:
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    slots = threading.BoundedSemaphore(max_connections)
 
     class _Server(ThreadingHTTPServer):
         address_family = family
         daemon_threads = True
+        request_queue_size = 512  # a burst waits in the backlog (then gets a 503) instead of being reset
+
+        def process_request(self, request, client_address) -> None:  # noqa: ANN001
+            if not slots.acquire(blocking=False):
+                try:  # answered from the accepting thread: a short write, never a read
+                    request.settimeout(1.0)
+                    request.sendall(_BUSY)
+                except OSError:
+                    pass
+                self.shutdown_request(request)
+                return
+            super().process_request(request, client_address)
+
+        def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+            import sys
+
+            exc = sys.exc_info()[1]
+            if isinstance(exc, ConnectionError | TimeoutError):  # a client that left: nothing to report
+                log.debug("client %s went away: %s", client_address, exc)
+                return
+            log.exception("request from %s failed", client_address)
+
+        def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                slots.release()
 
     return _Server
 
@@ -213,6 +285,7 @@ def _handler(server: LearnerServer) -> type[BaseHTTPRequestHandler]:
         server_version = "zpd-serve"
         sys_version = ""
         protocol_version = "HTTP/1.1"
+        timeout = server.limits.connection_timeout_seconds  # per socket read: slow clients let go
 
         def _send(self, status: int, payload: dict | str) -> None:
             text = isinstance(payload, str)  # vLLM answers the adapter routes with plain text
@@ -254,13 +327,7 @@ def _handler(server: LearnerServer) -> type[BaseHTTPRequestHandler]:
                 return
             path = self.path.split("?", 1)[0].rstrip("/")
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY_BYTES:
-                    raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except ValueError:
-                    raise RequestError(400, "the request body is not JSON") from None
+                body = self._body()
                 if not isinstance(body, dict):
                     raise RequestError(400, "the request body must be a JSON object")
                 if path == "/v1/chat/completions":
@@ -274,10 +341,32 @@ def _handler(server: LearnerServer) -> type[BaseHTTPRequestHandler]:
                 else:
                     raise RequestError(404, f"no route POST {path}", "not_found")
             except RequestError as exc:
+                if exc.status >= 400 and exc.code == "invalid_body":
+                    self.close_connection = True  # the unread body must not be parsed as the next request
                 self._error(exc.status, str(exc), exc.code)
+            except TimeoutError:
+                self.close_connection = True  # a client too slow to send its body: let the thread go
             except Exception as exc:  # a bug must not kill the server thread silently
                 log.exception("request failed")
                 self._error(500, f"internal error: {type(exc).__name__}", "internal_error")
+
+        def _body(self) -> Any:
+            """The JSON body, read only when its ``Content-Length`` is a number within the cap."""
+            if self.headers.get("Transfer-Encoding"):
+                raise RequestError(411, "send the body with a Content-Length, not chunked", "invalid_body")
+            raw = (self.headers.get("Content-Length") or "0").strip()
+            if not raw.isdigit():
+                raise RequestError(400, f"Content-Length {raw[:20]!r} is not a byte count", "invalid_body")
+            length = int(raw)
+            cap = server.limits.max_body_bytes
+            if length > cap:
+                raise RequestError(413, f"request body of {length} bytes is over the {cap}-byte limit", "invalid_body")
+            try:
+                return json.loads(self.rfile.read(length) or b"{}")
+            except RecursionError:
+                raise RequestError(400, "the request body is nested too deeply") from None
+            except ValueError:  # not JSON, not UTF-8, or an integer of more than 4300 digits
+                raise RequestError(400, "the request body is not JSON") from None
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             log.debug("%s %s", self.address_string(), format % args)
@@ -308,7 +397,9 @@ def _chat(server: LearnerServer, body: dict) -> dict:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise RequestError(400, "'messages' must be a non-empty list of objects")
-    samples, prompt_tokens = server.complete(server.encode_chat(messages), **_sampling(body), model=body["model"])
+    params = _sampling(body)
+    server.check_work(1, params["n"], params["max_tokens"])
+    samples, prompt_tokens = server.complete(server.encode_chat(messages), **params, model=body["model"])
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
         "model": server.model_name,
@@ -325,6 +416,7 @@ def _text(server: LearnerServer, body: dict) -> dict:
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise RequestError(400, "'prompt' must be a string or a non-empty list of strings")
     params = _sampling(body)
+    server.check_work(len(prompts), params["n"], params["max_tokens"])
     choices, total_prompt, total_completion = [], 0, 0
     for p in prompts:
         samples, prompt_tokens = server.complete(server.encode_text(p), **params, model=body["model"])

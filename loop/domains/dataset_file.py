@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 from .dataset_grading import parse_number
 
 _OVERSIZE = "\udcff<oversize>"
+MAPPED_FIELDS = ("question_field", "answer_field", "solution_field", "difficulty_field", "category_field")
+"""The mapping keys of ``[domains.dataset]``; each one that is set must name a field the file has."""
 
 
 class DatasetFileError(ValueError):
@@ -99,12 +102,18 @@ def _jsonl_records(path: Path, max_bytes: int) -> Iterator[tuple[str, Any]]:
             except UnicodeDecodeError as exc:
                 yield where, BadRow(f"not valid UTF-8 (byte {exc.start})")
                 continue
+            if num == 1:
+                text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark
             if not text.strip():
                 continue
             try:
                 yield where, json.loads(text)
             except json.JSONDecodeError as exc:
                 yield where, BadRow(f"invalid JSON: {exc.msg} (column {exc.colno})")
+            except RecursionError:
+                yield where, BadRow("JSON nested too deeply")
+            except ValueError as exc:  # an integer of more than 4300 digits
+                yield where, BadRow(f"unusable JSON: {' '.join(str(exc).split())[:100]}")
 
 
 def _csv_records(path: Path, max_bytes: int, required: dict[str, str]) -> Iterator[tuple[str, Any]]:
@@ -135,6 +144,7 @@ def _csv_records(path: Path, max_bytes: int, required: dict[str, str]) -> Iterat
                 continue
             if header is None:
                 header = [c.strip() for c in cells]
+                header[0] = header[0].removeprefix("\ufeff").strip()  # a UTF-8 byte order mark
                 for key, column in required.items():
                     if column not in header:
                         raise DatasetFileError(f"{where}: no column {column!r} in the CSV header "
@@ -172,6 +182,10 @@ def _table_records(path: Path, fmt: str, split: str) -> Iterator[tuple[str, Any]
 
 def _text(value: Any, name: str, *, numbers: bool) -> str:
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # "\ud800" in JSON: a lone surrogate, which no store or tokenizer takes
+            raise BadRow(f"field {name!r} holds a lone surrogate (\\ud800-\\udfff), not valid Unicode") from None
         return value
     if numbers and isinstance(value, int | float) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
@@ -208,7 +222,7 @@ def _item(record: Any, where: str, cfg: Any) -> Item:
             if isinstance(raw, bool):
                 raise ValueError
             difficulty = float(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise BadRow(f"field {cfg.difficulty_field!r} must be a number, got {str(raw)[:40]!r}") from None
         if not math.isfinite(difficulty):
             raise BadRow(f"field {cfg.difficulty_field!r} is {difficulty}")
@@ -217,7 +231,7 @@ def _item(record: Any, where: str, cfg: Any) -> Item:
         value = record[cfg.category_field]
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise BadRow(f"field {cfg.category_field!r} must be a string, got {type(value).__name__}")
-        category = str(value).strip()
+        category = _text(str(value), cfg.category_field, numbers=False).strip()
     return Item(question, answer, solution, difficulty, category, where)
 
 
@@ -228,20 +242,25 @@ def read_items(cfg: Any) -> tuple[list[Item], ImportReport]:
     if not path.exists():
         raise DatasetFileError(f"{path}: dataset file not found (domains.dataset.path)")
     fmt = detect_format(path, cfg.format)
+    if fmt != "hf" and not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the start forever
+        raise DatasetFileError(f"{path}: not a regular file (domains.dataset.path)")
     if fmt == "jsonl":
         records = _jsonl_records(path, cfg.max_row_bytes)
     elif fmt == "csv":
-        required = {k: getattr(cfg, k) for k in ("question_field", "answer_field", "difficulty_field")
-                    if getattr(cfg, k) is not None}
+        required = {k: getattr(cfg, k) for k in MAPPED_FIELDS if getattr(cfg, k) is not None}
         records = _csv_records(path, cfg.max_row_bytes, required)
     else:
         records = _table_records(path, fmt, cfg.split)
     report = ImportReport(str(path))
     items: list[Item] = []
     seen: dict[str, Item] = {}
+    optional = {k: getattr(cfg, k) for k in ("solution_field", "category_field") if getattr(cfg, k) is not None}
+    found: set[str] = set()
     try:
         for where, record in records:
             report.num_rows += 1
+            if isinstance(record, dict):
+                found.update(key for key, name in optional.items() if name in record)
             try:
                 if isinstance(record, BadRow):
                     raise record
@@ -265,6 +284,8 @@ def read_items(cfg: Any) -> tuple[list[Item], ImportReport]:
     except OSError as exc:
         raise DatasetFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     report.num_items = len(items)
+    for key in optional.keys() - found:  # set explicitly, so a typo must not silently mean "none"
+        raise DatasetFileError(f"{path}: no row has the field {optional[key]!r} (domains.dataset.{key})")
     if not items:
         raise DatasetFileError(f"{path}: no usable rows ({report.num_rows} read, {report.num_skipped} bad, "
                                f"{report.num_duplicates} duplicates)")

@@ -44,8 +44,14 @@ def final_answer(output: str, marker: str) -> str:
 def parse_number(text: str) -> float | None:
     """The last number in ``text`` ('1,234.5' -> 1234.5; '$12' -> 12; '3/4' -> 0.75); None if none."""
     frac = re.search(r"([-+]?\d+)\s*/\s*(\d+)\s*$", text.strip().rstrip("."))
-    if frac and int(frac.group(2)) != 0:
-        return int(frac.group(1)) / int(frac.group(2))
+    if frac:
+        try:  # "1000...0/3": more than 4300 digits (ValueError), or a quotient past float (OverflowError)
+            num, den = int(frac.group(1)), int(frac.group(2))
+            if den != 0:
+                value = num / den
+                return value if math.isfinite(value) else None
+        except (ValueError, OverflowError):
+            return None
     found = _NUMBER.findall(text)
     if not found:
         return None

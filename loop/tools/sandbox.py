@@ -12,7 +12,9 @@ Every process here runs as root, so file permissions alone confine nothing. Each
   namespace with only a down loopback); dies with its parent;
 * with resource limits set before exec: address space (``memory_bytes``), CPU seconds, processes of
   that uid (``max_processes``: a fork bomb stops there), file size (``max_output_bytes``: also caps
-  stdout/stderr, which go to files), open files;
+  stdout/stderr, which go to files), open files; and the total written (``max_total_bytes``): under
+  bubblewrap ``/sandbox`` and ``/tmp`` are size-limited tmpfs mounts (half each; the code is bound in
+  read-only), unsandboxed the temp directory is measured as it runs and the run killed past the cap;
 * is killed with its whole process group (SIGKILL) at ``wall_seconds``; the pid namespace takes any
   orphan with it.
 
@@ -54,11 +56,13 @@ class SandboxLimits:
     max_processes: int = 16
     max_output_bytes: int = 1 * 2**20
     max_open_files: int = 64
+    max_total_bytes: int = 16 * 2**20
+    """All files it writes together (RLIMIT_FSIZE caps each one, not their sum)."""
 
     @classmethod
     def from_config(cls, cfg) -> SandboxLimits:  # cfg: zpd.configs.schema.SandboxConfig
         return cls(wall_seconds=cfg.wall_seconds, memory_bytes=cfg.memory_bytes, max_processes=cfg.max_processes,
-                   max_output_bytes=cfg.max_output_bytes)
+                   max_output_bytes=cfg.max_output_bytes, max_total_bytes=16 * cfg.max_output_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +97,47 @@ def default_python() -> str:
     return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 
 
-def _bwrap_argv(python: str, extra_ro: list[str]) -> list[str]:
+def _bwrap_argv(python: str, extra_ro: list[str], total_bytes: int) -> list[str]:
+    half = str(max(total_bytes // 2, 4096))
     argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
             "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-            "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-            "--bind", "{dir}", "/sandbox", "--chdir", "/sandbox", "--clearenv",
+            "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--size", half, "--tmpfs", "/tmp",
+            "--size", half, "--perms", "0777", "--tmpfs", "/sandbox", "--ro-bind", "{dir}/main.py", "/sandbox/main.py",
+            "--chdir", "/sandbox", "--clearenv",
             "--setenv", "HOME", "/sandbox", "--setenv", "PATH", "/usr/bin"]
     real = os.path.realpath(python)
     for path in [*extra_ro, *([] if real.startswith("/usr/") else [str(Path(real).parents[1])])]:
         argv += ["--ro-bind", path, path]
     return [*argv, python, "-I", "-B", "main.py"]
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def _wait_watching(proc: subprocess.Popen, stdin: str, limits: SandboxLimits, box: Path) -> None:
+    """Unsandboxed: wait for the run, measuring its directory every 50 ms; past ``max_total_bytes`` the
+    group is killed (it then fails like any crashed program). Raises TimeoutExpired at the wall limit."""
+    try:
+        proc.stdin.write(stdin.encode())
+        proc.stdin.close()
+    except OSError:
+        pass
+    deadline = time.monotonic() + limits.wall_seconds
+    while proc.poll() is None:
+        if time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(proc.args, limits.wall_seconds)
+        if _tree_bytes(box) > limits.max_total_bytes:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
 
 
 def run_python(code: str, *, limits: SandboxLimits = SandboxLimits(), python: str | None = None,
@@ -127,7 +162,8 @@ def run_python(code: str, *, limits: SandboxLimits = SandboxLimits(), python: st
             os.chown(box, run_uid, run_uid)
             os.chown(box / "main.py", run_uid, run_uid)
         if isolation == "bwrap":
-            argv = [a.replace("{dir}", str(box)) for a in _bwrap_argv(python, extra_ro_paths or [])]
+            argv = [a.replace("{dir}", str(box))
+                    for a in _bwrap_argv(python, extra_ro_paths or [], limits.max_total_bytes)]
             cwd, env = str(outer), {"PATH": "/usr/bin:/bin"}
         else:
             argv, cwd = [python, "-I", "-B", "main.py"], str(box)
@@ -154,7 +190,10 @@ def run_python(code: str, *, limits: SandboxLimits = SandboxLimits(), python: st
                                     preexec_fn=limit, start_new_session=True)
             timed_out = False
             try:
-                proc.communicate(stdin.encode(), timeout=limits.wall_seconds)
+                if isolation == "bwrap":  # the tmpfs mounts hold the total; nothing to watch
+                    proc.communicate(stdin.encode(), timeout=limits.wall_seconds)
+                else:
+                    _wait_watching(proc, stdin, limits, box)
             except subprocess.TimeoutExpired:
                 timed_out = True
             finally:
