@@ -118,9 +118,15 @@ def load_config(path: Path, overrides: list[str] | None = None) -> ZpdConfig:
         _set_dotted(data, parts, value, f"--set {text}")
     cfg = validate(data, str(path))
     model = cfg.learner.path
-    if model is not None and not (model / "config.json").is_file():
-        what = "does not exist" if not model.exists() else "is not an HF model directory (no config.json)"
-        raise ConfigError(f"{key_origin('learner.path', path, overrides)}: learner.path: {model} {what}")
+    try:
+        found = model is None or (model / "config.json").is_file()
+        what = "" if found else ("does not exist" if not model.exists()
+                                 else "is not an HF model directory (no config.json)")
+    except OSError as exc:  # a path the OS cannot even look up (a name too long, say)
+        found, what = False, f"cannot be looked up ({exc.strerror or exc})"
+    if not found:
+        shown = str(model) if len(str(model)) <= 200 else str(model)[:200] + "..."
+        raise ConfigError(f"{key_origin('learner.path', path, overrides)}: learner.path: {shown} {what}")
     return cfg
 
 
