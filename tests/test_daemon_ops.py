@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import psutil
-from harness import SMOKE, run_zpd, spawn_zpd, status, wait_for
+from harness import SMOKE, run_zpd, spawn_zpd, status, trainer_children, wait_for
 from promtools import Prometheus, http_get, promtool
 
 
@@ -64,14 +64,13 @@ def test_non_loopback_bind_requires_a_token(tmp_path: Path) -> None:
 
 def test_sigterm_during_train_exits_0_and_leaves_no_child(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    # The signal lands as soon as the bootstrap's training child exists; a smaller bootstrap (150 steps,
-    # still seconds of training) keeps the resume below cheap.
+    # The signal lands as soon as the bootstrap's training child (or the persistent trainer worker)
+    # exists; a smaller bootstrap (150 steps, still seconds of training) keeps the resume below cheap.
     small = ("--set", "bootstrap.num_examples=600")
     proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), *small,
                      log=tmp_path / "daemon.log")
     parent = psutil.Process(proc.pid)
-    trainer = wait_for(lambda: [c for c in parent.children(recursive=True) if "zpd.trainer.job" in " ".join(c.cmdline())],
-                       120, what="the training child")
+    trainer = wait_for(lambda: trainer_children(proc.pid), 120, what="the training child (job or worker)")
     children = parent.children(recursive=True)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
