@@ -27,3 +27,22 @@ def round0_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     snap = run_zpd("snapshot", "--state-dir", str(state), "--out", str(archive))
     assert snap.returncode == 0, snap.stderr
     return archive
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_outlives_its_test():
+    """A test that fails before it stops the daemon it spawned must not leave it running: without
+    ``--rounds`` a smoke daemon commits a round a second and fills the disk (seen: 45 GB)."""
+    yield
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "zpd.loop.cli" in cmd and " start " in f" {cmd} ":
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
