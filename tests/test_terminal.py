@@ -87,26 +87,26 @@ def test_log_format_json_puts_only_json_lines_on_the_terminal(tmp_path: Path, ro
     assert {"ts", "level", "event", "round", "phase"} <= set(records[0])
 
 
-def test_python_warnings_go_to_the_log_file_not_the_terminal(tmp_path: Path, capsys) -> None:
-    import logging
-    import warnings
+def test_python_warnings_go_to_the_log_file_not_the_terminal(tmp_path: Path) -> None:
+    # In a fresh interpreter, as the daemon is: logging and warnings state is process-wide, and tests
+    # that ran before in this process (console format, captured warnings) must not decide the outcome.
+    code = f"""
+import warnings
+from pathlib import Path
+from zpd.loop.logs import get_logger, setup_logging
+setup_logging(Path({str(tmp_path / "logs")!r}))
+with warnings.catch_warnings():
+    warnings.simplefilter("always")
+    warnings.warn("`foo` is deprecated and will be removed", FutureWarning, stacklevel=1)
+get_logger().info("after the warning", extra={{"n": 1}})
+"""
+    import sys
 
-    from zpd.loop.logs import get_logger, setup_logging
-
-    try:
-        setup_logging(tmp_path / "logs")
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.warn("`foo` is deprecated and will be removed", FutureWarning, stacklevel=1)
-        get_logger().info("after the warning", extra={"n": 1})
-    finally:
-        logging.captureWarnings(False)
-        get_logger().handlers.clear()
-    out = capsys.readouterr()
-    assert "FutureWarning" not in out.out + out.err and "after the warning  (n: 1)" in out.out
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=zpd_env(), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "FutureWarning" not in out.stdout + out.stderr and "after the warning  (n: 1)" in out.stdout
     records = [json.loads(x) for x in (tmp_path / "logs" / "zpd.jsonl").read_text().splitlines()]
-    # Found by content: a record of something still running from an earlier test of the session (a
-    # progress line) may come first.
     warned = [i for i, r in enumerate(records) if "FutureWarning: `foo` is deprecated" in r["event"]]
     after = [i for i, r in enumerate(records) if r["event"] == "after the warning" and r.get("n") == 1]
     assert len(warned) == 1 and records[warned[0]]["level"] == "warning"
