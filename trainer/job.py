@@ -219,13 +219,19 @@ def _run(job: TrainJob) -> TrainResult:
     raise ValueError(f"unknown trainer backend {job.backend!r}")
 
 
+def execute_job(job_path: Path) -> None:
+    """Run the job described in ``job_path`` and write its result atomically (a child per job and the
+    persistent worker both run jobs through this; each reports failures its own way)."""
+    job = TrainJob(**json.loads(Path(job_path).read_text()))
+    result = _run(job)
+    _atomic_write_text(Path(job.result_path), json.dumps(asdict(result)))
+
+
 def run_job_child(job_path: Path) -> int:
     """Run the job described in ``job_path``; 0 on success (result written), 1 on any error."""
     _emit({"event": "start", "pid": os.getpid()})
     try:
-        job = TrainJob(**json.loads(Path(job_path).read_text()))
-        result = _run(job)
-        _atomic_write_text(Path(job.result_path), json.dumps(asdict(result)))
+        execute_job(job_path)
     except BaseException as exc:  # noqa: BLE001  (the parent only sees the exit code and the log)
         import traceback
 

@@ -45,8 +45,8 @@ from .job import (
     _emit,
     _parse_event,
     _pump,
-    _run,
     child_argv,
+    execute_job,
     kill_tree,
 )
 from .result import TrainResult
@@ -75,9 +75,7 @@ def _release() -> dict[str, Any]:
 def _run_one(job_path: Path) -> None:
     _emit({"event": "start", "pid": os.getpid()})
     try:
-        job = TrainJob(**json.loads(Path(job_path).read_text()))
-        result = _run(job)
-        _atomic_write_text(Path(job.result_path), json.dumps(asdict(result)))
+        execute_job(job_path)
     except Exception as exc:  # noqa: BLE001  (reported to the daemon, which kills this worker)
         import traceback
 
