@@ -10,7 +10,6 @@ TOML line) and fits on one line; the CLI prints it and exits 2.
 
 from __future__ import annotations
 
-import copy
 import json
 import stat
 import tomllib
@@ -62,7 +61,8 @@ def _set_dotted(data: dict[str, Any], parts: list[str], value: Any, origin: str)
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Relative paths in a config file are relative to that file."""
-    for dotted in ("learner.path", "storage.shared_dir", "domains.dataset.path", "domains.knowledge.corpus_dir"):
+    for dotted in ("learner.path", "storage.shared_dir", "domains.dataset.path",
+                   "domains.knowledge.corpus_dir"):
         *parents, key = dotted.split(".")
         node: Any = data
         for part in parents:
@@ -79,7 +79,8 @@ def _format_validation(err: ValidationError, origin: str) -> str:
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     elif first["type"] == "value_error":
-        # A cross-field check names its own key(s): "Value error, domains.x.y must ..." -> "domains.x.y must ..."
+        # A cross-field check names its own key(s):
+        # "Value error, domains.x.y must ..." -> "domains.x.y must ..."
         msg = msg.removeprefix("Value error, ")
         if msg.startswith(loc + ".") or msg.startswith(loc + ":") or (loc == "(top level)" and msg):
             loc_text = msg.split()[0].rstrip(":")
@@ -120,8 +121,8 @@ def load_config(path: Path, overrides: list[str] | None = None) -> ZpdConfig:
     model = cfg.learner.path
     try:
         found = model is None or (model / "config.json").is_file()
-        what = "" if found else ("does not exist" if not model.exists()
-                                 else "is not an HF model directory (no config.json)")
+        what = "" if found or model is None else (
+            "does not exist" if not model.exists() else "is not an HF model directory (no config.json)")
     except OSError as exc:  # a path the OS cannot even look up (a name too long, say)
         found, what = False, f"cannot be looked up ({exc.strerror or exc})"
     if not found:
@@ -199,7 +200,3 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
         elif a != b:
             out.append(dotted)
     return out
-
-
-def deep_copy(data: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(data)

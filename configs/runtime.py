@@ -1,6 +1,6 @@
 """The ``[runtime]`` section: how zpd uses the machine it runs on (CPU threads).
 
-This module imports nothing of zpd but ``Strict``.
+This module imports nothing of zpd but ``base.Strict``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .schema import Strict
+from .base import Strict
 
 
 class RuntimeConfig(Strict):

@@ -3,7 +3,7 @@
 Used when ``generation.backend = "served"`` (``trainer/served.py``). Before CALIBRATE (and again for
 MEASURE's new learner) zpd starts ``num_replicas`` servers on the learner from ``command``, waits for
 each to answer ``health_path``, spreads the round's requests over them, and stops them (as process
-trees, or Ray jobs) before TRAIN. This module imports nothing of zpd but ``Strict``.
+trees, or Ray jobs) before TRAIN. This module imports nothing of zpd but ``base.Strict``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from .schema import Strict
+from .base import Strict
 
 PLACEHOLDERS = ("learner", "port", "host", "model", "python", "slot", "seed")
 
@@ -22,7 +22,8 @@ class ServedConfig(Strict):
     """Servers started on the learner. Each is one engine (vLLM may spread one over several GPUs itself:
     put --tensor-parallel-size / --data-parallel-size in ``command``)."""
 
-    command: str = "vllm serve {learner} --host {host} --port {port} --served-model-name {model} --seed {seed}"
+    command: str = ("vllm serve {learner} --host {host} --port {port} --served-model-name {model} "
+                    "--seed {seed}")
     """Command template of one replica, split like a shell line (no shell runs it). Placeholders:
     {learner} the learner directory (the base model when the learner is a LoRA adapter), {port} a port
     the OS picked, {host} the bind address, {model} ``model_name``, {python} the daemon's interpreter,

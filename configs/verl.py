@@ -2,7 +2,7 @@
 
 Used only when ``train.backend`` starts with ``verl``. Every field maps to one verl Hydra key (named
 in its docstring) or to how zpd places the run; ``extra_overrides`` passes anything else through.
-This module imports nothing of zpd but ``Strict``.
+This module imports nothing of zpd but ``base.Strict``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .schema import Strict
+from .base import Strict
 
 
 class VerlConfig(Strict):
@@ -119,5 +119,6 @@ def check_grpo_batch(prompts_per_step: int, num_samples: int, verl: VerlConfig) 
     gpus = verl.nnodes * verl.n_gpus_per_node
     if (prompts_per_step * num_samples) % gpus:
         raise ValueError(f"train.grpo_prompts_per_step: {prompts_per_step} prompts x train.grpo_num_samples "
-                         f"{num_samples} = {prompts_per_step * num_samples} samples per step must divide by the GPU "
-                         f"count verl.nnodes * verl.n_gpus_per_node = {gpus} (verl's real_train_batch_size check)")
+                         f"{num_samples} = {prompts_per_step * num_samples} samples per step must divide by "
+                         f"the GPU count verl.nnodes * verl.n_gpus_per_node = {gpus} "
+                         "(verl's real_train_batch_size check)")

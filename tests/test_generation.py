@@ -20,7 +20,6 @@ import pytest
 from harness import ZPD, query, run_zpd, spawn_zpd, status, wait_for, zpd_env
 
 from zpd.configs.schema import OpenAIEndpointConfig
-from zpd.trainer.judge import LLMJudge, parse_verdict
 from zpd.trainer.openai_backend import OpenAIGenerator
 
 
@@ -86,7 +85,7 @@ def test_serve_round_trip_with_official_openai_client(served: Served) -> None:
         client.chat.completions.create(model="zpd-learner", messages=[{"role": "user", "content": "1"}], stream=True)
 
 
-def test_openai_backend_and_judge_plumbing_against_zpd_serve(served: Served) -> None:
+def test_openai_backend_against_zpd_serve(served: Served) -> None:
     gen = OpenAIGenerator(_endpoint(served.url, max_concurrency=4))
     outs = gen.generate(["1+2", "30+4", "5+5"], n=2, temperature=0.7, max_tokens=5, seed=3)
     assert [len(o) for o in outs] == [2, 2, 2]
@@ -95,26 +94,6 @@ def test_openai_backend_and_judge_plumbing_against_zpd_serve(served: Served) -> 
         assert c.finish_reason == "length" or c.num_tokens < 5
     again = gen.generate(["1+2"], n=2, temperature=0.7, max_tokens=5, seed=3)[0]
     assert [c.text for c in again] == [c.text for c in outs[0]]  # seeded per request
-    # The judge's plumbing: prompt built from a template, sent to the endpoint, reply parsed, model
-    # recorded. The tiny learner (96 positions) cannot read the shipped HLE prompt nor judge, so a short
-    # template is used and its reply carries no verdict: a recorded grader error, not a wrong answer.
-    shipped = LLMJudge(gen, "zpd-learner").prompt("Q?", "R", "{A}")
-    assert "{question}" not in shipped and "[correct_answer]: {A}" in shipped and "correct: Answer 'yes'" in shipped
-    judge = LLMJudge(gen, "zpd-learner", "Q:{question} R:{response} A:{correct_answer}", max_tokens=8)
-    grades = judge.grade_many([("What is 2+2?", "4", "4"), ("Capital of France?", "Lyon", "Paris")])
-    assert [g.grader for g in grades] == ["llm-judge:zpd-learner"] * 2
-    for g in grades:
-        assert g.error is None or "correct: yes|no" in g.error
-        assert g.error is not None or g.raw  # either a verdict from a reply or a recorded failure
-
-
-def test_judge_verdict_parsing_is_strict() -> None:
-    reply = ("extracted_final_answer: 42\nreasoning: matches.\ncorrect: yes\nconfidence: 85%\n")
-    g = parse_verdict(reply, "llm-judge:m")
-    assert g.correct and g.extracted_answer == "42" and g.confidence == 85.0 and g.error is None
-    assert parse_verdict("**correct:** No", "llm-judge:m").correct is False
-    vague = parse_verdict("I think it is right.", "llm-judge:m")
-    assert vague.correct is False and vague.error
 
 
 def test_serve_errors_and_token(round0: Path, tmp_path: Path) -> None:

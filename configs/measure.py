@@ -1,0 +1,33 @@
+"""The ``[measure]`` and ``[exam]`` sections: how a new learner is measured and promoted.
+
+This module imports nothing of zpd but ``Strict``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import Strict
+
+
+class MeasureConfig(Strict):
+    promotion_tolerance: float = Field(0.02, ge=0, le=1)
+    """A new learner whose eval accuracy drops by more than this is kept in its round but not made current."""
+
+    max_tokens: int = Field(24, ge=1, le=65536)
+    """Longest answer generated in MEASURE."""
+
+
+class ExamConfig(Strict):
+    admit_per_round: int = Field(12, ge=0, le=100_000)
+    """Frontier items admitted to the exam per domain per round (0/k solo and k/k guided), instead of
+    training."""
+
+    max_items: int = Field(200, ge=1, le=1_000_000)
+    """Upper bound on exam size; admission pauses while it is full."""
+
+    graduate_ratio: float = Field(1.0, gt=0, le=1)
+    """An exam item graduates (leaves the exam) when the learner solves it solo at this rate in MEASURE."""
+
+    num_samples: int = Field(1, ge=1, le=64)
+    """Solo samples per exam item in MEASURE (1 = greedy)."""
