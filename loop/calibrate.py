@@ -48,8 +48,6 @@ from .logs import Progress
 from .train import PhaseFailed
 from .usage import TeacherBudget, add_usage, count_generated, record_failures
 
-FATES_AFTER_CALIBRATION = ("mastered", "zpd", "beyond", "review", "exam")
-
 
 @dataclass
 class Samples:

@@ -41,9 +41,3 @@ def ingest_for_round(ctx: RunContext, round_n: int) -> dict | None:
     ctx.log.info("corpus ingested", extra={"corpus_dir": str(folder), **report.as_dict(),
                                            "num_skipped": report.num_skipped})
     return out
-
-
-def round_report(db, round_n: int) -> dict | None:
-    """The stored ingestion report of a round (None if the round ingested nothing)."""
-    raw = get_meta(db, meta_key(round_n))
-    return None if raw is None else json.loads(raw)

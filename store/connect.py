@@ -15,7 +15,6 @@ from typing import Any
 
 APP_ID = "zpd"
 FORMAT_VERSION = 1
-DB_NAME = "state.db"
 
 IO_MESSAGES = ("disk i/o error", "database or disk is full", "readonly database", "unable to open database")
 

@@ -39,7 +39,6 @@ from sqlite_utils import Database, Migrations
 from . import scale_schema
 from .connect import (
     APP_ID,
-    DB_NAME,
     FORMAT_VERSION,
     StoreError,
     StoreIOError,
@@ -49,7 +48,7 @@ from .connect import (
 )
 from .connect import IO_MESSAGES as _IO_MESSAGES
 
-__all__ = ["APP_ID", "DB_NAME", "FORMAT_VERSION", "StoreError", "StoreIOError", "open_readonly", "open_store"]
+__all__ = ["APP_ID", "FORMAT_VERSION", "StoreError", "StoreIOError", "open_readonly", "open_store"]
 
 migrations = Migrations("zpd")
 

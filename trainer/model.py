@@ -6,7 +6,6 @@ A learner directory holds ``config.json``, ``model.safetensors`` and the tokeniz
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -107,11 +106,6 @@ def _prod(shape: list[int]) -> int:
     for dim in shape:
         out *= dim
     return out
-
-
-def learner_config(path: Path) -> dict:
-    """The learner's ``config.json`` as a dict (architecture and sizes, for logs and manifests)."""
-    return json.loads((Path(path) / "config.json").read_text())
 
 
 def adopt_user_model(learner_dir: Path, chat_template: str | None) -> None:
