@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from zpd.configs.vocabulary import CALIBRATED_FATES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -100,7 +102,7 @@ def cmd_rounds(args: argparse.Namespace) -> None:
         fates = dict(db.execute("SELECT fate, count(*) FROM tasks WHERE fate_round = ? AND round > 0 GROUP BY fate",
                                 [rid]).fetchall())
         if yld is None and rid > 0:  # a store written before yield was recorded: the same formula
-            calibrated = sum(fates.get(f, 0) for f in ("mastered", "zpd", "beyond", "review", "exam"))
+            calibrated = sum(fates.get(f, 0) for f in CALIBRATED_FATES)
             yld = (fates.get("zpd", 0) + fates.get("exam", 0)) / calibrated if calibrated else None
         train_s = json.loads(timings or "{}").get("train")
         print(f"{rid:>5}  {acc or 0:.3f}  {' '.join(f'{a:.2f}' for _, a in hops):<25} "

@@ -35,10 +35,12 @@ from pathlib import Path
 
 import psutil
 
+from zpd.configs.vocabulary import Phase
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.toml"
 ZPD = [sys.executable, "-m", "zpd.loop.cli"]
-PHASES = ["synthesize", "calibrate", "train", "measure", "snapshot"]
+PHASES = [p.value for p in Phase if p != Phase.BOOTSTRAP]  # the phases of rounds after round 0
 SOAK_SETS = ["calibration.batch_size=4", "train.retry_backoff_seconds=0.1"]
 
 

@@ -40,13 +40,14 @@ import math
 import random
 from typing import TYPE_CHECKING, Any
 
+from zpd.configs import vocabulary
 from zpd.configs.schema import CurriculumConfig
 from zpd.store.stats import bandit_checkpoint, bandit_rewards, save_bandit_checkpoint
 
 if TYPE_CHECKING:
     from .context import RunContext
 
-FATES = ("mastered", "zpd", "beyond", "review", "exam")
+FATES = vocabulary.CALIBRATED_FATES
 
 
 def band_fate(cfg: CurriculumConfig, p_solo: float, p_guided: float | None) -> str:

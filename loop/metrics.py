@@ -42,12 +42,14 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from zpd.configs import vocabulary
+
 from .replica_metrics import ReplicaMetrics
 
 log = logging.getLogger(__name__)
 
-PHASES = ["bootstrap", "synthesize", "calibrate", "train", "measure", "snapshot", "idle", "stopping"]
-FATES = ["pending", "mastered", "zpd", "beyond", "review", "exam", "eval", "dropped"]
+PHASES = list(vocabulary.DAEMON_PHASES)
+FATES = list(vocabulary.FATES)
 MODES = ["solo", "guided"]
 ROLES = ["learner", "teacher"]
 COMPONENTS = ["trainer", "generator", "grader", "store", "teacher"]

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zpd.configs import vocabulary
+
 from .status import rounds_phrase
 
-BAND_FATES = ["mastered", "zpd", "beyond", "review", "exam"]
+BAND_FATES = list(vocabulary.CALIBRATED_FATES)
 BAND_COLORS = {"mastered": "#4c956c", "zpd": "#2c7da0", "beyond": "#d62828", "review": "#f77f00", "exam": "#7b2cbf"}
 PLOTS = {
     "frontier": "frontier.png",

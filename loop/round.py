@@ -16,21 +16,22 @@ from collections.abc import Callable
 
 from zpd.configs.load import to_json
 from zpd.configs.schema import ZpdConfig
+from zpd.configs.vocabulary import Phase
 
 from . import bootstrap, calibrate, ingestion, measure, snapshot, synthesize, train
 from .context import RunContext
 from .logs import CONTEXT
 
 PHASES: dict[str, Callable[[RunContext, int], None]] = {
-    "bootstrap": bootstrap.run,
-    "synthesize": synthesize.run,
-    "calibrate": calibrate.run,
-    "train": train.run,
-    "measure": measure.run,
-    "snapshot": snapshot.run,
+    Phase.BOOTSTRAP: bootstrap.run,
+    Phase.SYNTHESIZE: synthesize.run,
+    Phase.CALIBRATE: calibrate.run,
+    Phase.TRAIN: train.run,
+    Phase.MEASURE: measure.run,
+    Phase.SNAPSHOT: snapshot.run,
 }
 
-FIRST_PHASE = {True: "bootstrap", False: "synthesize"}
+FIRST_PHASE = {True: Phase.BOOTSTRAP, False: Phase.SYNTHESIZE}
 
 
 def start_round(ctx: RunContext, round_n: int) -> ZpdConfig:

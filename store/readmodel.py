@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from zpd.configs import vocabulary
+
 COMPLETE = "COMPLETE"
-FATES = ["pending", "mastered", "zpd", "beyond", "review", "exam", "eval", "dropped"]
+FATES = list(vocabulary.FATES)
 
 
 def round_name(n: int) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-CALIBRATED_FATES = ("mastered", "zpd", "beyond", "review", "exam")
+from zpd.configs import vocabulary
+
+CALIBRATED_FATES = vocabulary.CALIBRATED_FATES
 
 
 def domain_yields(db: Any, first_round: int, last_round: int) -> dict[int, dict[str, tuple[int, int]]]:
