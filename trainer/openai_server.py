@@ -211,102 +211,110 @@ class LearnerServer:
             self._httpd.server_close()
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """One connection's requests; ``_handler`` makes the subclass that names its server."""
+
+    served: LearnerServer
+    """The learner server the requests go to (``self.server`` is the socket server)."""
+    expected: bytes | None
+    """The whole ``Authorization`` header a request must send; None: no token."""
+    server_version = "zpd-serve"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+
+    def _send(self, status: int, payload: dict[str, Any] | str) -> None:
+        text = isinstance(payload, str)  # vLLM answers the adapter routes with plain text
+        body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str, code: str) -> None:
+        kind = "authentication_error" if status == 401 else "invalid_request_error"
+        self._send(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+    def _authorized(self) -> bool:
+        given = self.headers.get("Authorization", "").encode()
+        if self.expected is None or hmac.compare_digest(given, self.expected):
+            return True
+        self._error(401, "missing or wrong bearer token", "invalid_api_key")
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802
+        if not self._authorized():
+            return
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path == "/v1/models":
+            served = self.served
+            cards = [_model_card(served)] + [
+                {"id": name, "object": "model", "created": served.created, "owned_by": "zpd", "root": p,
+                 "parent": served.model_name} for name, (_, p) in list(served.adapters.items())]
+            self._send(200, {"object": "list", "data": cards})
+        elif path == f"/v1/models/{self.served.model_name}":
+            self._send(200, _model_card(self.served))
+        elif path in ("/health", "/healthz"):
+            self._send(200, {"status": "ok", "round": self.served.round})
+        else:
+            self._error(404, f"no route GET {path}", "not_found")
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._authorized():
+            return
+        path = self.path.split("?", 1)[0].rstrip("/")
+        try:
+            body = self._body()
+            if not isinstance(body, dict):
+                raise RequestError(400, "the request body must be a JSON object")
+            if path == "/v1/chat/completions":
+                self._send(200, _chat(self.served, body))
+            elif path == "/v1/completions":
+                self._send(200, _text(self.served, body))
+            elif path == "/v1/load_lora_adapter" and self.served.enable_lora:
+                self._send(200, self.served.load_adapter(body.get("lora_name"), body.get("lora_path")))
+            elif path == "/v1/unload_lora_adapter" and self.served.enable_lora:
+                self._send(200, self.served.unload_adapter(body.get("lora_name")))
+            else:
+                raise RequestError(404, f"no route POST {path}", "not_found")
+        except RequestError as exc:
+            if exc.status >= 400 and exc.code == "invalid_body":
+                self.close_connection = True  # the unread body must not be parsed as the next request
+            self._error(exc.status, str(exc), exc.code)
+        except TimeoutError:
+            self.close_connection = True  # a client too slow to send its body: let the thread go
+        except Exception as exc:  # a bug must not kill the server thread silently
+            log.exception("request failed")
+            self._error(500, f"internal error: {type(exc).__name__}", "internal_error")
+
+    def _body(self) -> Any:
+        """The JSON body, read only when its ``Content-Length`` is a number within the cap."""
+        if self.headers.get("Transfer-Encoding"):
+            raise RequestError(411, "send the body with a Content-Length, not chunked", "invalid_body")
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not raw.isdigit():
+            raise RequestError(400, f"Content-Length {raw[:20]!r} is not a byte count", "invalid_body")
+        length = int(raw)
+        cap = self.served.limits.max_body_bytes
+        if length > cap:
+            raise RequestError(413, f"request body of {length} bytes is over the {cap}-byte limit",
+                               "invalid_body")
+        try:
+            return json.loads(self.rfile.read(length) or b"{}")
+        except RecursionError:
+            raise RequestError(400, "the request body is nested too deeply") from None
+        except ValueError:  # not JSON, not UTF-8, or an integer of more than 4300 digits
+            raise RequestError(400, "the request body is not JSON") from None
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        log.debug("%s %s", self.address_string(), format % args)
+
+
 def _handler(server: LearnerServer) -> type[BaseHTTPRequestHandler]:
     expected = f"Bearer {server.token}".encode() if server.token else None
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "zpd-serve"
-        sys_version = ""
-        protocol_version = "HTTP/1.1"
-        timeout = server.limits.connection_timeout_seconds  # per socket read: slow clients let go
-
-        def _send(self, status: int, payload: dict[str, Any] | str) -> None:
-            text = isinstance(payload, str)  # vLLM answers the adapter routes with plain text
-            body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _error(self, status: int, message: str, code: str) -> None:
-            kind = "authentication_error" if status == 401 else "invalid_request_error"
-            self._send(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
-
-        def _authorized(self) -> bool:
-            given = self.headers.get("Authorization", "").encode()
-            if expected is None or hmac.compare_digest(given, expected):
-                return True
-            self._error(401, "missing or wrong bearer token", "invalid_api_key")
-            return False
-
-        def do_GET(self) -> None:  # noqa: N802
-            if not self._authorized():
-                return
-            path = self.path.split("?", 1)[0].rstrip("/")
-            if path == "/v1/models":
-                cards = [_model_card(server)] + [
-                    {"id": name, "object": "model", "created": server.created, "owned_by": "zpd", "root": p,
-                     "parent": server.model_name} for name, (_, p) in list(server.adapters.items())]
-                self._send(200, {"object": "list", "data": cards})
-            elif path == f"/v1/models/{server.model_name}":
-                self._send(200, _model_card(server))
-            elif path in ("/health", "/healthz"):
-                self._send(200, {"status": "ok", "round": server.round})
-            else:
-                self._error(404, f"no route GET {path}", "not_found")
-
-        def do_POST(self) -> None:  # noqa: N802
-            if not self._authorized():
-                return
-            path = self.path.split("?", 1)[0].rstrip("/")
-            try:
-                body = self._body()
-                if not isinstance(body, dict):
-                    raise RequestError(400, "the request body must be a JSON object")
-                if path == "/v1/chat/completions":
-                    self._send(200, _chat(server, body))
-                elif path == "/v1/completions":
-                    self._send(200, _text(server, body))
-                elif path == "/v1/load_lora_adapter" and server.enable_lora:
-                    self._send(200, server.load_adapter(body.get("lora_name"), body.get("lora_path")))
-                elif path == "/v1/unload_lora_adapter" and server.enable_lora:
-                    self._send(200, server.unload_adapter(body.get("lora_name")))
-                else:
-                    raise RequestError(404, f"no route POST {path}", "not_found")
-            except RequestError as exc:
-                if exc.status >= 400 and exc.code == "invalid_body":
-                    self.close_connection = True  # the unread body must not be parsed as the next request
-                self._error(exc.status, str(exc), exc.code)
-            except TimeoutError:
-                self.close_connection = True  # a client too slow to send its body: let the thread go
-            except Exception as exc:  # a bug must not kill the server thread silently
-                log.exception("request failed")
-                self._error(500, f"internal error: {type(exc).__name__}", "internal_error")
-
-        def _body(self) -> Any:
-            """The JSON body, read only when its ``Content-Length`` is a number within the cap."""
-            if self.headers.get("Transfer-Encoding"):
-                raise RequestError(411, "send the body with a Content-Length, not chunked", "invalid_body")
-            raw = (self.headers.get("Content-Length") or "0").strip()
-            if not raw.isdigit():
-                raise RequestError(400, f"Content-Length {raw[:20]!r} is not a byte count", "invalid_body")
-            length = int(raw)
-            cap = server.limits.max_body_bytes
-            if length > cap:
-                raise RequestError(413, f"request body of {length} bytes is over the {cap}-byte limit",
-                                   "invalid_body")
-            try:
-                return json.loads(self.rfile.read(length) or b"{}")
-            except RecursionError:
-                raise RequestError(400, "the request body is nested too deeply") from None
-            except ValueError:  # not JSON, not UTF-8, or an integer of more than 4300 digits
-                raise RequestError(400, "the request body is not JSON") from None
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            log.debug("%s %s", self.address_string(), format % args)
-
-    return Handler
+    # timeout: per socket read, so slow clients let go of their thread
+    return type("Handler", (_Handler,), {"served": server, "expected": expected,
+                                         "timeout": server.limits.connection_timeout_seconds})
 
 
 def _model_card(server: LearnerServer) -> dict[str, Any]:
