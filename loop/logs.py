@@ -97,7 +97,8 @@ class HumanFormatter(logging.Formatter):
         level = "" if record.levelno == logging.INFO else f"{record.levelname}: "
         fields = {k: v for k, v in _fields(record).items()
                   if k not in ("round", "phase") or v != getattr(CONTEXT, k)}
-        inline, below = [], []
+        inline: list[str] = []
+        below: list[str] = []
         for key, value in fields.items():
             text = _value(value)
             (below if "\n" in text else inline).append(f"{key}: {text}")
@@ -129,7 +130,8 @@ class HumanConsoleHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def setup_logging(log_dir: Path | None, level: str = "INFO", max_bytes: int = 10_000_000, backups: int = 5) -> logging.Logger:
+def setup_logging(log_dir: Path | None, level: str = "INFO", max_bytes: int = 10_000_000,
+                  backups: int = 5) -> logging.Logger:
     # A daemon must not print tracebacks to stderr when a log write fails (a full disk): the stdout
     # handler still carries every record, and the stop itself is reported in one line.
     logging.raiseExceptions = False
@@ -147,7 +149,8 @@ def setup_logging(log_dir: Path | None, level: str = "INFO", max_bytes: int = 10
     logger.addHandler(stream)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(log_dir / "zpd.jsonl", maxBytes=max_bytes, backupCount=backups)
+        handler = logging.handlers.RotatingFileHandler(log_dir / "zpd.jsonl", maxBytes=max_bytes,
+                                                       backupCount=backups)
         handler.setFormatter(fmt)
         logger.addHandler(handler)
     _route_warnings(logger)

@@ -170,9 +170,11 @@ class DaemonMetrics(ReplicaMetrics):
         )
         # Extras beyond the contract (issue 6): AgentFrontier's yield and the cost of an accepted item.
         self._yield = Gauge("zpd_zpd_yield_ratio",
-                            "Last round's ZPD yield: in-band (zpd + exam) tasks / tasks calibrated.", registry=r)
+                            "Last round's ZPD yield: in-band (zpd + exam) tasks / tasks calibrated.",
+                            registry=r)
         self._accepted_cost = Gauge("zpd_accepted_item_cost_usd",
-                                    "Last round's teacher spend per accepted (in-band) task, in USD.", registry=r)
+                                    "Last round's teacher spend per accepted (in-band) task, in USD.",
+                                    registry=r)
         # Extra (issue 17): per-domain yield, what the candidate allocation follows (reasoning-gym families).
         self._domain_yield = Gauge("zpd_domain_yield_ratio", "Last committed round's ZPD yield by domain: "
                                    "(zpd + exam) / tasks calibrated.", ["domain"], registry=r)
@@ -246,7 +248,8 @@ class DaemonMetrics(ReplicaMetrics):
         self._domain_yield.labels(_check("domain", domain, self.domains)).set(ratio)
 
     def train_progress(self, loss: float, new_tokens: int) -> None:
-        """``loss``: the latest value; ``new_tokens``: tokens trained since the previous call (not a total)."""
+        """``loss``: the latest value; ``new_tokens``: tokens trained since the previous call (not a
+        total)."""
         self._train_loss.set(loss)
         self._train_tokens.inc(new_tokens)
 

@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 PROBE_TEXT = "a\nb 1+2=3"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
 
 
 def copy_tokenizer(src: Path, dst: Path) -> None:
@@ -29,7 +29,8 @@ def autotokenizer_misreads(learner_dir: Path) -> bool:
 
     if not (Path(learner_dir) / "tokenizer.json").is_file():
         return False  # nothing but AutoTokenizer's reading to compare with
-    exact = PreTrainedTokenizerFast.from_pretrained(learner_dir)(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    exact_tok = PreTrainedTokenizerFast.from_pretrained(learner_dir)
+    exact = exact_tok(PROBE_TEXT, add_special_tokens=False)["input_ids"]
     auto = AutoTokenizer.from_pretrained(learner_dir)(PROBE_TEXT, add_special_tokens=False)["input_ids"]
     return auto != exact
 

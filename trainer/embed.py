@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # the type only: importing sentence-transformers is slow; load_embedder does it
+    from sentence_transformers import SentenceTransformer
 
 BUILTIN = "all-MiniLM-L6-v2"
 
@@ -21,12 +25,15 @@ class EmbedderError(RuntimeError):
 
 
 class Embedder:
-    def __init__(self, model, name: str) -> None:
+    def __init__(self, model: SentenceTransformer, name: str) -> None:
         self.model, self.name = model, name
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if not texts:
-            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+            dim = self.model.get_sentence_embedding_dimension()
+            if dim is None:  # sentence-transformers' "unknown": no model we load has it
+                raise EmbedderError(f"{self.name}: the model does not declare its embedding dimension")
+            return np.zeros((0, dim), dtype=np.float32)
         vecs = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
                                  convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vecs, dtype=np.float32)

@@ -122,7 +122,8 @@ def sample_rows(
                     break
         if all(f is not None for f in finish) or step == max_tokens - 1:
             break
-        feed = torch.tensor([pad_id if f is not None else g[-1] for f, g in zip(finish, generated, strict=True)])
+        feed = torch.tensor([pad_id if f is not None else g[-1]
+                             for f, g in zip(finish, generated, strict=True)])
         mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
         out = model(input_ids=feed.view(rows, 1).to(device), attention_mask=mask, position_ids=next_pos,
                     past_key_values=out.past_key_values, use_cache=True)
@@ -192,13 +193,14 @@ class EmbeddedGenerator:
                                   [sample_seeds[rows[r][0]][r_j[r]] for r in chunk])
             per_row = (time.perf_counter() - began) / len(chunk)
             for r, s in zip(chunk, sampled, strict=True):
-                done[r] = Completion(s.text, len(s.completion_ids), s.finish_reason, per_row, len(s.prompt_ids))
+                done[r] = Completion(s.text, len(s.completion_ids), s.finish_reason, per_row,
+                                     len(s.prompt_ids))
         for r in range(len(rows)):
             results[rows[r][0]].append(done[r])
         return results
 
     def close(self) -> None:
         """Free the model (the daemon makes a new generator per learner)."""
-        self.model = None  # type: ignore[assignment]
+        self.model = None  # PreTrainedModel is Any here (transformers is not followed), so None fits
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -54,11 +54,13 @@ class OpenAIGenerator:
         flat = asyncio.run(self._all(prompts, n, temperature, max_tokens, seed, stop, sample_seeds))
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    async def _all(self, prompts, n, temperature, max_tokens, seed, stop, sample_seeds=None) -> list[Completion]:
+    async def _all(self, prompts: list[str], n: int, temperature: float, max_tokens: int, seed: int,
+                   stop: list[str] | None, sample_seeds: list[list[int]] | None = None) -> list[Completion]:
         s = self.settings
         limits = httpx.Limits(max_connections=s.max_concurrency, max_keepalive_connections=s.max_concurrency)
         gate = asyncio.Semaphore(s.max_concurrency)
-        async with httpx.AsyncClient(timeout=s.timeout_seconds, limits=limits, headers=self._headers) as client:
+        async with httpx.AsyncClient(timeout=s.timeout_seconds, limits=limits,
+                                     headers=self._headers) as client:
             jobs = []
             for i, prompt in enumerate(prompts):
                 for j in range(n):
@@ -122,7 +124,8 @@ def _parse(resp: httpx.Response, latency: float) -> Completion:
     # Servers that omit usage: about 4 characters a token, rounded up (cost is then an estimate).
     completion_tokens = int(usage.get("completion_tokens") or math.ceil(len(text) / 4))
     prompt_tokens = int(usage.get("prompt_tokens") or 0)
-    return Completion(text, completion_tokens, "length" if reason == "length" else "stop", latency, prompt_tokens)
+    return Completion(text, completion_tokens, "length" if reason == "length" else "stop", latency,
+                      prompt_tokens)
 
 
 @backend("openai")

@@ -28,6 +28,7 @@ The stdlib ``ThreadingHTTPServer``: no new dependency, and the model is the bott
 generation at a time under a lock; the embedded learner is not thread-safe). ``resolve`` is called at
 most every ``refresh_seconds``; when it names another round, that learner is loaded and served (this
 is how the default "current learner" follows a running daemon). Nothing is written anywhere.
+The connection cap lives in ``http_server``; reading a body's sampling fields in ``openai_requests``.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .generate import sample_rows
+from .http_server import server_class
 from .model import load_learner
+from .openai_requests import RequestError, Sampling, sampling
 
 log = logging.getLogger("zpd.serve")
 MODEL_NAME = "zpd-learner"
@@ -69,75 +73,76 @@ class ServeLimits:
     """Connections handled at once; one more is answered 503 and closed."""
 
 
-class RequestError(Exception):
-    def __init__(self, status: int, message: str, code: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
-
-
 class LearnerServer:
     def __init__(self, resolve: Callable[[], tuple[int, Path]], token: str | None, *, device: str = "cpu",
                  refresh_seconds: float = 2.0, model_name: str = MODEL_NAME, enable_lora: bool = False,
                  limits: ServeLimits = ServeLimits()) -> None:
         self.resolve, self.token, self.device, self.limits = resolve, token, device, limits
         self.refresh_seconds, self.model_name, self.enable_lora = refresh_seconds, model_name, enable_lora
-        self.adapters: dict[str, tuple[Any, str]] = {}
+        self.adapters: dict[str, tuple[PreTrainedModel, str]] = {}
         """lora_name -> (the served weights with the adapter merged in, its path)."""
-        self.path: Path | None = None
         self._lock = threading.Lock()
-        self._checked = 0.0
-        self.round: int | None = None
-        self.model = self.tokenizer = None
-        self.created = int(time.time())
         self._httpd: ThreadingHTTPServer | None = None
-        self._refresh(force=True)
+        # the first learner is loaded here (a resolve error propagates: there is nothing to serve yet)
+        self._checked = time.monotonic()
+        self.round, self.path = resolve()
+        self.model, self.tokenizer = self._load(self.path)
+        self.created = int(time.time())
+        log.info("serving round %s (%s)", self.round, self.path)
 
     # -- the model -------------------------------------------------------------------------------
-    def _refresh(self, force: bool = False) -> None:
-        """Load the learner ``resolve`` names when it changed. Call with the lock held (or at start)."""
+    def _load(self, path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        return load_learner(path, self.device)
+
+    def _refresh(self) -> None:
+        """Load the learner ``resolve`` names when it changed. Call with the lock held."""
         now = time.monotonic()
-        if not force and now - self._checked < self.refresh_seconds:
+        if now - self._checked < self.refresh_seconds:
             return
         self._checked = now
         try:
             round_n, path = self.resolve()
         except Exception as exc:  # the store is being written: keep serving what we have
-            if self.model is None:
-                raise
             log.warning("cannot resolve the learner; serving round %s: %s", self.round, exc)
             return
         if round_n != self.round:
-            self.model, self.tokenizer = load_learner(path, self.device)
+            self.model, self.tokenizer = self._load(path)
             self.round, self.created, self.path = round_n, int(time.time()), path
             log.info("serving round %s (%s)", round_n, path)
 
-    def complete(self, prompt_ids: list[int], *, n: int, temperature: float, max_tokens: int | None,
-                 seed: int | None, stop: list[str], model: str | None = None) -> tuple[list[tuple[str, str, int]], int]:
-        """``n`` samples for one prompt: [(text, finish_reason, completion tokens)], and the prompt's tokens."""
+    def complete(self, prompt_ids: list[int], params: Sampling,
+                 model: str | None = None) -> tuple[list[tuple[str, str, int]], int]:
+        """``n`` samples for one prompt: [(text, finish_reason, completion tokens)], and the prompt's
+        tokens."""
         with self._lock:
             self._refresh()
             weights = self.adapters[model][0] if model in self.adapters else self.model
             room = int(self.model.config.max_position_embeddings) - len(prompt_ids)
             if room < 1:
                 raise RequestError(400, f"the prompt has {len(prompt_ids)} tokens; this model takes at most "
-                                        f"{self.model.config.max_position_embeddings - 1}", "context_length_exceeded")
-            budget = room if max_tokens is None else min(max_tokens, room)
-            generator = torch.Generator().manual_seed(seed if seed is not None else int.from_bytes(uuid.uuid4().bytes[:6], "big"))
-            rows = sample_rows(weights, self.tokenizer, [prompt_ids] * n, temperature=temperature,
-                               max_tokens=budget, generator=generator, stop=stop)
+                                        f"{self.model.config.max_position_embeddings - 1}",
+                                   "context_length_exceeded")
+            budget = room if params.max_tokens is None else min(params.max_tokens, room)
+            seed = params.seed if params.seed is not None else int.from_bytes(uuid.uuid4().bytes[:6], "big")
+            generator = torch.Generator().manual_seed(seed)
+            rows = sample_rows(weights, self.tokenizer, [prompt_ids] * params.n,
+                               temperature=params.temperature, max_tokens=budget, generator=generator,
+                               stop=params.stop)
         return [(r.text, r.finish_reason, len(r.completion_ids)) for r in rows], len(prompt_ids)
 
     def check_work(self, num_prompts: int, n: int, max_tokens: int | None) -> None:
         """Refuse (413) a request that could make the model generate more than ``max_work_tokens``."""
         positions = int(self.model.config.max_position_embeddings)
-        work = num_prompts * n * min(max_tokens or positions, positions)
+        per_prompt = min(max_tokens or positions, positions)
+        work = num_prompts * n * per_prompt
         if num_prompts > self.limits.max_prompts:
-            raise RequestError(413, f"{num_prompts} prompts in one request; the limit is {self.limits.max_prompts}")
+            raise RequestError(413, f"{num_prompts} prompts in one request; "
+                                    f"the limit is {self.limits.max_prompts}")
         if work > self.limits.max_work_tokens:
             raise RequestError(413, f"the request may generate {work} tokens (prompts x n x max_tokens = "
-                                    f"{num_prompts} x {n} x {min(max_tokens or positions, positions)}); the limit "
-                                    f"is {self.limits.max_work_tokens} per request: lower n or max_tokens, or "
-                                    "split it")
+                                    f"{num_prompts} x {n} x {per_prompt}); the limit "
+                                    f"is {self.limits.max_work_tokens} per request: lower n or max_tokens, "
+                                    "or split it")
 
     # -- LoRA adapters at run time (vLLM's API) --------------------------------------------------
     def load_adapter(self, name: Any, path: Any) -> str:
@@ -151,7 +156,7 @@ class LearnerServer:
 
         with self._lock:
             self._refresh()
-            base, _ = load_learner(self.path, self.device)
+            base, _ = self._load(self.path)
             merged = PeftModel.from_pretrained(base, path).merge_and_unload().eval()
             self.adapters[name] = (merged, path)
         log.info("loaded LoRA adapter %s from %s", name, path)
@@ -159,14 +164,15 @@ class LearnerServer:
 
     def unload_adapter(self, name: Any) -> str:
         if not name:
-            raise RequestError(400, "either 'lora_name' and 'lora_int_id' needs to be provided.", "InvalidUserInput")
+            raise RequestError(400, "either 'lora_name' and 'lora_int_id' needs to be provided.",
+                               "InvalidUserInput")
         with self._lock:
             if self.adapters.pop(name, None) is None:
                 raise RequestError(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
         return f"Success: LoRA adapter '{name}' removed successfully."
 
-    def encode_chat(self, messages: list[dict]) -> list[int]:
-        convo = []
+    def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+        convo: list[dict[str, str]] = []
         for m in messages:
             content = m.get("content")
             if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
@@ -180,16 +186,18 @@ class LearnerServer:
         with self._lock:
             self._refresh()
             text = self.tokenizer.apply_chat_template(convo, tokenize=False, add_generation_prompt=True)
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return ids
 
     def encode_text(self, text: str) -> list[int]:
         with self._lock:
             self._refresh()
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return ids
 
     # -- HTTP ----------------------------------------------------------------------------------
     def start(self, host: str, port: int) -> str:
-        self._httpd = _server_class(host, self.limits.max_connections)((host, port), _handler(self))
+        self._httpd = server_class(host, self.limits.max_connections)((host, port), _handler(self))
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{self._httpd.server_address[1]}/v1"
 
@@ -203,203 +211,139 @@ class LearnerServer:
             self._httpd.server_close()
 
 
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-         b"Retry-After: 1\r\nContent-Length: 116\r\n\r\n"
-         b'{"error": {"message": "too many connections; retry shortly", "type": "server_error", '
-         b'"param": null, "code": "busy"}}')
+class _Handler(BaseHTTPRequestHandler):
+    """One connection's requests; ``_handler`` makes the subclass that names its server."""
 
+    served: LearnerServer
+    """The learner server the requests go to (``self.server`` is the socket server)."""
+    expected: bytes | None
+    """The whole ``Authorization`` header a request must send; None: no token."""
+    server_version = "zpd-serve"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
 
-def _server_class(host: str, max_connections: int) -> type[ThreadingHTTPServer]:
-    import socket
+    def _send(self, status: int, payload: dict[str, Any] | str) -> None:
+        text = isinstance(payload, str)  # vLLM answers the adapter routes with plain text
+        body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    slots = threading.BoundedSemaphore(max_connections)
+    def _error(self, status: int, message: str, code: str) -> None:
+        kind = "authentication_error" if status == 401 else "invalid_request_error"
+        self._send(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
 
-    class _Server(ThreadingHTTPServer):
-        address_family = family
-        daemon_threads = True
-        request_queue_size = 512  # a burst waits in the backlog (then gets a 503) instead of being reset
+    def _authorized(self) -> bool:
+        given = self.headers.get("Authorization", "").encode()
+        if self.expected is None or hmac.compare_digest(given, self.expected):
+            return True
+        self._error(401, "missing or wrong bearer token", "invalid_api_key")
+        return False
 
-        def process_request(self, request, client_address) -> None:  # noqa: ANN001
-            if not slots.acquire(blocking=False):
-                try:  # answered from the accepting thread: a short write, never a read
-                    request.settimeout(1.0)
-                    request.sendall(_BUSY)
-                except OSError:
-                    pass
-                self.shutdown_request(request)
-                return
-            super().process_request(request, client_address)
+    def do_GET(self) -> None:  # noqa: N802
+        if not self._authorized():
+            return
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path == "/v1/models":
+            served = self.served
+            cards = [_model_card(served)] + [
+                {"id": name, "object": "model", "created": served.created, "owned_by": "zpd", "root": p,
+                 "parent": served.model_name} for name, (_, p) in list(served.adapters.items())]
+            self._send(200, {"object": "list", "data": cards})
+        elif path == f"/v1/models/{self.served.model_name}":
+            self._send(200, _model_card(self.served))
+        elif path in ("/health", "/healthz"):
+            self._send(200, {"status": "ok", "round": self.served.round})
+        else:
+            self._error(404, f"no route GET {path}", "not_found")
 
-        def handle_error(self, request, client_address) -> None:  # noqa: ANN001
-            import sys
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._authorized():
+            return
+        path = self.path.split("?", 1)[0].rstrip("/")
+        try:
+            body = self._body()
+            if not isinstance(body, dict):
+                raise RequestError(400, "the request body must be a JSON object")
+            if path == "/v1/chat/completions":
+                self._send(200, _chat(self.served, body))
+            elif path == "/v1/completions":
+                self._send(200, _text(self.served, body))
+            elif path == "/v1/load_lora_adapter" and self.served.enable_lora:
+                self._send(200, self.served.load_adapter(body.get("lora_name"), body.get("lora_path")))
+            elif path == "/v1/unload_lora_adapter" and self.served.enable_lora:
+                self._send(200, self.served.unload_adapter(body.get("lora_name")))
+            else:
+                raise RequestError(404, f"no route POST {path}", "not_found")
+        except RequestError as exc:
+            if exc.status >= 400 and exc.code == "invalid_body":
+                self.close_connection = True  # the unread body must not be parsed as the next request
+            self._error(exc.status, str(exc), exc.code)
+        except TimeoutError:
+            self.close_connection = True  # a client too slow to send its body: let the thread go
+        except Exception as exc:  # a bug must not kill the server thread silently
+            log.exception("request failed")
+            self._error(500, f"internal error: {type(exc).__name__}", "internal_error")
 
-            exc = sys.exc_info()[1]
-            if isinstance(exc, ConnectionError | TimeoutError):  # a client that left: nothing to report
-                log.debug("client %s went away: %s", client_address, exc)
-                return
-            log.exception("request from %s failed", client_address)
+    def _body(self) -> Any:
+        """The JSON body, read only when its ``Content-Length`` is a number within the cap."""
+        if self.headers.get("Transfer-Encoding"):
+            raise RequestError(411, "send the body with a Content-Length, not chunked", "invalid_body")
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not raw.isdigit():
+            raise RequestError(400, f"Content-Length {raw[:20]!r} is not a byte count", "invalid_body")
+        length = int(raw)
+        cap = self.served.limits.max_body_bytes
+        if length > cap:
+            raise RequestError(413, f"request body of {length} bytes is over the {cap}-byte limit",
+                               "invalid_body")
+        try:
+            return json.loads(self.rfile.read(length) or b"{}")
+        except RecursionError:
+            raise RequestError(400, "the request body is nested too deeply") from None
+        except ValueError:  # not JSON, not UTF-8, or an integer of more than 4300 digits
+            raise RequestError(400, "the request body is not JSON") from None
 
-        def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
-            try:
-                super().process_request_thread(request, client_address)
-            finally:
-                slots.release()
-
-    return _Server
-
-
-def _stop_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    raise RequestError(400, "'stop' must be a string or a list of strings")
-
-
-def _sampling(body: dict) -> dict[str, Any]:
-    n = body.get("n", 1)
-    temperature = body.get("temperature", 1.0)
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    seed = body.get("seed")
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
-        raise RequestError(400, "'n' must be an integer in 1..128")
-    if temperature is None:
-        temperature = 1.0
-    if not isinstance(temperature, int | float) or not 0 <= temperature <= 5:
-        raise RequestError(400, "'temperature' must be a number in 0..5")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-        raise RequestError(400, "'max_tokens' must be a positive integer")
-    if seed is not None and not isinstance(seed, int):
-        raise RequestError(400, "'seed' must be an integer")
-    return dict(n=n, temperature=float(temperature), max_tokens=max_tokens,
-                seed=None if seed is None else seed % 2**63, stop=_stop_list(body.get("stop")))
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        log.debug("%s %s", self.address_string(), format % args)
 
 
 def _handler(server: LearnerServer) -> type[BaseHTTPRequestHandler]:
     expected = f"Bearer {server.token}".encode() if server.token else None
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "zpd-serve"
-        sys_version = ""
-        protocol_version = "HTTP/1.1"
-        timeout = server.limits.connection_timeout_seconds  # per socket read: slow clients let go
-
-        def _send(self, status: int, payload: dict | str) -> None:
-            text = isinstance(payload, str)  # vLLM answers the adapter routes with plain text
-            body = payload.encode() if text else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _error(self, status: int, message: str, code: str) -> None:
-            kind = "authentication_error" if status == 401 else "invalid_request_error"
-            self._send(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
-
-        def _authorized(self) -> bool:
-            if expected is None or hmac.compare_digest(self.headers.get("Authorization", "").encode(), expected):
-                return True
-            self._error(401, "missing or wrong bearer token", "invalid_api_key")
-            return False
-
-        def do_GET(self) -> None:  # noqa: N802
-            if not self._authorized():
-                return
-            path = self.path.split("?", 1)[0].rstrip("/")
-            if path == "/v1/models":
-                cards = [_model_card(server)] + [
-                    {"id": name, "object": "model", "created": server.created, "owned_by": "zpd", "root": p,
-                     "parent": server.model_name} for name, (_, p) in list(server.adapters.items())]
-                self._send(200, {"object": "list", "data": cards})
-            elif path == f"/v1/models/{server.model_name}":
-                self._send(200, _model_card(server))
-            elif path in ("/health", "/healthz"):
-                self._send(200, {"status": "ok", "round": server.round})
-            else:
-                self._error(404, f"no route GET {path}", "not_found")
-
-        def do_POST(self) -> None:  # noqa: N802
-            if not self._authorized():
-                return
-            path = self.path.split("?", 1)[0].rstrip("/")
-            try:
-                body = self._body()
-                if not isinstance(body, dict):
-                    raise RequestError(400, "the request body must be a JSON object")
-                if path == "/v1/chat/completions":
-                    self._send(200, _chat(server, body))
-                elif path == "/v1/completions":
-                    self._send(200, _text(server, body))
-                elif path == "/v1/load_lora_adapter" and server.enable_lora:
-                    self._send(200, server.load_adapter(body.get("lora_name"), body.get("lora_path")))
-                elif path == "/v1/unload_lora_adapter" and server.enable_lora:
-                    self._send(200, server.unload_adapter(body.get("lora_name")))
-                else:
-                    raise RequestError(404, f"no route POST {path}", "not_found")
-            except RequestError as exc:
-                if exc.status >= 400 and exc.code == "invalid_body":
-                    self.close_connection = True  # the unread body must not be parsed as the next request
-                self._error(exc.status, str(exc), exc.code)
-            except TimeoutError:
-                self.close_connection = True  # a client too slow to send its body: let the thread go
-            except Exception as exc:  # a bug must not kill the server thread silently
-                log.exception("request failed")
-                self._error(500, f"internal error: {type(exc).__name__}", "internal_error")
-
-        def _body(self) -> Any:
-            """The JSON body, read only when its ``Content-Length`` is a number within the cap."""
-            if self.headers.get("Transfer-Encoding"):
-                raise RequestError(411, "send the body with a Content-Length, not chunked", "invalid_body")
-            raw = (self.headers.get("Content-Length") or "0").strip()
-            if not raw.isdigit():
-                raise RequestError(400, f"Content-Length {raw[:20]!r} is not a byte count", "invalid_body")
-            length = int(raw)
-            cap = server.limits.max_body_bytes
-            if length > cap:
-                raise RequestError(413, f"request body of {length} bytes is over the {cap}-byte limit", "invalid_body")
-            try:
-                return json.loads(self.rfile.read(length) or b"{}")
-            except RecursionError:
-                raise RequestError(400, "the request body is nested too deeply") from None
-            except ValueError:  # not JSON, not UTF-8, or an integer of more than 4300 digits
-                raise RequestError(400, "the request body is not JSON") from None
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            log.debug("%s %s", self.address_string(), format % args)
-
-    return Handler
+    # timeout: per socket read, so slow clients let go of their thread
+    return type("Handler", (_Handler,), {"served": server, "expected": expected,
+                                         "timeout": server.limits.connection_timeout_seconds})
 
 
-def _model_card(server: LearnerServer) -> dict:
+def _model_card(server: LearnerServer) -> dict[str, Any]:
     return {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "zpd",
             "zpd_round": server.round}
 
 
-def _check_common(server: LearnerServer, body: dict) -> None:
+def _check_common(server: LearnerServer, body: dict[str, Any]) -> None:
     if body.get("stream"):
         raise RequestError(400, "stream is not supported by zpd serve; send stream=false")
     model = body.get("model")
     if model != server.model_name and model not in server.adapters:
-        raise RequestError(404, f"model {model!r} is not served here; use {server.model_name!r}", "model_not_found")
+        raise RequestError(404, f"model {model!r} is not served here; use {server.model_name!r}",
+                           "model_not_found")
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def _chat(server: LearnerServer, body: dict) -> dict:
+def _chat(server: LearnerServer, body: dict[str, Any]) -> dict[str, Any]:
     _check_common(server, body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise RequestError(400, "'messages' must be a non-empty list of objects")
-    params = _sampling(body)
-    server.check_work(1, params["n"], params["max_tokens"])
-    samples, prompt_tokens = server.complete(server.encode_chat(messages), **params, model=body["model"])
+    params = sampling(body)
+    server.check_work(1, params.n, params.max_tokens)
+    samples, prompt_tokens = server.complete(server.encode_chat(messages), params, model=body["model"])
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
         "model": server.model_name,
@@ -409,17 +353,18 @@ def _chat(server: LearnerServer, body: dict) -> dict:
     }
 
 
-def _text(server: LearnerServer, body: dict) -> dict:
+def _text(server: LearnerServer, body: dict[str, Any]) -> dict[str, Any]:
     _check_common(server, body)
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise RequestError(400, "'prompt' must be a string or a non-empty list of strings")
-    params = _sampling(body)
-    server.check_work(len(prompts), params["n"], params["max_tokens"])
-    choices, total_prompt, total_completion = [], 0, 0
+    params = sampling(body)
+    server.check_work(len(prompts), params.n, params.max_tokens)
+    choices: list[dict[str, Any]] = []
+    total_prompt, total_completion = 0, 0
     for p in prompts:
-        samples, prompt_tokens = server.complete(server.encode_text(p), **params, model=body["model"])
+        samples, prompt_tokens = server.complete(server.encode_text(p), params, model=body["model"])
         total_prompt += prompt_tokens
         for text, reason, k in samples:
             choices.append({"index": len(choices), "text": text, "finish_reason": reason, "logprobs": None})

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -34,6 +34,9 @@ from zpd.store.atomic import atomic_write_json
 
 from .job import _die_with_parent, kill_tree
 from .replica_entry import MARKER
+
+if TYPE_CHECKING:  # only the type: a local pool never imports the Ray client
+    from .verl.ray_jobs import RayJobs
 
 REGISTRY = "replicas.json"
 ENTRY_FILE = Path(__file__).with_name("replica_entry.py")
@@ -59,6 +62,13 @@ class Replica:
     @property
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
+
+    @property
+    def base_url(self) -> str:
+        """``url``, which a replica the router sends to always has (a Ray one once it printed it)."""
+        if self.url is None:
+            raise ReplicaFailed(f"replica {self.slot} has no address yet")
+        return self.url
 
     def exited(self) -> bool:
         """True once a local replica's leader has exited (Ray replicas: see ``Launcher.job_ended``)."""
@@ -87,7 +97,7 @@ class Launcher:
         self.cfg, self.run_dir, self.token, self.seed = cfg, Path(run_dir), token, seed
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._live: dict[int, Replica] = {}
-        self._jobs = None
+        self._jobs: RayJobs | None = None
         if cfg.placement == "ray":
             from .verl.ray_jobs import RayJobs
 
@@ -115,7 +125,7 @@ class Launcher:
     def start(self, slot: int, learner: Path, lora: bool = False) -> Replica:
         log_path = self.run_dir / f"replica-{slot}.log"
         if self._jobs is not None:
-            return self._start_ray(slot, learner, lora, log_path)
+            return self._start_ray(self._jobs, slot, learner, lora, log_path)
         port = _free_port()
         argv = self.argv(slot, learner, lora, host="127.0.0.1", port=str(port))
         with open(log_path, "ab") as log:
@@ -131,18 +141,18 @@ class Launcher:
         self._record()
         return replica
 
-    def _start_ray(self, slot: int, learner: Path, lora: bool, log_path: Path) -> Replica:
+    def _start_ray(self, jobs: RayJobs, slot: int, learner: Path, lora: bool, log_path: Path) -> Replica:
         from .verl.ray_jobs import RayJobsError
 
         entry = Path(learner).parent / "replica_entry.py"  # beside the learner copy, on shared storage
         shutil.copyfile(ENTRY_FILE, entry)
         argv = self.argv(slot, learner, lora, host="{host}", port="{port}")
-        toward = urlsplit(self._jobs.address).hostname or "127.0.0.1"
+        toward = urlsplit(jobs.address).hostname or "127.0.0.1"
         entrypoint = shlex.join([self.cfg.ray_python, str(entry), "--toward", toward, "--", *argv])
         try:
-            job_id = self._jobs.submit(entrypoint, env_vars=self.env(slot, lora),
-                                       entrypoint_num_cpus=self.cfg.ray_num_cpus,
-                                       entrypoint_num_gpus=self.cfg.ray_num_gpus or None)
+            job_id = jobs.submit(entrypoint, env_vars=self.env(slot, lora),
+                                 entrypoint_num_cpus=self.cfg.ray_num_cpus,
+                                 entrypoint_num_gpus=self.cfg.ray_num_gpus or None)
         except RayJobsError as exc:
             raise ReplicaFailed(f"replica {slot}: Ray job submission failed: {exc}") from None
         replica = Replica(slot, argv, log_path, job_id=job_id)
@@ -161,7 +171,8 @@ class Launcher:
                     replica.url = await asyncio.to_thread(self._ray_url, replica)
                 if self.ended(replica):
                     raise ReplicaFailed(f"replica {replica.slot} exited before it was healthy "
-                                        f"({shlex.join(replica.argv)}); its log ends:\n{self.log_tail(replica)}")
+                                        f"({shlex.join(replica.argv)}); its log ends:\n"
+                                        f"{self.log_tail(replica)}")
                 if replica.url is not None:
                     try:
                         resp = await client.get(replica.url + self.cfg.health_path)
@@ -170,8 +181,9 @@ class Launcher:
                     except httpx.HTTPError:
                         pass
                 if time.monotonic() > deadline:
-                    raise ReplicaFailed(f"replica {replica.slot} did not answer GET {self.cfg.health_path} within "
-                                        f"{self.cfg.start_timeout_seconds:g} s ({shlex.join(replica.argv)}); "
+                    raise ReplicaFailed(f"replica {replica.slot} did not answer GET {self.cfg.health_path} "
+                                        f"within {self.cfg.start_timeout_seconds:g} s "
+                                        f"({shlex.join(replica.argv)}); "
                                         f"its log ends:\n{self.log_tail(replica)}")
                 await asyncio.sleep(POLL_SECONDS)
 
@@ -188,6 +200,8 @@ class Launcher:
             return replica.exited()
         from .verl.ray_jobs import TERMINAL, RayJobsError
 
+        if replica.job_id is None:  # a Ray replica whose submission never returned an id: no job runs
+            return True
         try:
             return self._jobs.status(replica.job_id) in TERMINAL
         except RayJobsError:
@@ -195,6 +209,8 @@ class Launcher:
 
     def log_tail(self, replica: Replica, whole: bool = False) -> str:
         if self._jobs is not None:
+            if replica.job_id is None:  # never submitted: no Ray log exists
+                return ""
             try:
                 text = self._jobs.logs(replica.job_id)
             except Exception:  # the cluster went away: the caller reports the replica as failed anyway
@@ -259,8 +275,8 @@ def wait_gpu_released(pids: list[int], timeout_seconds: float) -> bool:
     wanted = {str(p) for p in pids}
     while True:
         try:
-            out = subprocess.run([smi, "--query-compute-apps=pid", "--format=csv,noheader"], capture_output=True,
-                                 text=True, timeout=30).stdout
+            out = subprocess.run([smi, "--query-compute-apps=pid", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=30).stdout
         except (OSError, subprocess.SubprocessError):
             return True
         if not wanted & {line.strip() for line in out.splitlines()}:

@@ -128,13 +128,15 @@ class Pool:
 
     # -- LoRA ------------------------------------------------------------------------------------
     async def _load(self, client: httpx.AsyncClient, replica: Replica, name: str, path: str) -> None:
-        resp = await client.post(replica.url + "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+        resp = await client.post(replica.base_url + "/v1/load_lora_adapter",
+                                 json={"lora_name": name, "lora_path": path})
         if resp.status_code != 200:
             raise ReplicaFailed(f"replica {replica.slot} refused the adapter {path}: HTTP {resp.status_code} "
-                                f"{resp.text[:300]!r} (vLLM needs --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING)")
+                                f"{resp.text[:300]!r} (vLLM needs --enable-lora and "
+                                "VLLM_ALLOW_RUNTIME_LORA_UPDATING)")
 
     async def _unload(self, client: httpx.AsyncClient, replica: Replica, name: str) -> None:
-        await client.post(replica.url + "/v1/unload_lora_adapter", json={"lora_name": name})
+        await client.post(replica.base_url + "/v1/unload_lora_adapter", json={"lora_name": name})
 
     def load_adapter(self, path: Path) -> None:
         """Load the adapter at ``path`` on every replica under a name of its own, then unload the old one."""
@@ -145,7 +147,8 @@ class Pool:
 
         async def run() -> None:
             async with httpx.AsyncClient(timeout=self.cfg.timeout_seconds, headers=self.headers) as client:
-                await asyncio.gather(*(self._load(client, r, name, str(path)) for r in self.replicas.values()))
+                await asyncio.gather(*(self._load(client, r, name, str(path))
+                                       for r in self.replicas.values()))
                 if old is not None:
                     await asyncio.gather(*(self._unload(client, r, old[0]) for r in self.replicas.values()))
 
@@ -162,6 +165,7 @@ class ServedGenerator:
         learner = Path(learner_dir).resolve()
         base = adapter_base(learner)
         self._copies: list[Path] = []
+        self.pool: Pool | None
         if base is None:
             self._key = None
             self.pool = Pool(settings, self._place(learner), lora=False)
@@ -185,7 +189,8 @@ class ServedGenerator:
             return path
         shared = self.settings.shared_dir
         if shared is None:
-            raise ReplicaFailed("served.placement = 'ray' needs storage.shared_dir (a filesystem every node sees)")
+            raise ReplicaFailed("served.placement = 'ray' needs storage.shared_dir "
+                                "(a filesystem every node sees)")
         shared = Path(shared).resolve()
         if path.is_relative_to(shared):
             return path
@@ -203,18 +208,21 @@ class ServedGenerator:
                  sample_seeds: list[list[int]] | None = None) -> list[list[Completion]]:
         if not prompts:
             return []
+        if self.pool is None:
+            raise RuntimeError("generate() on a closed ServedGenerator")
+        pool = self.pool
         bodies = []
         for i, prompt in enumerate(prompts):
             for j in range(n):
                 body: dict[str, Any] = {
-                    "model": self.pool.model, "messages": [{"role": "user", "content": prompt}],
+                    "model": pool.model, "messages": [{"role": "user", "content": prompt}],
                     "temperature": temperature, "max_tokens": max_tokens,
                     "seed": (seed + i * n + j if sample_seeds is None else sample_seeds[i][j]) % 2**63,
                 }
                 if stop:
                     body["stop"] = list(stop)
                 bodies.append(body)
-        flat = asyncio.run(Router(self.pool).run(bodies))
+        flat = asyncio.run(Router(pool).run(bodies))
         return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
 
     def close(self) -> None:
@@ -249,7 +257,8 @@ def preflight(cfg: Any) -> None:
     program = shlex.split(cfg.command.format(learner="L", port="0", host="127.0.0.1", model=cfg.model_name,
                                              python=sys.executable, slot=0, seed=0))[0]
     if shutil.which(program) is None:
-        raise ReplicaFailed(f"served.command: {program!r} is not on PATH (vLLM: pip install vllm on a GPU node; "
+        raise ReplicaFailed(f"served.command: {program!r} is not on PATH "
+                            "(vLLM: pip install vllm on a GPU node; "
                             "on a CPU use \"{python} -m zpd.loop.cli serve --learner {learner} ...\")")
 
 

@@ -99,7 +99,7 @@ class Router:
         self.observer.replica_in_flight(replica.slot, 1)
         error = ""
         try:
-            resp = await self.client.post(replica.url + "/v1/chat/completions", json=self.bodies[i])
+            resp = await self.client.post(replica.base_url + "/v1/chat/completions", json=self.bodies[i])
             if resp.status_code == 200:
                 completion = _parse(resp, time.perf_counter() - self.began[i])
                 self.observer.replica_generated_tokens(replica.slot, completion.num_tokens)
@@ -153,7 +153,8 @@ class Router:
         slot = replica.slot
         restart = self.pool.restarts.get(slot, 0) < self.cfg.max_restarts
         log.warning("replica down", extra={  # its owed samples go to the others
-            "slot": slot, "pid": replica.pid, "job_id": replica.job_id, "action": "restart" if restart else "drop",
+            "slot": slot, "pid": replica.pid, "job_id": replica.job_id,
+            "action": "restart" if restart else "drop",
             "log_tail": self.pool.launcher.log_tail(replica)[-500:]})
         if restart:
             self.pool.restarts[slot] = self.pool.restarts.get(slot, 0) + 1

@@ -13,7 +13,7 @@ Building it needs no download and is deterministic: the same ids on every machin
 from __future__ import annotations
 
 from tokenizers import Tokenizer, decoders, models
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 PAD = "<|pad|>"
 IM_START = "<|im_start|>"
@@ -49,14 +49,16 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
-def user_prompt_text(tokenizer, content: str) -> str:
+def user_prompt_text(tokenizer: PreTrainedTokenizerBase, content: str) -> str:
     """The chat-formatted text of one user turn followed by the assistant's turn opening."""
-    return tokenizer.apply_chat_template(
+    text: str = tokenizer.apply_chat_template(
         [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
     )
+    return text
 
 
-def encode_user_prompts(tokenizer, contents: list[str]) -> list[list[int]]:
+def encode_user_prompts(tokenizer: PreTrainedTokenizerBase, contents: list[str]) -> list[list[int]]:
     """Token ids of ``user_prompt_text`` for each content (no padding, no extra special tokens)."""
     texts = [user_prompt_text(tokenizer, c) for c in contents]
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ids: list[list[int]] = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return ids

@@ -12,14 +12,16 @@ Python forbids in a daemonic process. It leads its own process group and still d
 whole group, engine included; ``close`` kills the group too if anything is left. The tokenizer goes
 to vLLM as a tokenizer-only copy when AutoTokenizer would misread the learner (the built-in qwen2
 learner's character tokenizer, ``trainer/autotokenizer.py``). Greedy requests (temperature 0) with
-n > 1, which vLLM's ``SamplingParams`` refuses, are sent once with n = 1 and the completion repeated. Written against what vLLM 0.24 (verl's tested version, the ``vllm`` extra) and 0.33
-share: ``LLM(model=, tensor_parallel_size=, dtype=, seed=, gpu_memory_utilization=, max_model_len=,
+n > 1, which vLLM's ``SamplingParams`` refuses, are sent once with n = 1 and the completion repeated.
+Written against what vLLM 0.24 (verl's tested version, the ``vllm`` extra) and 0.33 share:
+``LLM(model=, tensor_parallel_size=, dtype=, seed=, gpu_memory_utilization=, max_model_len=,
 enforce_eager=)``, ``LLM.chat(conversations, SamplingParams)``, ``SamplingParams(n=, temperature=,
 top_p=, max_tokens=, seed=, stop=)`` and ``RequestOutput.outputs[i].text / .token_ids /
 .finish_reason``. ``max_tokens`` is always set: vLLM's default is 16.
 
 ``vllm`` is imported only in the child (and only when this backend is used), so zpd installs and runs
-without it. ``llm_class`` / ``sampling_class`` ("module:Name") let a test run the same child with a test double.
+without it. ``llm_class`` / ``sampling_class`` ("module:Name") let a test run the same child with a
+test double.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import tempfile
 import threading
 import time
 import weakref
+from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +58,9 @@ def sampling_params(sampling_cls: Any, *, n: int, temperature: float, max_tokens
 
 
 def engine_kwargs(model: str, settings: Any, seed: int = 0, tokenizer: str | None = None) -> dict[str, Any]:
-    kwargs: dict[str, Any] = dict(model=model, tensor_parallel_size=settings.tensor_parallel_size, dtype=settings.dtype,
-                                  seed=seed, gpu_memory_utilization=settings.gpu_memory_utilization,
+    kwargs: dict[str, Any] = dict(model=model, tensor_parallel_size=settings.tensor_parallel_size,
+                                  dtype=settings.dtype, seed=seed,
+                                  gpu_memory_utilization=settings.gpu_memory_utilization,
                                   enforce_eager=settings.enforce_eager)
     if settings.max_model_len is not None:
         kwargs["max_model_len"] = settings.max_model_len
@@ -65,8 +69,9 @@ def engine_kwargs(model: str, settings: Any, seed: int = 0, tokenizer: str | Non
     return kwargs
 
 
-def run_generate(llm: Any, sampling_cls: Any, prompts: list[str], *, n: int, temperature: float, max_tokens: int,
-                 seed: int, stop: list[str] | None, sample_seeds: list[list[int]] | None = None) -> list[list[Completion]]:
+def run_generate(llm: Any, sampling_cls: Any, prompts: list[str], *, n: int, temperature: float,
+                 max_tokens: int, seed: int, stop: list[str] | None,
+                 sample_seeds: list[list[int]] | None = None) -> list[list[Completion]]:
     """One batched ``LLM.chat`` call; per prompt ``n`` Completions in vLLM's order. With ``sample_seeds``
     every sample is its own request (n=1) with its own seed. Greedy (temperature below GREEDY_EPS) with
     n > 1: one request per prompt (greedy samples are all the same), its completion repeated n times."""
@@ -76,11 +81,13 @@ def run_generate(llm: Any, sampling_cls: Any, prompts: list[str], *, n: int, tem
         return [cs * n for cs in once]
     if sample_seeds is not None:
         flat_prompts = [p for p in prompts for _ in range(n)]
-        params = [sampling_params(sampling_cls, n=1, temperature=temperature, max_tokens=max_tokens, seed=s, stop=stop)
+        params = [sampling_params(sampling_cls, n=1, temperature=temperature, max_tokens=max_tokens, seed=s,
+                                  stop=stop)
                   for seeds in sample_seeds for s in seeds[:n]]
         flat = _chat(llm, flat_prompts, params, 1)
         return [[c for cs in flat[i * n:(i + 1) * n] for c in cs] for i in range(len(prompts))]
-    params = sampling_params(sampling_cls, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, stop=stop)
+    params = sampling_params(sampling_cls, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed,
+                             stop=stop)
     return _chat(llm, prompts, params, n)
 
 
@@ -201,8 +208,9 @@ class VllmGenerator:
         self._conn, child_conn = ctx.Pipe()
         kwargs = engine_kwargs(str(model), settings, seed, tokenizer)
         main = threading.current_thread() is threading.main_thread()
-        self._proc = ctx.Process(target=_child, args=(child_conn, llm_class, sampling_class, kwargs, os.getpid(), main),
-                                 name="zpd-vllm", daemon=False)
+        self._proc: SpawnProcess | None = ctx.Process(
+            target=_child, args=(child_conn, llm_class, sampling_class, kwargs, os.getpid(), main),
+            name="zpd-vllm", daemon=False)
         self._proc.start()
         # Not daemonic, so multiprocessing would wait for it at exit: close it first if nobody did.
         self._finalizer = weakref.finalize(self, _shutdown, self._proc, self._conn, tmp)
@@ -223,7 +231,8 @@ class VllmGenerator:
         try:
             return self._conn.recv()
         except EOFError:
-            return "error", f"vllm child exited (code {self._proc.exitcode})"
+            code = None if self._proc is None else self._proc.exitcode
+            return "error", f"vllm child exited (code {code})"
 
     def generate(self, prompts: list[str], *, n: int = 1, temperature: float = 0.0, max_tokens: int,
                  seed: int = 0, stop: list[str] | None = None,
