@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from zpd.store.corpus import ingest
-from zpd.store.db import get_meta, set_meta
+from zpd.store.db import Database, get_meta, set_meta
 
 from .context import RunContext
 
@@ -43,7 +44,7 @@ def ingest_for_round(ctx: RunContext, round_n: int) -> dict | None:
     return out
 
 
-def round_report(db, round_n: int) -> dict | None:
+def round_report(db: Database, round_n: int) -> dict[str, Any] | None:
     """The stored ingestion report of a round (None if the round ingested nothing)."""
     raw = get_meta(db, meta_key(round_n))
     return None if raw is None else json.loads(raw)
