@@ -124,9 +124,8 @@ def m002_schema(db: Database) -> None:
     db.execute(
         """CREATE TABLE measurements (
             id INTEGER PRIMARY KEY, round INTEGER NOT NULL,
-            kind TEXT NOT NULL CHECK (kind IN ('eval', 'exam')),
-            task_id INTEGER NOT NULL REFERENCES tasks(id), sample_idx INTEGER NOT NULL,
-            output TEXT NOT NULL, correct INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('eval','exam')), task_id INTEGER NOT NULL REFERENCES tasks(id),
+            sample_idx INTEGER NOT NULL, output TEXT NOT NULL, correct INTEGER NOT NULL,
             UNIQUE (round, kind, task_id, sample_idx)
         )"""
     )
