@@ -6,7 +6,8 @@ so ``zpd --help`` and ``zpd status`` answer at once.
     zpd status  --state-dir DIR [--json]
     zpd snapshot --state-dir DIR --out PATH
     zpd rollback --state-dir DIR --round N
-    zpd export  --state-dir DIR --round N --what {train,exam,pretrain,review} --format {parquet,jsonl} --out PATH
+    zpd export  --state-dir DIR --round N --what {train,exam,pretrain,review} --format {parquet,jsonl}
+                --out PATH
     zpd serve   --state-dir DIR [--round N] [--host 127.0.0.1] [--port P]
     zpd review  --state-dir DIR --import FILE
     zpd report  --state-dir DIR --out DIR
@@ -24,15 +25,15 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from zpd.loop.terminal import one_line
+
+if TYPE_CHECKING:  # the store is imported by the commands that read it, not by `zpd --help`
+    from zpd.store.db import Database
 
 WRITING_COMMANDS = ("start", "rollback", "review")
 """Their tracebacks go to DIR/logs/; the read-only commands' to $XDG_STATE_HOME/zpd/, never into DIR."""
-
-
-def one_line(message: str) -> str:
-    """A message as one terminal line: newlines and other control characters (a file name may hold
-    them) are escaped, the rest is kept as is."""
-    return "".join(ch if ch.isprintable() or ch == "\t" else ascii(ch)[1:-1] for ch in message)
 
 
 def _traceback_dir(command: str, state_dir: Path | None) -> Path:
@@ -59,11 +60,13 @@ def report_crash(command: str, state_dir: Path | None, exc: BaseException) -> st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zpd", description="Train a language model at the edge of what it can do.")
+    parser = argparse.ArgumentParser(prog="zpd",
+                                     description="Train a language model at the edge of what it can do.")
     parser.add_argument("--version", action="version", version=f"zpd {__import__('zpd').__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("start", help="run the daemon in the foreground; resumes whatever the state directory holds")
+    p = sub.add_parser("start",
+                       help="run the daemon in the foreground; resumes whatever the state directory holds")
     p.add_argument("--config", required=True, type=Path, help="TOML config file (see configs/)")
     p.add_argument("--state-dir", required=True, type=Path, help="state directory (local disk)")
     p.add_argument("--rounds", type=int, default=None, metavar="N", help="exit 0 once round N is committed")
@@ -94,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["parquet", "jsonl"])
     p.add_argument("--out", required=True, type=Path)
 
-    p = sub.add_parser("review", help="record verdicts on the human-review queue (keep with an answer, or drop)")
+    p = sub.add_parser("review",
+                       help="record verdicts on the human-review queue (keep with an answer, or drop)")
     p.add_argument("--state-dir", required=True, type=Path)
     p.add_argument("--import", dest="import_file", required=True, type=Path, metavar="FILE",
                    help="JSONL (or parquet) rows: task_id, verdict keep|drop, answer (keep), note")
@@ -103,14 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="directory to write into (created if absent)")
 
-    p = sub.add_parser("serve", help="an OpenAI-compatible endpoint for a committed round's learner (read-only)")
+    p = sub.add_parser("serve",
+                       help="an OpenAI-compatible endpoint for a committed round's learner (read-only)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--state-dir", type=Path)
     where.add_argument("--learner", type=Path, metavar="PATH", help="serve this learner directory as it is")
     p.add_argument("--enable-lora", action="store_true",
                    help="vLLM's runtime adapter routes: POST /v1/load_lora_adapter, /v1/unload_lora_adapter")
     p.add_argument("--round", type=int, default=None, metavar="N",
-                   help="serve round N's learner (default: the current learner, followed as the daemon commits)")
+                   help="serve round N's learner (default: the current learner, followed as the daemon "
+                        "commits)")
     p.add_argument("--host", default="127.0.0.1", help="bind address; beyond loopback a token is required")
     p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one; printed on start)")
     p.add_argument("--token-env", default="ZPD_SERVE_TOKEN", metavar="VAR",
@@ -153,12 +159,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _committed_rounds(state_dir: Path) -> tuple[object, set[int]]:
+def _committed_rounds(state_dir: Path) -> tuple[Database, set[int]]:
     from zpd.store.db import open_readonly
+    from zpd.store.ledger_rounds import committed_rounds
     from zpd.store.rounds import committed_on_disk
 
     db = open_readonly(state_dir / "state.db")
-    in_db = {r[0] for r in db.execute("SELECT id FROM rounds WHERE status = 'committed'").fetchall()}
+    in_db = committed_rounds(db)
     return db, in_db | set(committed_on_disk(state_dir))
 
 
@@ -235,7 +242,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 2 if "no state database" in str(exc) else 4
     try:
         if args.round not in committed:
-            print(one_line(f"zpd export: round {args.round} is not committed in {state_dir}"), file=sys.stderr)
+            print(one_line(f"zpd export: round {args.round} is not committed in {state_dir}"),
+                  file=sys.stderr)
             return 2
         rows = rows_for(db, args.round, args.what)
         write_rows(rows, args.format, args.out)
@@ -244,7 +252,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1
     finally:
         db.conn.close()
-    print(json.dumps({"round": args.round, "what": args.what, "rows": len(rows), "out": str(args.out.resolve())}))
+    print(json.dumps({"round": args.round, "what": args.what, "rows": len(rows),
+                      "out": str(args.out.resolve())}))
     return 0
 
 
@@ -323,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # one line on the terminal, the traceback in a file it names
         state_dir = getattr(args, "state_dir", None)
-        print(report_crash(args.command, Path(state_dir).resolve() if state_dir else None, exc), file=sys.stderr)
+        print(report_crash(args.command, Path(state_dir).resolve() if state_dir else None, exc),
+              file=sys.stderr)
         return 1
 
 

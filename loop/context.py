@@ -1,11 +1,15 @@
 """What every phase is handed: the state directory, the store, the round's config, domains, metrics.
 
 Phases are plain functions ``run(ctx, round_n)`` that commit their outputs to the store in the same
-transaction that advances ``rounds.phase``; they never keep state of their own between calls.
+transaction that advances ``rounds.phase``; they never keep state of their own between calls. The
+``ctx`` a phase gets is the round's view (``RunContext.for_round``): ``ctx.cfg`` is the config the round
+stored when it began, read-only. Every statement on the store is a function of ``zpd.store.ledger_*``
+(``round_row``/``advance`` here are typed shorthands for ``zpd.store.ledger_rounds``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -15,14 +19,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from sqlite_utils import Database
+from typing import Any, Unpack
 
 from zpd.configs.schema import ZpdConfig
+from zpd.store import ledger_rounds, ledger_tasks
 from zpd.store import rounds as rounds_store
+from zpd.store.db import Database
 
 from .domains.base import Domain, Task
+from .metrics import DaemonMetrics
 
 
 class Stopped(Exception):
@@ -40,19 +45,53 @@ def rng_for(*parts: object) -> random.Random:
 
 
 @dataclass
+class _Engines:
+    """What every round's view of the run shares: the generators made so far and the trainer worker."""
+
+    generators: dict[str, Any] = field(default_factory=dict)
+    """Generators by (role, backend, learner), reused until ``release_generators``."""
+    trainer_worker: Any = None
+    """The persistent trainer worker (``trainer/worker.py``) once a job has started it; None: none."""
+
+
+@dataclass
 class RunContext:
+    """The run's services (daemon-wide) and the config of the round being run. The daemon makes one with
+    its own config; ``round.run_round`` hands the phases ``for_round(config the round stored)``, a view
+    with the round's config and the same store, domains, metrics and engines (nothing is swapped)."""
+
     state_dir: Path
-    cfg: ZpdConfig
+    _cfg: ZpdConfig
     db: Database
     domains: dict[str, Domain]
-    metrics: Any
+    metrics: DaemonMetrics
     log: logging.Logger
     stop: threading.Event = field(default_factory=threading.Event)
     beat: Callable[[], None] = lambda: None
     """Called at progress points: feeds /healthz and the systemd watchdog."""
-    _generators: dict[str, Any] = field(default_factory=dict)
-    trainer_worker: Any = None
-    """The persistent trainer worker (``trainer/worker.py``) once a job has started it; None: none."""
+    _engines: _Engines = field(default_factory=_Engines)
+
+    @property
+    def cfg(self) -> ZpdConfig:
+        """The config in force: the round's (``for_round``), else the daemon's. Read-only."""
+        return self._cfg
+
+    def for_round(self, cfg: ZpdConfig) -> RunContext:
+        """A view of this context running with ``cfg`` (a round's stored config); engines are shared."""
+        return dataclasses.replace(self, _cfg=cfg)
+
+    @property
+    def trainer_worker(self) -> Any:
+        """The persistent trainer worker (``trainer/worker.py``) once a job has started it; None: none."""
+        return self._engines.trainer_worker
+
+    @trainer_worker.setter
+    def trainer_worker(self, worker: Any) -> None:
+        self._engines.trainer_worker = worker
+
+    @property
+    def _generators(self) -> dict[str, Any]:
+        return self._engines.generators
 
     # -- stopping -----------------------------------------------------------------------
     def check_stop(self) -> None:
@@ -69,10 +108,7 @@ class RunContext:
 
     def current_learner_round(self) -> int | None:
         """The round whose learner is current: that of the newest committed round's promotion decision."""
-        row = self.db.execute(
-            "SELECT current_learner_round FROM rounds WHERE status = 'committed' ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        return None if row is None else row[0]
+        return ledger_rounds.current_learner_round(self.db)
 
     def generator(self, learner_dir: Path, *, phase: str = "calibrate") -> Any:
         """The learner's generator (``generation.backend``; ``generation.measure_backend`` in MEASURE), made
@@ -90,15 +126,24 @@ class RunContext:
             from zpd.trainer.generation import build_generator
             from zpd.trainer.model import resolve_device
 
-            settings = gen_cfg.openai if name == "openai" else gen_cfg.vllm
+            settings: Any = gen_cfg.openai if name == "openai" else gen_cfg.vllm
             model = gen_cfg.openai.model if name == "openai" else learner_dir
-            if name == "served":  # replicas on this learner (trainer/served.py); their registry in the state dir
+            # served: replicas on this learner (trainer/served.py); their registry in the state dir
+            if name == "served":
                 from zpd.trainer.served import ServedSettings
 
-                settings = ServedSettings(self.cfg.served, self.state_dir / "served", self.cfg.storage.shared_dir,
-                                          self.cfg.run.seed, self.metrics)
+                settings = ServedSettings(
+                    self.cfg.served,
+                    self.state_dir / "served",
+                    self.cfg.storage.shared_dir,
+                    self.cfg.run.seed,
+                    self.metrics,
+                )
             self._generators[key] = build_generator(
-                name, model=model, settings=settings, device=resolve_device(self.cfg.learner.device),
+                name,
+                model=model,
+                settings=settings,
+                device=resolve_device(self.cfg.learner.device),
                 batch_size=self.cfg.calibration.batch_size,
             )
         return self._generators[key]
@@ -116,7 +161,10 @@ class RunContext:
 
             settings = t if t.backend == "openai" else self.cfg.generation.vllm
             self._generators[key] = build_generator(
-                t.backend, model=t.model, settings=settings, device=resolve_device(self.cfg.learner.device),
+                t.backend,
+                model=t.model,
+                settings=settings,
+                device=resolve_device(self.cfg.learner.device),
                 batch_size=self.cfg.calibration.batch_size,
             )
         return self._generators[key]
@@ -146,16 +194,13 @@ class RunContext:
             served.stop_parked()
 
     # -- rounds -------------------------------------------------------------------------
-    def round_row(self, round_n: int) -> dict[str, Any]:
-        return next(self.db.query("SELECT * FROM rounds WHERE id = ?", [round_n]))
+    def round_row(self, round_n: int) -> ledger_rounds.RoundRow:
+        return ledger_rounds.read_round(self.db, round_n)
 
-    def advance(self, round_n: int, next_phase: str, **fields: Any) -> None:
-        """Set the round's next phase (call inside the phase's final transaction)."""
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        self.db.execute(
-            f"UPDATE rounds SET phase = ?{', ' + sets if sets else ''} WHERE id = ?",
-            [next_phase, *fields.values(), round_n],
-        )
+    def advance(self, round_n: int, next_phase: str, **fields: Unpack[ledger_rounds.RoundUpdate]) -> None:
+        """Set the round's next phase and the phase's figures (call inside the phase's final transaction;
+        the names are checked against ``zpd.store.ledger_rounds.RoundUpdate``)."""
+        ledger_rounds.advance(self.db, round_n, next_phase, **fields)
 
     # -- tasks --------------------------------------------------------------------------
     def task_from_row(self, row: dict[str, Any]) -> Task:
@@ -171,17 +216,20 @@ class RunContext:
 
     def insert_task(self, task: Task, *, round_n: int, fate: str, parent_id: int | None = None) -> int | None:
         """Insert a task unless one with the same content hash exists; returns its id or None (duplicate)."""
-        cur = self.db.execute(
-            """INSERT OR IGNORE INTO tasks (domain, difficulty, prompt, answer, guidance, canonical,
-                   content_hash, parent_id, round, fate, fate_round, meta_json)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [
-                task.domain, task.difficulty, task.prompt, task.answer, task.guidance, task.canonical,
-                task.content_hash, parent_id, round_n, fate, round_n if fate != "pending" else None,
-                json.dumps(task.meta, sort_keys=True),
-            ],
+        return ledger_tasks.insert_task(
+            self.db,
+            domain=task.domain,
+            difficulty=task.difficulty,
+            prompt=task.prompt,
+            answer=task.answer,
+            guidance=task.guidance,
+            canonical=task.canonical,
+            content_hash=task.content_hash,
+            parent_id=parent_id,
+            round_n=round_n,
+            fate=fate,
+            meta_json=json.dumps(task.meta, sort_keys=True),
         )
-        return cur.lastrowid if cur.rowcount else None
 
     def known_hashes(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT content_hash FROM tasks").fetchall()}
+        return ledger_tasks.known_hashes(self.db)

@@ -2,8 +2,8 @@
 
 Start-up is four steps, one method each (``loop/startup.py``): read-only checks; the controller lock
 (so a second daemon is refused before it binds a port or writes a byte); the metrics port; the first
-write. A refused start leaves no trace. Signals only set a stop flag; the loop stops at the next safe point (between phases or batches; a training child is killed
-as a tree) and exits 0. A second signal aborts at once.
+write. A refused start leaves no trace. Signals only set a stop flag; the loop stops at the next safe point
+(between phases or batches; a training child is killed as a tree) and exits 0. A second signal aborts at once.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import errno
 import os
 import shutil
 import signal
-import sqlite3
 import sys
 import threading
 import time
@@ -20,16 +19,18 @@ from pathlib import Path
 
 from zpd.configs.load import ConfigError
 from zpd.configs.schema import ZpdConfig
+from zpd.store import ledger_rounds
+from zpd.store.connect import SqliteError
 from zpd.store.db import is_storage_full
+from zpd.store.ledger_controller import controller_stopped, set_controller_phase
 from zpd.store.lock import ControllerLock
 from zpd.store.readmodel import last_committed, next_round  # noqa: F401  next_round: part of this module's surface
 from zpd.store.rounds import dir_bytes, round_dir
 from zpd.store.yields import domain_yields
 
 from . import notify
-from .context import RunContext, Stopped
+from .context import Stopped
 from .logs import CONTEXT, get_logger
-from .metrics import DaemonMetrics
 from .round import run_round
 from .startup import (  # noqa: F401  the exit codes are part of this module's surface
     EXIT_BUSY,
@@ -40,10 +41,17 @@ from .startup import (  # noqa: F401  the exit codes are part of this module's s
     StartError,
     StartUp,
 )
+from .terminal import one_line
 from .train import PhaseFailed
 
-COMPONENT_OF_PHASE = {"bootstrap": "trainer", "train": "trainer", "calibrate": "generator", "measure": "generator",
-                      "synthesize": "store", "snapshot": "store"}
+COMPONENT_OF_PHASE = {
+    "bootstrap": "trainer",
+    "train": "trainer",
+    "calibrate": "generator",
+    "measure": "generator",
+    "synthesize": "store",
+    "snapshot": "store",
+}
 
 
 class StorageFull(Exception):
@@ -51,8 +59,14 @@ class StorageFull(Exception):
 
 
 class Daemon(StartUp):
-    def __init__(self, state_dir: Path, cfg: ZpdConfig, rounds_target: int | None = None,
-                 from_snapshot: Path | None = None, notes: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        cfg: ZpdConfig,
+        rounds_target: int | None = None,
+        from_snapshot: Path | None = None,
+        notes: list[str] | None = None,
+    ) -> None:
         self.notes = list(notes or [])
         self.state_dir = Path(state_dir).resolve()
         self.from_snapshot = Path(from_snapshot).resolve() if from_snapshot else None
@@ -61,9 +75,6 @@ class Daemon(StartUp):
         self.stop = threading.Event()
         self.lock = ControllerLock(self.state_dir)
         self.log = get_logger()
-        self.metrics: DaemonMetrics | None = None
-        self.db = None
-        self.ctx: RunContext | None = None
         self._signals = 0
         self._last_beat = time.monotonic()
         self._ready = False
@@ -84,22 +95,21 @@ class Daemon(StartUp):
         if self.metrics:
             self.metrics.set_phase(phase)
         with self.db.atomic():
-            self.db.execute("UPDATE controller SET phase = ?, round = coalesce(?, round), updated_at = ? WHERE id = 1",
-                            [phase, round_n, time.time()])
+            set_controller_phase(self.db, phase, round_n)
 
     def _publish_committed(self) -> None:
         """Headline figures of the current learner, from the store, into the metrics."""
         last = last_committed(self.db)
         if last is None or self.metrics is None:
             return
-        row = next(self.db.query("SELECT * FROM rounds WHERE id = ?", [last]))
-        cur = next(self.db.query("SELECT * FROM rounds WHERE id = ?", [row["current_learner_round"]]))
-        if row["finished_at"]:
-            self.metrics.set_last_success(row["finished_at"])
-        self.metrics.set_eval_accuracy(cur["eval_accuracy"] or 0.0)
-        self.metrics.set_exam(row["exam_accuracy"] or 0.0, row["exam_items"] or 0)
-        for domain, value in self.db.execute("SELECT domain, value FROM frontier WHERE round = ?",
-                                             [cur["id"]]).fetchall():
+        row = ledger_rounds.read_round(self.db, last)
+        current = row.current_learner_round
+        cur = row if current is None else ledger_rounds.read_round(self.db, current)
+        if row.finished_at:
+            self.metrics.set_last_success(row.finished_at)
+        self.metrics.set_eval_accuracy(cur.eval_accuracy or 0.0)
+        self.metrics.set_exam(row.exam_accuracy or 0.0, row.exam_items or 0)
+        for domain, value in ledger_rounds.frontier_of(self.db, cur.id).items():
             self.metrics.set_frontier(domain, value)
         for domain, (accepted, calibrated) in domain_yields(self.db, last, last).get(last, {}).items():
             if domain in self.metrics.domains and calibrated:
@@ -109,7 +119,10 @@ class Daemon(StartUp):
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._signals += 1
         if self._signals == 1:
-            self.log.info("stop requested; stopping at the next safe point", extra={"signal": signal.Signals(signum).name})
+            self.log.info(
+                "stop requested; stopping at the next safe point",
+                extra={"signal": signal.Signals(signum).name},
+            )
             self.stop.set()
             notify.notify("STOPPING=1")
             if self.metrics:
@@ -117,8 +130,8 @@ class Daemon(StartUp):
             try:
                 CONTEXT.phase = "stopping"
                 with self.db.atomic():
-                    self.db.execute("UPDATE controller SET phase = 'stopping', updated_at = ? WHERE id = 1", [time.time()])
-            except sqlite3.Error:
+                    set_controller_phase(self.db, "stopping")
+            except SqliteError:
                 pass  # a write in flight in the main thread; status will see 'stopping' from metrics
         else:
             self.log.warning("second signal: aborting now")
@@ -137,8 +150,7 @@ class Daemon(StartUp):
         if run.max_wall_seconds is not None and time.monotonic() - self._started >= run.max_wall_seconds:
             return "run.max_wall_seconds reached"
         if run.max_train_tokens is not None:
-            used = self.db.execute("SELECT coalesce(sum(train_tokens), 0) FROM rounds").fetchone()[0]
-            if used >= run.max_train_tokens:
+            if ledger_rounds.total_train_tokens(self.db) >= run.max_train_tokens:
                 return "run.max_train_tokens reached"
         return None
 
@@ -150,8 +162,10 @@ class Daemon(StartUp):
             return True
         need = self.cfg.storage.min_free_ratio * dir_bytes(round_dir(self.state_dir, last))
         if free < need:
-            self.log.error("not enough free disk for another round; stopping cleanly",
-                           extra={"free_bytes": free, "needed_bytes": int(need)})
+            self.log.error(
+                "not enough free disk for another round; stopping cleanly",
+                extra={"free_bytes": free, "needed_bytes": int(need)},
+            )
             self.metrics.failure("store")
             return False
         return True
@@ -173,13 +187,17 @@ class Daemon(StartUp):
                     self.log.error("storage full or read-only; stopping", extra={"error": str(exc)})
                     raise StorageFull(str(exc)) from None
                 phase = CONTEXT.phase
-                component = exc.component if isinstance(exc, PhaseFailed) else COMPONENT_OF_PHASE.get(phase, "store")
+                component = (
+                    exc.component if isinstance(exc, PhaseFailed) else COMPONENT_OF_PHASE.get(phase, "store")
+                )
                 self.metrics.failure(component)
-                self.log.error("phase failed", extra={"component": component, "error": str(exc)[-2000:],
-                                                      "attempt": attempt + 1}, exc_info=not isinstance(exc, PhaseFailed))
+                self.log.error(
+                    "phase failed",
+                    extra={"component": component, "error": str(exc)[-2000:], "attempt": attempt + 1},
+                    exc_info=not isinstance(exc, PhaseFailed),
+                )
                 with self.db.atomic():
-                    self.db.execute("UPDATE rounds SET failures = failures + 1, last_error = ? WHERE id = ?",
-                                    [str(exc)[-4000:], n])
+                    ledger_rounds.record_failure(self.db, n, str(exc)[-4000:])
                 self.ctx.release_generators()  # a retry starts fresh engines / replicas, not the failed ones
                 if attempt < cfg.max_retries and self.stop.wait(cfg.retry_backoff_seconds * 2**attempt):
                     raise Stopped() from None
@@ -203,8 +221,8 @@ class Daemon(StartUp):
             try:  # best effort: on a full or read-only disk these writes fail too
                 self._set_phase("idle")
                 with self.db.atomic():
-                    self.db.execute("UPDATE controller SET pid = NULL, updated_at = ? WHERE id = 1", [time.time()])
-            except sqlite3.Error as exc:
+                    controller_stopped(self.db)
+            except SqliteError as exc:
                 self.log.warning("could not record the stop in the store", extra={"error": str(exc)})
             self.metrics.close()
             self.lock.release()
@@ -233,12 +251,25 @@ class Daemon(StartUp):
             except StorageFull as exc:
                 self.metrics.round_finished("aborted")
                 text = str(exc)
-                reason = next((m for m in ("database or disk is full", os.strerror(errno.ENOSPC),
-                                           os.strerror(errno.EROFS), os.strerror(errno.EDQUOT)) if m in text), "")
+                reason = next(
+                    (
+                        m
+                        for m in (
+                            "database or disk is full",
+                            os.strerror(errno.ENOSPC),
+                            os.strerror(errno.EROFS),
+                            os.strerror(errno.EDQUOT),
+                        )
+                        if m in text
+                    ),
+                    "",
+                )
                 # One line: a trainer's failure carries its log tail; the reason and the first line suffice.
-                print(f"zpd start: storage full or read-only ({reason or 'disk error'}); stopped cleanly at round "
-                      f"{n}, the last committed round is intact: {text.splitlines()[0] if text else ''}",
-                      file=sys.stderr)
+                print(
+                    f"zpd start: storage full or read-only ({reason or 'disk error'}); stopped cleanly at "
+                    f"round {n}, the last committed round is intact: {text.splitlines()[0] if text else ''}",
+                    file=sys.stderr,
+                )
                 return EXIT_FAILED
             except Stopped:
                 self.metrics.round_finished("aborted")
@@ -247,25 +278,31 @@ class Daemon(StartUp):
             if committed:
                 self.metrics.round_finished("committed", time.time())
                 self._publish_committed()
-                self.log.info("round committed", extra={"round": n, "seconds": round(time.monotonic() - t0, 2)})
-                self.ctx.cfg = self.cfg  # the next round runs with the daemon's config
+                self.log.info(
+                    "round committed", extra={"round": n, "seconds": round(time.monotonic() - t0, 2)}
+                )
                 backoff = self.cfg.train.retry_backoff_seconds
                 continue
             if self.rounds_target is not None:
                 self.log.error("round failed after its retries", extra={"round": n})
                 return EXIT_FAILED
-            self.log.error("round failed after its retries; waiting before trying again", extra={"wait_seconds": backoff})
+            self.log.error(
+                "round failed after its retries; waiting before trying again", extra={"wait_seconds": backoff}
+            )
             if self.stop.wait(backoff):
                 return EXIT_OK
             backoff = min(backoff * 2, 600.0)
 
 
-def start(state_dir: Path, cfg: ZpdConfig, rounds_target: int | None, from_snapshot: Path | None = None,
-          notes: list[str] | None = None) -> int:
+def start(
+    state_dir: Path,
+    cfg: ZpdConfig,
+    rounds_target: int | None,
+    from_snapshot: Path | None = None,
+    notes: list[str] | None = None,
+) -> int:
     """Entry point of ``zpd start`` after argument parsing (``notes``: lines to log once logging is up).
     Returns the exit code."""
-    from .cli import one_line
-
     daemon = Daemon(state_dir, cfg, rounds_target, from_snapshot, notes)
     try:
         return daemon.run()

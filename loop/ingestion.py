@@ -41,3 +41,4 @@ def ingest_for_round(ctx: RunContext, round_n: int) -> dict | None:
     ctx.log.info("corpus ingested", extra={"corpus_dir": str(folder), **report.as_dict(),
                                            "num_skipped": report.num_skipped})
     return out
+

@@ -22,10 +22,11 @@ import json
 import re
 from typing import Any
 
-from sqlite_utils import Database
+from zpd.store.db import Database
+from zpd.store.ledger_exam import version_items
+from zpd.store.ledger_tasks import held_out_rows
 
 from .domains.base import Task
-from .exam import version_items
 
 _FOLD = re.compile(r"[\s\.,;:!?\"'`()\[\]{}]+")
 
@@ -37,10 +38,17 @@ def normalized(prompt: str) -> str:
 def held_out(db: Database, round_n: int) -> list[dict[str, Any]]:
     """The exam version ``round_n`` and the eval set: task id, domain, content hash, prompt, kind."""
     exam_ids = set(version_items(db, round_n))
-    rows = db.execute("SELECT id, domain, content_hash, prompt, fate FROM tasks WHERE fate = 'eval' "
-                      f"OR id IN ({','.join('?' * len(exam_ids))})", list(exam_ids)).fetchall()
-    return [{"id": r[0], "domain": r[1], "hash": r[2], "prompt": r[3], "kind": "eval" if r[4] == "eval" else "exam"}
-            for r in rows]
+    rows = held_out_rows(db, exam_ids)
+    return [
+        {
+            "id": r[0],
+            "domain": r[1],
+            "hash": r[2],
+            "prompt": r[3],
+            "kind": "eval" if r[4] == "eval" else "exam",
+        }
+        for r in rows
+    ]
 
 
 def _hash_of(example: dict[str, Any]) -> str | None:
@@ -56,7 +64,9 @@ def _bare_prompt(example: dict[str, Any]) -> str:
     return Task(**json.loads(raw)).prompt if raw else example["prompt"]
 
 
-def check(db: Database, round_n: int, data: list[dict[str, Any]], domains: dict[str, Any]) -> tuple[list[dict], dict]:
+def check(
+    db: Database, round_n: int, data: list[dict[str, Any]], domains: dict[str, Any]
+) -> tuple[list[dict], dict]:
     """(the training set without contaminated examples, the decontamination report)."""
     held = held_out(db, round_n)
     hashes = {h["hash"] for h in held}
@@ -72,7 +82,9 @@ def check(db: Database, round_n: int, data: list[dict[str, Any]], domains: dict[
         hook = getattr(domain, "near_duplicates", None)
         if hook is None:
             continue
-        idx = [i for i, ex in enumerate(data) if ex.get("domain") == name and i not in exact and i not in near]
+        idx = [
+            i for i, ex in enumerate(data) if ex.get("domain") == name and i not in exact and i not in near
+        ]
         held_prompts = [h["prompt"] for h in held if h["domain"] == name]
         if idx and held_prompts:
             near |= {idx[j] for j in hook([_bare_prompt(data[i]) for i in idx], held_prompts)}

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from pathlib import Path
+
+from zpd.store import ledger_exam, ledger_rounds, ledger_tasks
+from zpd.store.ledger_tasks import TaskRow
 
 from .context import RunContext, derive_seed
-from .exam import version_items
 from .train import PhaseFailed
 from .usage import add_usage, count_generated, record_failures
 
@@ -38,17 +41,23 @@ def estimate_frontier(by_level: dict[float, float]) -> float:
     return levels[-1]
 
 
-def _answer(ctx: RunContext, learner, rows, n: int, temperature: float, seed: int, round_n: int,
-            kind: str) -> list[list[tuple[str, bool]]]:
+def _answer(
+    ctx: RunContext,
+    learner: Path,
+    rows: list[TaskRow],
+    n: int,
+    temperature: float,
+    seed: int,
+    round_n: int,
+    kind: str,
+) -> list[list[tuple[str, bool]]]:
     """Per row, ``n`` graded answers, made and committed (``measurements``, with their usage) one batch of
     ``calibration.batch_size`` rows at a time, so a kill loses at most the batch in flight: a rerun takes the
     batches already stored from the store. Batches are fixed slices of ``rows`` (the frozen eval set, the
     round's exam version) with a seed each, so a rerun makes the same answers. Any sample without an answer
     (a failed generation) fails the phase: an eval accuracy over a subset would not be the fixed yardstick.
     Failed samples are recorded first."""
-    stored = {(task_id, idx): (text, bool(ok)) for task_id, idx, text, ok in ctx.db.execute(
-        "SELECT task_id, sample_idx, output, correct FROM measurements WHERE round = ? AND kind = ?",
-        [round_n, kind]).fetchall()}
+    stored = ledger_exam.stored_answers(ctx.db, round_n, kind)
     size = max(1, ctx.cfg.calibration.batch_size)
     out: list[list[tuple[str, bool]]] = []
     for start in range(0, len(rows), size):
@@ -62,8 +71,16 @@ def _answer(ctx: RunContext, learner, rows, n: int, temperature: float, seed: in
     return out
 
 
-def _answer_batch(ctx: RunContext, learner, rows, n: int, temperature: float, seed: int, round_n: int,
-                  kind: str) -> list[list[tuple[str, bool]]]:
+def _answer_batch(
+    ctx: RunContext,
+    learner: Path,
+    rows: list[TaskRow],
+    n: int,
+    temperature: float,
+    seed: int,
+    round_n: int,
+    kind: str,
+) -> list[list[tuple[str, bool]]]:
     tasks = [ctx.task_from_row(r) for r in rows]
     if not tasks:
         return []
@@ -73,37 +90,58 @@ def _answer_batch(ctx: RunContext, learner, rows, n: int, temperature: float, se
     )
     flat = [c for cs in outs for c in cs]
     count_generated(ctx, "learner", flat)
-    failed = [(r["id"], None, i, c) for r, cs in zip(rows, outs, strict=True) for i, c in enumerate(cs) if c.failed]
-    graded = [] if failed else [
-        [(c.text, ctx.domains[t.domain].grade(t, c.text)) for c in completions]
-        for t, completions in zip(tasks, outs, strict=True)
+    failed = [
+        (r["id"], None, i, c) for r, cs in zip(rows, outs, strict=True) for i, c in enumerate(cs) if c.failed
     ]
+    graded = (
+        []
+        if failed
+        else [
+            [(c.text, ctx.domains[t.domain].grade(t, c.text)) for c in completions]
+            for t, completions in zip(tasks, outs, strict=True)
+        ]
+    )
     with ctx.db.atomic():
         add_usage(ctx, round_n, "learner", str(round_n), flat)
         record_failures(ctx, round_n, "measure", "learner", failed)
-        ctx.db["measurements"].insert_all(
-            [dict(round=round_n, kind=kind, task_id=r["id"], sample_idx=i, output=text, correct=int(ok))
-             for r, answers in zip(rows, graded, strict=True) for i, (text, ok) in enumerate(answers)], ignore=True)
+        ledger_exam.insert_answers(
+            ctx.db,
+            [
+                dict(round=round_n, kind=kind, task_id=r["id"], sample_idx=i, output=text, correct=int(ok))
+                for r, answers in zip(rows, graded, strict=True)
+                for i, (text, ok) in enumerate(answers)
+            ],
+        )
     if failed:
-        raise PhaseFailed("generator", f"measure: {len(failed)} of {len(flat)} samples got no answer "
-                                       f"(first: {failed[0][3].error}); the phase is retried")
+        raise PhaseFailed(
+            "generator",
+            f"measure: {len(failed)} of {len(flat)} samples got no answer "
+            f"(first: {failed[0][3].error}); the phase is retried",
+        )
     return graded
 
 
 def run(ctx: RunContext, round_n: int) -> None:
     learner = ctx.learner_dir(round_n)
     row = ctx.round_row(round_n)
-    domains = list(ctx.domains)
-    ph = ",".join("?" * len(domains))
-    eval_rows = list(ctx.db.query(f"SELECT * FROM tasks WHERE fate = 'eval' AND domain IN ({ph}) ORDER BY id", domains))
-    eval_results = _answer(ctx, learner, eval_rows, 1, 0.0, derive_seed(ctx.cfg.run.seed, round_n, "eval"), round_n,
-                           "eval")
+    eval_rows = ledger_tasks.eval_tasks(ctx.db, list(ctx.domains))
+    eval_results = _answer(
+        ctx, learner, eval_rows, 1, 0.0, derive_seed(ctx.cfg.run.seed, round_n, "eval"), round_n, "eval"
+    )
     ctx.check_stop()
-    exam_ids = version_items(ctx.db, round_n)
-    exam_rows = [next(ctx.db.query("SELECT * FROM tasks WHERE id = ?", [i])) for i in exam_ids]
+    exam_ids = ledger_exam.version_items(ctx.db, round_n)
+    exam_rows = [ledger_tasks.task_row(ctx.db, i) for i in exam_ids]
     n_exam = ctx.cfg.exam.num_samples
-    exam_results = _answer(ctx, learner, exam_rows, n_exam, 0.0 if n_exam == 1 else ctx.cfg.calibration.temperature,
-                           derive_seed(ctx.cfg.run.seed, round_n, "exam"), round_n, "exam")
+    exam_results = _answer(
+        ctx,
+        learner,
+        exam_rows,
+        n_exam,
+        0.0 if n_exam == 1 else ctx.cfg.calibration.temperature,
+        derive_seed(ctx.cfg.run.seed, round_n, "exam"),
+        round_n,
+        "exam",
+    )
     ctx.check_stop()
 
     by_domain: dict[str, list[bool]] = defaultdict(list)
@@ -116,34 +154,48 @@ def run(ctx: RunContext, round_n: int) -> None:
     eval_acc = sum(all_eval) / len(all_eval) if all_eval else 0.0
     eval_by_domain = {d: sum(v) / len(v) for d, v in by_domain.items()}
     frontier = {
-        d: estimate_frontier({lvl: sum(v) / len(v) for lvl, v in levels.items()}) for d, levels in by_level.items()
+        d: estimate_frontier({lvl: sum(v) / len(v) for lvl, v in levels.items()})
+        for d, levels in by_level.items()
     }
     exam_rates = [sum(ok for _, ok in answers) / len(answers) for answers in exam_results]
     exam_acc = sum(exam_rates) / len(exam_rates) if exam_rates else 0.0
-    graduated = [r["id"] for r, rate in zip(exam_rows, exam_rates, strict=True) if rate >= ctx.cfg.exam.graduate_ratio]
+    graduated = [
+        r["id"] for r, rate in zip(exam_rows, exam_rates, strict=True) if rate >= ctx.cfg.exam.graduate_ratio
+    ]
 
-    parent = row["parent_learner_round"]
+    parent = row.parent_learner_round
     promoted = True
     if parent is not None:
-        prev = ctx.round_row(parent)["eval_accuracy"]
+        prev = ctx.round_row(parent).eval_accuracy
         if prev is not None and eval_acc < prev - ctx.cfg.measure.promotion_tolerance:
             promoted = False
     current = round_n if promoted else parent
 
     with ctx.db.atomic():  # the answers are stored already (``_answer``)
         for task_id in graduated:
-            ctx.db.execute("UPDATE exam_items SET graduated_round = ? WHERE task_id = ? AND graduated_round IS NULL",
-                           [round_n, task_id])
+            ledger_exam.graduate(ctx.db, task_id, round_n)
         for d, value in frontier.items():
-            ctx.db.execute("INSERT OR REPLACE INTO frontier (round, domain, value) VALUES (?, ?, ?)", [round_n, d, value])
-        ctx.advance(round_n, "snapshot", eval_accuracy=eval_acc, eval_by_domain_json=json.dumps(eval_by_domain),
-                    exam_accuracy=exam_acc, exam_items=len(exam_rows), promoted=int(promoted),
-                    current_learner_round=current)
+            ledger_rounds.set_frontier(ctx.db, round_n, d, value)
+        ctx.advance(
+            round_n,
+            "snapshot",
+            eval_accuracy=eval_acc,
+            eval_by_domain_json=json.dumps(eval_by_domain),
+            exam_accuracy=exam_acc,
+            exam_items=len(exam_rows),
+            promoted=int(promoted),
+            current_learner_round=current,
+        )
     ctx.log.info(
         "measured",
-        extra={"eval_accuracy": round(eval_acc, 4), "exam_accuracy": round(exam_acc, 4), "exam_items": len(exam_rows),
-               "graduated": len(graduated), "frontier": {d: round(v, 3) for d, v in frontier.items()},
-               "promoted": promoted},
+        extra={
+            "eval_accuracy": round(eval_acc, 4),
+            "exam_accuracy": round(exam_acc, 4),
+            "exam_items": len(exam_rows),
+            "graduated": len(graduated),
+            "frontier": {d: round(v, 3) for d, v in frontier.items()},
+            "promoted": promoted,
+        },
     )
     if not promoted:
         ctx.log.warning("promotion gate held the previous learner", extra={"current_learner_round": current})

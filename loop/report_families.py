@@ -12,15 +12,17 @@ from typing import Any
 
 
 def families_png(runs: dict[str, list[Any]], title: str) -> bytes:
-    """PNG bytes: frontier (left) and ZPD yield (right) per domain vs round (``runs``: label -> RunData list)."""
+    """PNG bytes: frontier (left) and ZPD yield (right) per domain vs round (``runs``: label -> runs)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from .report import _png
+    from .report_plots import png
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), squeeze=False)
-    panels = (("frontier per domain", "frontier difficulty", lambda r, d: r.frontier.get(d)),
-              ("ZPD yield per domain: (zpd + exam) / calibrated", "yield", lambda r, d: r.yield_by_domain.get(d)))
+    panels = (
+        ("frontier per domain", "frontier difficulty", lambda r, d: r.frontier.get(d)),
+        ("ZPD yield per domain: (zpd + exam) / calibrated", "yield", lambda r, d: r.yield_by_domain.get(d)),
+    )
     for ax, (name, ylabel, get) in zip(axes[0], panels, strict=True):
         for label, rs in runs.items():
             if not rs:
@@ -40,6 +42,6 @@ def families_png(runs: dict[str, list[Any]], title: str) -> bytes:
             ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    out = _png(fig)
+    out = png(fig)
     plt.close(fig)
     return out

@@ -21,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+from zpd.store import ledger_review
 from zpd.store.db import open_store
 from zpd.store.lock import ControllerLock
 
@@ -62,7 +63,8 @@ def read_verdicts(path: Path) -> list[dict]:
 
 
 def import_verdicts(state_dir: Path, path: Path) -> dict[str, int]:
-    """Apply the verdicts in ``path``; returns counts: kept, dropped, not_in_review (unknown or already decided)."""
+    """Apply the verdicts in ``path``; returns counts: kept, dropped, not_in_review (unknown or already
+    decided)."""
     state_dir = Path(state_dir).resolve()
     if not (state_dir / "state.db").is_file():
         raise ReviewError(f"{state_dir}: not a zpd state directory (no state.db)")
@@ -74,22 +76,26 @@ def import_verdicts(state_dir: Path, path: Path) -> dict[str, int]:
             with db.atomic():
                 now = time.time()
                 for v in verdicts:
-                    row = db.execute("SELECT answer FROM tasks WHERE id = ? AND fate = 'review'", [v["task_id"]]).fetchone()
-                    if row is None:
+                    old = ledger_review.answer_in_review(db, v["task_id"])
+                    if old is None:
                         counts["not_in_review"] += 1
                         continue
-                    new_answer = v["answer"] if v["verdict"] == "keep" and v["answer"] is not None else row[0]
-                    db.execute(
-                        """INSERT INTO review_verdicts (task_id, verdict, old_answer, new_answer, note, source, imported_at)
-                           VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                        [v["task_id"], v["verdict"], row[0], new_answer if v["verdict"] == "keep" else None,
-                         v["note"], str(Path(path).resolve()), now])
+                    new_answer = v["answer"] if v["verdict"] == "keep" and v["answer"] is not None else old
+                    ledger_review.record_verdict(
+                        db,
+                        task_id=v["task_id"],
+                        verdict=v["verdict"],
+                        old_answer=old,
+                        new_answer=new_answer if v["verdict"] == "keep" else None,
+                        note=v["note"],
+                        source=str(Path(path).resolve()),
+                        imported_at=now,
+                    )
                     if v["verdict"] == "keep":
-                        db.execute("""UPDATE tasks SET fate = 'pending', fate_round = NULL, p_solo = NULL, p_guided = NULL,
-                                      answer = ? WHERE id = ?""", [new_answer, v["task_id"]])
+                        ledger_review.reopen(db, v["task_id"], new_answer)
                         counts["kept"] += 1
                     else:
-                        db.execute("UPDATE tasks SET fate = 'dropped' WHERE id = ?", [v["task_id"]])
+                        ledger_review.drop(db, v["task_id"])
                         counts["dropped"] += 1
         finally:
             db.conn.close()

@@ -136,7 +136,7 @@ class SelfPlay(Policy):
         levels = [snap_level(domain, d) for d in self.difficulties(
             ctx, round_n, domain_name, domain.min_difficulty, domain.max_difficulty, num_groups, rng)]
         prompts = [proposer_prompt(level) for level in levels]
-        learner_round = ctx.round_row(round_n)["parent_learner_round"]
+        learner_round = ctx.round_row(round_n).parent_learner_round
         gen = ctx.generator(ctx.learner_dir(learner_round))
         seed = derive_seed(ctx.cfg.run.seed, round_n, "propose", domain_name)
         outs = _sample_groups(ctx, round_n, domain_name, gen, prompts, size, seed)

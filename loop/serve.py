@@ -19,9 +19,11 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from zpd.store.db import StoreError, open_readonly
+from zpd.store.ledger_rounds import current_learner_round
 from zpd.store.rounds import COMPLETE, committed_on_disk, round_dir
 
 DEFAULT_TOKEN_ENV = "ZPD_SERVE_TOKEN"
@@ -48,25 +50,34 @@ def current_round(state_dir: Path) -> int:
     except StoreError as exc:
         raise ServeError(2 if "no state database" in str(exc) else 4, str(exc)) from None
     try:
-        row = db.execute("SELECT current_learner_round FROM rounds WHERE status = 'committed' "
-                         "ORDER BY id DESC LIMIT 1").fetchone()
+        current = current_learner_round(db)
     finally:
         db.conn.close()
     on_disk = committed_on_disk(state_dir)
-    if row is not None and row[0] is not None and row[0] in on_disk:
-        return int(row[0])
+    if current is not None and current in on_disk:
+        return int(current)
     if on_disk:  # committed on disk, the store not yet told (the daemon reconciles at start)
         return max(on_disk)
     raise ServeError(2, f"{state_dir} has no committed round yet")
 
 
-def serve(state_dir: Path | None, round_n: int | None, host: str, port: int, token_env: str = DEFAULT_TOKEN_ENV,
-          device: str = "cpu", learner: Path | None = None, enable_lora: bool = False) -> int:
+def serve(
+    state_dir: Path | None,
+    round_n: int | None,
+    host: str,
+    port: int,
+    token_env: str = DEFAULT_TOKEN_ENV,
+    device: str = "cpu",
+    learner: Path | None = None,
+    enable_lora: bool = False,
+) -> int:
     from zpd.loop.metrics import is_loopback
 
     token = os.environ.get(token_env) or None
     if token is None and not is_loopback(host):
-        raise ServeError(2, f"--host {host} is not a loopback address and requires a bearer token in ${token_env}")
+        raise ServeError(
+            2, f"--host {host} is not a loopback address and requires a bearer token in ${token_env}"
+        )
     if learner is not None:
         fixed_learner = Path(learner).resolve()
         if not (fixed_learner / "config.json").is_file():
@@ -74,7 +85,10 @@ def serve(state_dir: Path | None, round_n: int | None, host: str, port: int, tok
 
         def resolve() -> tuple[int, Path]:
             return -1, fixed_learner
+
         return _run(resolve, token, host, port, device, enable_lora, f"learner {fixed_learner}")
+    if state_dir is None:
+        raise ServeError(2, "give --state-dir or --learner")
     state_dir = Path(state_dir).resolve()
     if not state_dir.is_dir() or not (state_dir / "state.db").is_file():
         raise ServeError(2, f"{state_dir}: not a zpd state directory (no state.db)")
@@ -91,16 +105,31 @@ def serve(state_dir: Path | None, round_n: int | None, host: str, port: int, tok
             return n, _learner(state_dir, n)
 
     follows = "" if round_n is not None else " (follows the current learner)"
-    return _run(resolve, token, host, port, device, enable_lora, "round {round}" + follows, fixed=round_n is not None)
+    return _run(
+        resolve, token, host, port, device, enable_lora, "round {round}" + follows, fixed=round_n is not None
+    )
 
 
-def _run(resolve, token: str | None, host: str, port: int, device: str, enable_lora: bool, what: str,
-         fixed: bool = True) -> int:
+def _run(
+    resolve: Callable[[], tuple[int, Path]],
+    token: str | None,
+    host: str,
+    port: int,
+    device: str,
+    enable_lora: bool,
+    what: str,
+    fixed: bool = True,
+) -> int:
     from zpd.trainer.model import resolve_device
     from zpd.trainer.openai_server import LearnerServer
 
-    server = LearnerServer(resolve, token, device=resolve_device(device), refresh_seconds=1e18 if fixed else 2.0,
-                           enable_lora=enable_lora)
+    server = LearnerServer(
+        resolve,
+        token,
+        device=resolve_device(device),
+        refresh_seconds=1e18 if fixed else 2.0,
+        enable_lora=enable_lora,
+    )
     try:
         url = server.start(host, port)
     except OSError as exc:

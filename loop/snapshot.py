@@ -30,9 +30,9 @@ def run(ctx: RunContext, round_n: int) -> None:
     row = ctx.round_row(round_n)
     commit_round(
         ctx.state_dir, round_n,
-        parent_round=row["parent_learner_round"],
+        parent_round=row.parent_learner_round,
         learner_src=work_dir(ctx.state_dir, round_n) / "learner",
-        config_json=row["config_json"],
+        config_json=row.config_json,
         backup_db=lambda dest: backup_to(ctx.db, dest),
         version=zpd.__version__,
     )

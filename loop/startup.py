@@ -15,15 +15,19 @@ lock file deleted if this start created it, the directories it made removed whil
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sqlite3
-import time
+import threading
 from pathlib import Path
+from typing import Any
 
 import zpd
 from zpd.configs.load import changed_keys, immutable_changes, to_json
-from zpd.store.db import StoreError, StoreIOError, get_meta, open_store, set_meta
-from zpd.store.lock import LockHeld, StateDirRefused, check_state_dir, fresh_dir_foreign
+from zpd.configs.schema import ZpdConfig
+from zpd.store.connect import SQLITE_VERSION, mark_seeded
+from zpd.store.db import Database, StoreError, StoreIOError, get_meta, open_store, set_meta
+from zpd.store.ledger_controller import controller_started
+from zpd.store.lock import ControllerLock, LockHeld, StateDirRefused, check_state_dir, fresh_dir_foreign
 from zpd.store.readmodel import next_round
 
 from . import notify
@@ -43,21 +47,35 @@ class StartError(Exception):
         self.code = code
 
 
-def mark_seeded(db_path: Path, mark: str) -> None:
-    """Record ``seeded_from`` in a staged store, checkpointed into the file itself (only the file is
-    published; a WAL beside it would be left behind)."""
-    conn = sqlite3.connect(str(db_path))
-    try:
-        with conn:
-            conn.execute("INSERT INTO meta(key, value) VALUES ('seeded_from', ?) "
-                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", [mark])
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
-
-
 class StartUp:
-    """The start-up steps of the daemon (see the module docstring)."""
+    """The start-up steps of the daemon (see the module docstring). ``zpd.loop.daemon.Daemon`` sets the
+    attributes declared here (``__init__``: the first group; these steps: the second) and the methods."""
+
+    state_dir: Path
+    cfg: ZpdConfig
+    from_snapshot: Path | None
+    notes: list[str]
+    stop: threading.Event
+    lock: ControllerLock
+    log: logging.Logger
+    kind: str
+    _ready: bool
+    metrics: DaemonMetrics
+    """Made in step 3 (``_bind_port``)."""
+    db: Database
+    """Opened in step 4 (``_first_write``), as is ``ctx``."""
+    ctx: RunContext
+    _seed_index: dict[str, Any] | None
+    _made_dirs: list[Path]
+
+    def beat(self) -> None:
+        raise NotImplementedError  # Daemon.beat
+
+    def _healthy(self) -> bool:
+        raise NotImplementedError  # Daemon._healthy
+
+    def _publish_committed(self) -> None:
+        raise NotImplementedError  # Daemon._publish_committed
 
     def _open(self) -> None:
         domains = self._read_only_checks()
@@ -99,11 +117,14 @@ class StartUp:
         return domains
 
     def _check_snapshot_target(self) -> None:
-        if self.from_snapshot is None or not self.state_dir.is_dir() or (self.state_dir / "state.db").exists():
+        state_dir = self.state_dir
+        if self.from_snapshot is None or not state_dir.is_dir() or (state_dir / "state.db").exists():
             return
         others = fresh_dir_foreign(self.state_dir)
         if others:
-            raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty (found {others[0]})")
+            raise StartError(
+                EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty (found {others[0]})"
+            )
 
     def _check_snapshot(self) -> None:
         """``--from-snapshot``: the index is valid; the directory is empty, or was seeded by this archive
@@ -128,11 +149,16 @@ class StartUp:
         except (StoreError, ValueError):
             seeded = None
         if isinstance(seeded, dict) and (seeded.get("round"), seeded.get("created_at")) == (
-                index.get("round"), index.get("created_at")):
+            index.get("round"),
+            index.get("created_at"),
+        ):
             return  # this archive seeded this directory before: resume it
-        raise StartError(EXIT_USAGE, f"--from-snapshot: {self.state_dir} is not empty and was not seeded by "
-                                     f"{self.from_snapshot}; give an empty state directory (or drop "
-                                     "--from-snapshot to resume it)")
+        raise StartError(
+            EXIT_USAGE,
+            f"--from-snapshot: {self.state_dir} is not empty and was not seeded by "
+            f"{self.from_snapshot}; give an empty state directory (or drop "
+            "--from-snapshot to resume it)",
+        )
 
     def _check_pinned_config(self) -> None:
         if self.kind != "zpd":
@@ -146,8 +172,11 @@ class StartUp:
             db.conn.close()
         bad = immutable_changes(json.loads(stored), json.loads(to_json(self.cfg))) if stored else []
         if bad:
-            raise StartError(EXIT_USAGE, f"config: {bad[0]} cannot change in a running state directory "
-                                         f"({self.state_dir}); start a new one or restore the old value")
+            raise StartError(
+                EXIT_USAGE,
+                f"config: {bad[0]} cannot change in a running state directory "
+                f"({self.state_dir}); start a new one or restore the old value",
+            )
 
     def _take_lock(self) -> None:
         """Step 2: the lock, only in an empty directory or a zpd one (step 1 said which)."""
@@ -159,8 +188,9 @@ class StartUp:
         except LockHeld as exc:
             raise StartError(EXIT_BUSY, str(exc)) from None
         except OSError as exc:
-            raise StartError(EXIT_FAILED, f"{self.state_dir}: cannot write the state directory: "
-                                          f"{exc.strerror or exc}") from None
+            raise StartError(
+                EXIT_FAILED, f"{self.state_dir}: cannot write the state directory: {exc.strerror or exc}"
+            ) from None
 
     def _bind_port(self, domains: dict) -> str | None:
         """Step 3: the metrics port (a busy one refuses the start before the store is touched)."""
@@ -170,19 +200,27 @@ class StartUp:
             return None
         m = self.cfg.metrics
         try:
-            return self.metrics.serve(m.host, m.port, os.environ.get(m.token_env) or None,
-                                      ready=lambda: self._ready and not self.stop.is_set(), healthy=self._healthy,
-                                      token_env=m.token_env)
+            return self.metrics.serve(
+                m.host,
+                m.port,
+                os.environ.get(m.token_env) or None,
+                ready=lambda: self._ready and not self.stop.is_set(),
+                healthy=self._healthy,
+                token_env=m.token_env,
+            )
         except ValueError as exc:
             raise StartError(EXIT_USAGE, f"config: metrics.host: {exc}") from None
         except OSError as exc:
-            raise StartError(EXIT_FAILED, f"metrics.port: cannot listen on {m.host}:{m.port}: {exc}") from None
+            raise StartError(
+                EXIT_FAILED, f"metrics.port: cannot listen on {m.host}:{m.port}: {exc}"
+            ) from None
 
     def _discard_refused_start(self) -> None:
         """A refusal after step 2: close the port, delete the lock file if this start created it, and the
         directories it made if they are still empty."""
-        if self.metrics is not None:
-            self.metrics.close()
+        metrics = getattr(self, "metrics", None)  # absent when the port step was not reached
+        if metrics is not None:
+            metrics.close()
         self.lock.release(discard=True)
         for path in getattr(self, "_made_dirs", []):
             try:
@@ -193,12 +231,17 @@ class StartUp:
     def _seed(self) -> None:
         """Unpack ``--from-snapshot`` into the (empty) directory; a no-op when step 1 found it seeded."""
         index = getattr(self, "_seed_index", None)
-        if index is None:
+        if index is None or self.from_snapshot is None:
             return
         from zpd.store.archive import SnapshotError, seed_from_snapshot
 
-        mark = json.dumps({"archive": str(self.from_snapshot), "round": index["round"],
-                           "created_at": index.get("created_at")})
+        mark = json.dumps(
+            {
+                "archive": str(self.from_snapshot),
+                "round": index["round"],
+                "created_at": index.get("created_at"),
+            }
+        )
         try:
             seed_from_snapshot(self.from_snapshot, self.state_dir, prepare=lambda db: mark_seeded(db, mark))
         except SnapshotError as exc:
@@ -211,11 +254,16 @@ class StartUp:
             old = json.loads(stored)
             bad = immutable_changes(old, new)
             if bad:
-                raise StartError(EXIT_USAGE, f"config: {bad[0]} cannot change in a running state directory "
-                                             f"({self.state_dir}); start a new one or restore the old value")
+                raise StartError(
+                    EXIT_USAGE,
+                    f"config: {bad[0]} cannot change in a running state directory "
+                    f"({self.state_dir}); start a new one or restore the old value",
+                )
             changed = changed_keys(old, new)
             if changed:
-                self.log.info("config changed on resume; applies from the next round", extra={"keys": changed})
+                self.log.info(
+                    "config changed on resume; applies from the next round", extra={"keys": changed}
+                )
         with self.db.atomic():
             set_meta(self.db, "config_json", to_json(self.cfg))
 
@@ -226,13 +274,18 @@ class StartUp:
         try:
             removed = discard_interrupted_seed(self.state_dir)  # a kill while seeding; we hold the lock
             self._seed()
-            setup_logging(self.state_dir / "logs", self.cfg.logging.level, self.cfg.logging.max_bytes,
-                          self.cfg.logging.backups)
+            setup_logging(
+                self.state_dir / "logs",
+                self.cfg.logging.level,
+                self.cfg.logging.max_bytes,
+                self.cfg.logging.backups,
+            )
             for note in self.notes:  # what the start-up checks (loop/learner_check.py) had to say
                 self.log.info(note)
         except OSError as exc:
-            raise StartError(EXIT_FAILED, f"{self.state_dir}: cannot write the state directory: "
-                                          f"{exc.strerror or exc}") from None
+            raise StartError(
+                EXIT_FAILED, f"{self.state_dir}: cannot write the state directory: {exc.strerror or exc}"
+            ) from None
         try:
             self.db = open_store(self.state_dir / "state.db")
         except StoreIOError as exc:
@@ -241,24 +294,27 @@ class StartUp:
             raise StartError(EXIT_CORRUPT, str(exc)) from None
         if removed:
             self.log.warning("removed what an interrupted seeding left", extra={"removed": removed})
-        self.log.info("store opened", extra={"sqlite_version": sqlite3.sqlite_version, "state_dir": str(self.state_dir)})
+        self.log.info(
+            "store opened", extra={"sqlite_version": SQLITE_VERSION, "state_dir": str(self.state_dir)}
+        )
         fixed = reconcile(self.db, self.state_dir)
         if fixed:
             self.log.info("reconciled rounds committed on disk", extra={"rounds": fixed})
         self._check_config()
         with self.db.atomic():
-            self.db.execute(
-                "INSERT OR REPLACE INTO controller (id, pid, round, phase, metrics_url, started_at, updated_at) "
-                "VALUES (1, ?, ?, 'idle', ?, ?, ?)",
-                [os.getpid(), next_round(self.db), url, time.time(), time.time()],
-            )
-        self.ctx = RunContext(self.state_dir, self.cfg, self.db, domains, self.metrics, self.log, self.stop,
-                              beat=self.beat)
-        for domain in domains.values():  # a domain that needs the run (the knowledge domain's question writer)
+            controller_started(self.db, pid=os.getpid(), round_n=next_round(self.db), metrics_url=url)
+        self.ctx = RunContext(
+            self.state_dir, self.cfg, self.db, domains, self.metrics, self.log, self.stop, beat=self.beat
+        )
+        for (
+            domain
+        ) in domains.values():  # a domain that needs the run (the knowledge domain's question writer)
             attach = getattr(domain, "attach", None)
             if attach is not None:
                 attach(self.ctx)
         self._publish_committed()
         self._ready = True
         notify.notify("READY=1")
-        self.log.info("daemon ready", extra={"pid": os.getpid(), "metrics_url": url, "version": zpd.__version__})
+        self.log.info(
+            "daemon ready", extra={"pid": os.getpid(), "metrics_url": url, "version": zpd.__version__}
+        )

@@ -7,11 +7,10 @@ writes) and never takes the controller lock.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-from zpd.store.connect import StoreError, open_readonly_conn
+from zpd.store.connect import SqliteDatabaseError, StoreError, open_readonly_conn
 from zpd.store.lock import holder_if_running
 from zpd.store.readmodel import FATES, committed_on_disk, store_facts
 
@@ -36,7 +35,7 @@ def collect(state_dir: Path) -> dict[str, Any]:
         raise StatusError(4, str(exc)) from None
     try:
         facts = store_facts(conn)
-    except sqlite3.DatabaseError as exc:
+    except SqliteDatabaseError as exc:
         raise StatusError(4, f"{state_dir / 'state.db'}: cannot read state database: {exc}") from None
     finally:
         conn.close()
@@ -101,14 +100,20 @@ def render(s: dict[str, Any]) -> str:
         f"round / phase    {s['round']} / {s['phase']}",
         f"committed        {rounds_phrase(s['committed_rounds'], s['last_committed_round'])} "
         f"(last: {s['last_committed_round']})",
-        f"eval accuracy    {s['eval']['accuracy']:.3f}  " + "  ".join(f"{d}={v:.3f}" for d, v in s["eval"]["by_domain"].items()),
-        f"exam             v{s['exam']['version']}: {s['exam']['num_items']} items, accuracy {s['exam']['accuracy']:.3f}",
+        f"eval accuracy    {s['eval']['accuracy']:.3f}  "
+        + "  ".join(f"{d}={v:.3f}" for d, v in s["eval"]["by_domain"].items()),
+        f"exam             v{s['exam']['version']}: {s['exam']['num_items']} items, "
+        f"accuracy {s['exam']['accuracy']:.3f}",
         "frontier         " + "  ".join(f"{d}={v:.2f}" for d, v in s["frontier"].items()),
-        f"tasks            {s['tasks']['total']}  " + "  ".join(f"{k}={v}" for k, v in s["tasks"]["by_fate"].items() if v),
+        f"tasks            {s['tasks']['total']}  "
+        + "  ".join(f"{k}={v}" for k, v in s["tasks"]["by_fate"].items() if v),
         f"metrics          {s['metrics_url']}",
     ]
     for role, g in s.get("generation", {}).items():
-        lines.append(f"generated        {role}: {g['completion_tokens']} tokens, {g['failed']} failed, ${g['cost_usd']:.4f}")
+        lines.append(
+            f"generated        {role}: {g['completion_tokens']} tokens, {g['failed']} failed, "
+            f"${g['cost_usd']:.4f}"
+        )
     t = s.get("teacher")
     if t:
         cap = "no cap" if t["max_cost_usd"] is None else f"cap ${t['max_cost_usd']:.2f}"

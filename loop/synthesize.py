@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from zpd.store import stats
+from zpd.store import ledger_tasks, stats
 
 from .allocation import build_allocation
 from .context import RunContext, rng_for
@@ -35,17 +35,15 @@ def observe(ctx: RunContext, name: str, domain: object) -> None:
     hook = getattr(domain, "observe", None)
     if hook is None:
         return
-    used = {r[0] for r in ctx.db.execute("SELECT content_hash FROM tasks WHERE domain = ?", [name]).fetchall()}
+    used = ledger_tasks.known_hashes(ctx.db, name)
     hook(solo_stats(ctx, name), used)
     estimate = getattr(domain, "estimated_difficulty", None)
     if estimate is None:
         return
-    for task_id, h, old in ctx.db.execute(
-        "SELECT id, content_hash, difficulty FROM tasks WHERE domain = ? AND fate = 'eval'", [name]
-    ).fetchall():
+    for task_id, h, old in ledger_tasks.eval_difficulties(ctx.db, name):
         new = estimate(h)
         if new is not None and new != old:
-            ctx.db.execute("UPDATE tasks SET difficulty = ? WHERE id = ?", [new, task_id])
+            ledger_tasks.set_difficulty(ctx.db, task_id, new)
 
 
 def remember(ctx: RunContext, name: str, domain: object) -> None:
@@ -54,7 +52,7 @@ def remember(ctx: RunContext, name: str, domain: object) -> None:
     items included; its ``make_task``/``escalate``/``simplify`` then return None for a near-duplicate."""
     hook = getattr(domain, "remember", None)
     if hook is not None:
-        hook([r[0] for r in ctx.db.execute("SELECT prompt FROM tasks WHERE domain = ? ORDER BY id", [name]).fetchall()])
+        hook(ledger_tasks.prompts_of(ctx.db, name))
 
 
 def run(ctx: RunContext, round_n: int) -> None:
@@ -75,10 +73,7 @@ def run(ctx: RunContext, round_n: int) -> None:
             # 1. Escalate last round's mastered tasks, simplify its beyond tasks (policies that derive), a
             #    few tries per parent (a derived task may be a duplicate: a one-digit task simplified lands
             #    among the few one-digit tasks there are).
-            parents = [] if not policy.derives else list(ctx.db.query(
-                "SELECT * FROM tasks WHERE domain = ? AND round = ? AND fate IN ('mastered', 'beyond') ORDER BY id",
-                [name, round_n - 1],
-            ))
+            parents = [] if not policy.derives else ledger_tasks.derivable_parents(ctx.db, name, round_n - 1)
             rng.shuffle(parents)
             num_derived = min(len(parents), round(wanted * cfg.escalate_fraction))
             for parent in parents:

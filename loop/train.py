@@ -208,7 +208,7 @@ def train_params(ctx: RunContext, round_n: int) -> dict:
 
 def run(ctx: RunContext, round_n: int) -> None:
     row = ctx.round_row(round_n)
-    parent = ctx.learner_dir(row["parent_learner_round"])
+    parent = ctx.learner_dir(row.parent_learner_round)
     work = work_dir(ctx.state_dir, round_n)
     selfplay = ctx.cfg.curriculum.policy == "self-play"
     # Self-play: the solver's training makes work/solver, the proposer's update (loop/selfplay.py) makes

@@ -14,11 +14,12 @@ pauses, ``zpd_teacher_paused`` is 1, and the tasks that needed the teacher stay 
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from zpd.store import ledger_usage
 from zpd.store.db import get_meta, set_meta
 
 from .context import RunContext
@@ -38,39 +39,49 @@ def _extra_metrics(ctx: RunContext) -> tuple[Gauge, Counter] | None:
     if key not in _EXTRA_METRICS:
         paused = Gauge("zpd_teacher_paused", "1 while teacher calls are paused by teacher.max_cost_usd.",
                        registry=registry)
-        cost = Counter("zpd_generation_cost_usd", "Dollars spent on generation, by role.", ["role"], registry=registry)
+        cost = Counter(
+            "zpd_generation_cost_usd", "Dollars spent on generation, by role.", ["role"], registry=registry
+        )
         for role in ("learner", "teacher"):
             cost.labels(role)
         _EXTRA_METRICS[key] = (paused, cost)
     return _EXTRA_METRICS[key]
 
 
-def add_usage(ctx: RunContext, round_n: int, role: str, model: str, completions: list[Any], cost_usd: float = 0.0) -> None:
+def add_usage(
+    ctx: RunContext, round_n: int, role: str, model: str, completions: list[Any], cost_usd: float = 0.0
+) -> None:
     """Add a call's completions to the (round, role, model) ledger row. Call inside a transaction."""
     if not completions:
         return
-    ctx.db.execute(
-        """INSERT INTO generation_usage (round, role, model, num_requests, num_failed, prompt_tokens,
-               completion_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (round, role, model) DO UPDATE SET
-               num_requests = num_requests + excluded.num_requests, num_failed = num_failed + excluded.num_failed,
-               prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-               completion_tokens = completion_tokens + excluded.completion_tokens,
-               cost_usd = cost_usd + excluded.cost_usd""",
-        [round_n, role, model, len(completions), sum(c.failed for c in completions),
-         sum(c.prompt_tokens for c in completions), sum(c.num_tokens for c in completions), cost_usd],
+    totals = ledger_usage.UsageTotals(
+        num_requests=len(completions),
+        num_failed=sum(c.failed for c in completions),
+        prompt_tokens=sum(c.prompt_tokens for c in completions),
+        completion_tokens=sum(c.num_tokens for c in completions),
+        cost_usd=cost_usd,
     )
+    ledger_usage.add_usage(ctx.db, round_n, role, model, totals)
 
 
-def record_failures(ctx: RunContext, round_n: int, phase: str, role: str, failed: list[tuple[int | None, str | None, int, Any]]) -> None:
+def record_failures(
+    ctx: RunContext,
+    round_n: int,
+    phase: str,
+    role: str,
+    failed: Sequence[tuple[int | None, str | None, int, Any]],
+) -> None:
     """Insert failed samples ``(task_id, mode, sample_idx, completion)``. Call inside a transaction."""
-    now = time.time()
-    for task_id, mode, idx, c in failed:
-        ctx.db.execute(
-            "INSERT INTO failed_attempts (round, phase, role, task_id, mode, sample_idx, error, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [round_n, phase, role, task_id, mode, idx, (c.error or "unknown")[:1000], now],
-        )
+    ledger_usage.record_failures(
+        ctx.db,
+        round_n,
+        phase,
+        role,
+        [
+            ledger_usage.FailedSample(task_id=task_id, mode=mode, sample_idx=idx, error=c.error or "unknown")
+            for task_id, mode, idx, c in failed
+        ],
+    )
 
 
 def count_generated(ctx: RunContext, role: str, completions: list[Any], cost_usd: float = 0.0) -> None:
@@ -90,23 +101,35 @@ class TeacherBudget:
 
     def __init__(self, ctx: RunContext, round_n: int) -> None:
         self.ctx, self.round_n = ctx, round_n
+        if ctx.cfg.teacher is None:
+            raise ValueError("TeacherBudget needs a [teacher] in the config")
         self.cfg = ctx.cfg.teacher
         self.paused = False
         self.awaiting = 0
 
     def spent(self) -> float:
-        row = self.ctx.db.execute("SELECT coalesce(sum(cost_usd), 0) FROM generation_usage WHERE role = 'teacher'")
-        return float(row.fetchone()[0])
+        return ledger_usage.teacher_spent(self.ctx.db)
 
     def cost(self, completions: list[Any]) -> float:
         t = self.cfg
-        return sum(c.prompt_tokens * t.price_input_usd_per_mtok + c.num_tokens * t.price_output_usd_per_mtok
-                   for c in completions) / 1e6
+        return (
+            sum(
+                c.prompt_tokens * t.price_input_usd_per_mtok + c.num_tokens * t.price_output_usd_per_mtok
+                for c in completions
+            )
+            / 1e6
+        )
 
     def worst_case(self, prompt: str, n: int, max_tokens: int) -> float:
         t = self.cfg
-        return n * ((len(prompt.encode()) + CHAT_MARGIN_TOKENS) * t.price_input_usd_per_mtok
-                    + max_tokens * t.price_output_usd_per_mtok) / 1e6
+        return (
+            n
+            * (
+                (len(prompt.encode()) + CHAT_MARGIN_TOKENS) * t.price_input_usd_per_mtok
+                + max_tokens * t.price_output_usd_per_mtok
+            )
+            / 1e6
+        )
 
     def plan(self, prompts: list[str], n: int, max_tokens: int) -> int:
         """How many of ``prompts`` (a prefix) may be sent now. Pauses the teacher when not all of them."""
@@ -131,16 +154,26 @@ class TeacherBudget:
 
     def write_state(self) -> None:
         """Record the pause (or its end) in the store, logs and metrics. Call inside a transaction."""
-        state = {"paused": self.paused, "spent_usd": round(self.spent(), 6), "max_cost_usd": self.cfg.max_cost_usd,
-                 "round": self.round_n, "awaiting_tasks": self.awaiting, "model": self.cfg.model}
+        state = {
+            "paused": self.paused,
+            "spent_usd": round(self.spent(), 6),
+            "max_cost_usd": self.cfg.max_cost_usd,
+            "round": self.round_n,
+            "awaiting_tasks": self.awaiting,
+            "model": self.cfg.model,
+        }
         old = json.loads(get_meta(self.ctx.db, "teacher_state") or "{}")
         set_meta(self.ctx.db, "teacher_state", json.dumps(state))
         extra = _extra_metrics(self.ctx)
         if extra:
             extra[0].set(1 if self.paused else 0)
         if self.paused and not old.get("paused"):
-            self.ctx.log.warning("teacher paused: spending cap reached; tasks that need it stay pending",
-                                 extra={k: state[k] for k in ("spent_usd", "max_cost_usd", "awaiting_tasks")})
+            self.ctx.log.warning(
+                "teacher paused: spending cap reached; tasks that need it stay pending",
+                extra={k: state[k] for k in ("spent_usd", "max_cost_usd", "awaiting_tasks")},
+            )
         elif old.get("paused") and not self.paused:
-            self.ctx.log.info("teacher resumed", extra={"spent_usd": state["spent_usd"],
-                                                        "max_cost_usd": state["max_cost_usd"]})
+            self.ctx.log.info(
+                "teacher resumed",
+                extra={"spent_usd": state["spent_usd"], "max_cost_usd": state["max_cost_usd"]},
+            )

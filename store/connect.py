@@ -16,6 +16,13 @@ from typing import Any
 APP_ID = "zpd"
 FORMAT_VERSION = 1
 
+SqliteError = sqlite3.Error
+"""Any error of the database driver (callers outside ``store/`` catch this name, not sqlite3's)."""
+SqliteDatabaseError = sqlite3.DatabaseError
+"""The driver's error for a file that is not (or no longer) a readable database."""
+SQLITE_VERSION = sqlite3.sqlite_version
+"""The SQLite library's version (logged at start)."""
+
 IO_MESSAGES = ("disk i/o error", "database or disk is full", "readonly database", "unable to open database")
 
 
@@ -55,7 +62,8 @@ def check_identity(conn: sqlite3.Connection, path: Path) -> None:
         raise StoreError(f"{path}: not a zpd state database (app={meta.get('app')!r})")
     if int(meta.get("format_version", "0")) > FORMAT_VERSION:
         raise StoreError(
-            f"{path}: format version {meta['format_version']} is newer than this zpd understands ({FORMAT_VERSION})"
+            f"{path}: format version {meta['format_version']} is newer than this zpd understands "
+            f"({FORMAT_VERSION})"
         )
 
 
@@ -99,3 +107,19 @@ def transaction(db: Any) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def mark_seeded(db_path: Path, mark: str) -> None:
+    """Record ``seeded_from`` in a staged store, checkpointed into the file itself (only the file is
+    published; a WAL beside it would be left behind)."""
+    conn = sqlite3.connect(str(db_path))
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('seeded_from', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [mark],
+            )
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()

@@ -268,8 +268,10 @@ def _store_file(db: Database, rows: Iterator[tuple]) -> int | None:
                     break
                 seen += len(batch)
                 db.conn.executemany(
-                    """INSERT OR IGNORE INTO corpus_chunks (source, source_sha256, record, start_char, end_char,
-                           text, text_sha256, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""", batch)
+                    """INSERT OR IGNORE INTO corpus_chunks (source, source_sha256, record, start_char,
+                           end_char, text, text_sha256, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                    batch,
+                )
             added = db.conn.total_changes - before
     except _Unreadable:
         return None
@@ -278,4 +280,6 @@ def _store_file(db: Database, rows: Iterator[tuple]) -> int | None:
 
 def chunks(db: Database) -> list[dict]:
     """Every stored chunk, in id order (id, source, record, start_char, end_char, text)."""
-    return list(db.query("SELECT id, source, record, start_char, end_char, text FROM corpus_chunks ORDER BY id"))
+    return list(
+        db.query("SELECT id, source, record, start_char, end_char, text FROM corpus_chunks ORDER BY id")
+    )

@@ -48,7 +48,15 @@ from .connect import (
 )
 from .connect import IO_MESSAGES as _IO_MESSAGES
 
-__all__ = ["APP_ID", "FORMAT_VERSION", "StoreError", "StoreIOError", "open_readonly", "open_store"]
+__all__ = [
+    "APP_ID",
+    "Database",
+    "FORMAT_VERSION",
+    "StoreError",
+    "StoreIOError",
+    "open_readonly",
+    "open_store",
+]
 
 migrations = Migrations("zpd")
 
@@ -113,9 +121,9 @@ def m002_schema(db: Database) -> None:
     )
     db.execute(
         """CREATE TABLE measurements (
-            id INTEGER PRIMARY KEY, round INTEGER NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('eval', 'exam')),
-            task_id INTEGER NOT NULL REFERENCES tasks(id), sample_idx INTEGER NOT NULL,
-            output TEXT NOT NULL, correct INTEGER NOT NULL,
+            id INTEGER PRIMARY KEY, round INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('eval','exam')), task_id INTEGER NOT NULL REFERENCES tasks(id),
+            sample_idx INTEGER NOT NULL, output TEXT NOT NULL, correct INTEGER NOT NULL,
             UNIQUE (round, kind, task_id, sample_idx)
         )"""
     )
@@ -155,14 +163,14 @@ def m003_generation_usage(db: Database) -> None:
         )"""
     )
     db.execute(
-        """CREATE TABLE failed_attempts (   -- samples that produced no answer; never graded, never in a pass rate
+        """CREATE TABLE failed_attempts (   -- samples that produced no answer; never graded or in a pass rate
             id INTEGER PRIMARY KEY, round INTEGER NOT NULL, phase TEXT NOT NULL, role TEXT NOT NULL,
             task_id INTEGER REFERENCES tasks(id), mode TEXT, sample_idx INTEGER,
             error TEXT NOT NULL, created_at REAL NOT NULL
         )"""
     )
     db.execute("CREATE INDEX failed_attempts_round ON failed_attempts(round)")
-    db.execute("ALTER TABLE attempts ADD COLUMN grader TEXT")      # e.g. exact, math-verify, llm-judge:<model>
+    db.execute("ALTER TABLE attempts ADD COLUMN grader TEXT")  # e.g. exact, math-verify, llm-judge:<model>
     db.execute("ALTER TABLE measurements ADD COLUMN grader TEXT")
 
 
@@ -189,19 +197,21 @@ def m004_knowledge_engine(db: Database) -> None:
             source TEXT NOT NULL, imported_at REAL NOT NULL
         )"""
     )
-    db.execute("ALTER TABLE rounds ADD COLUMN yield_ratio REAL")            # (zpd + exam) / calibrated candidates
+    db.execute("ALTER TABLE rounds ADD COLUMN yield_ratio REAL")  # (zpd + exam) / calibrated candidates
     db.execute("ALTER TABLE rounds ADD COLUMN cost_per_accepted_usd REAL")  # teacher USD per accepted item
-    db.execute("ALTER TABLE rounds ADD COLUMN tokens_per_accepted REAL")    # generated tokens per accepted item
+    db.execute("ALTER TABLE rounds ADD COLUMN tokens_per_accepted REAL")  # generated tokens per accepted item
 
 
 @migrations()
 def m005_curriculum(db: Database) -> None:
-    """Training selection by the curriculum policy, calibration cost and exam integrity per round (issue 7)."""
-    db.execute("ALTER TABLE tasks ADD COLUMN selected INTEGER")      # 1: the policy trains on it (set in CALIBRATE)
+    """Training selection by the curriculum policy, calibration cost and exam integrity per round
+    (issue 7)."""
+    # selected: 1 when the policy trains on the task (set in CALIBRATE)
+    db.execute("ALTER TABLE tasks ADD COLUMN selected INTEGER")
     db.execute("UPDATE tasks SET selected = (fate = 'zpd') WHERE fate_round IS NOT NULL")
-    db.execute("ALTER TABLE rounds ADD COLUMN num_attempts INTEGER")        # samples CALIBRATE generated
-    db.execute("ALTER TABLE rounds ADD COLUMN num_attempts_fixed INTEGER")  # what fixed-k sampling would have made
-    db.execute("ALTER TABLE rounds ADD COLUMN decontamination_json TEXT")   # the round's exam-integrity report
+    db.execute("ALTER TABLE rounds ADD COLUMN num_attempts INTEGER")  # samples CALIBRATE generated
+    db.execute("ALTER TABLE rounds ADD COLUMN num_attempts_fixed INTEGER")  # what fixed-k would have made
+    db.execute("ALTER TABLE rounds ADD COLUMN decontamination_json TEXT")  # the round's exam-integrity report
 
 
 @migrations()
@@ -223,8 +233,13 @@ def m006_selfplay(db: Database) -> None:
             UNIQUE (round, domain, group_id, sample_idx)
         )"""
     )
-    for col in ("proposer_loss REAL", "proposer_reward REAL", "proposer_valid_ratio REAL",
-                "proposer_duplicate_ratio REAL", "proposer_tokens INTEGER"):
+    for col in (
+        "proposer_loss REAL",
+        "proposer_reward REAL",
+        "proposer_valid_ratio REAL",
+        "proposer_duplicate_ratio REAL",
+        "proposer_tokens INTEGER",
+    ):
         db.execute(f"ALTER TABLE rounds ADD COLUMN {col}")
 
 
@@ -251,7 +266,9 @@ def is_storage_full(exc: BaseException) -> bool:
         return True
     # A child (the trainer) that could not write its output reports it in its message.
     text = str(exc)
-    return any(m in text for m in (os.strerror(errno.ENOSPC), os.strerror(errno.EROFS), os.strerror(errno.EDQUOT)))
+    return any(
+        m in text for m in (os.strerror(errno.ENOSPC), os.strerror(errno.EROFS), os.strerror(errno.EDQUOT))
+    )
 
 
 def _check_identity(db: Database, path: Path) -> None:
@@ -259,8 +276,16 @@ def _check_identity(db: Database, path: Path) -> None:
 
 
 # Tables whose size grows with the number of rounds, not with tasks or attempts: checked on every start.
-SMALL_TABLES = ("sqlite_master", "_sqlite_migrations", "meta", "rounds", "controller", "frontier", "exam_items",
-                "generation_usage")
+SMALL_TABLES = (
+    "sqlite_master",
+    "_sqlite_migrations",
+    "meta",
+    "rounds",
+    "controller",
+    "frontier",
+    "exam_items",
+    "generation_usage",
+)
 
 
 def start_up_check(conn: sqlite3.Connection, path: Path) -> str:
@@ -306,7 +331,9 @@ def open_store(path: Path) -> Database:
         if not fresh:
             tables = db.table_names()
             if tables and "_sqlite_migrations" not in tables:
-                raise StoreError(f"{path}: not a zpd state database (foreign tables: {', '.join(tables[:5])})")
+                raise StoreError(
+                    f"{path}: not a zpd state database (foreign tables: {', '.join(tables[:5])})"
+                )
             if "meta" in tables:
                 _check_identity(db, path)
         conn.execute("PRAGMA journal_mode = WAL")
@@ -315,12 +342,16 @@ def open_store(path: Path) -> Database:
         migrations.apply(db)
         with db.atomic():
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('app', ?)", [APP_ID])
-            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?)", [str(FORMAT_VERSION)])
+            db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?)", [str(FORMAT_VERSION)]
+            )
         _check_identity(db, path)
         return db
     except sqlite3.OperationalError as exc:
         if any(m in str(exc).lower() for m in _IO_MESSAGES):
-            raise StoreIOError(f"{path}: cannot open state database: {exc} (is the disk full or read-only?)") from None
+            raise StoreIOError(
+                f"{path}: cannot open state database: {exc} (is the disk full or read-only?)"
+            ) from None
         raise StoreError(f"{path}: cannot open state database: {exc}") from None
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: cannot open state database: {exc}") from None
@@ -338,7 +369,10 @@ def get_meta(db: Database, key: str) -> str | None:
 
 
 def set_meta(db: Database, key: str, value: str) -> None:
-    db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])
+    db.execute(
+        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )
 
 
 def backup_to(db: Database, dest: Path) -> None:

@@ -30,7 +30,11 @@ class ReplyLog:
                         rec = json.loads(line)
                     except ValueError:
                         continue  # the torn line of a write a kill interrupted
-                    if isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("reply"), dict):
+                    if (
+                        isinstance(rec, dict)
+                        and isinstance(rec.get("key"), str)
+                        and isinstance(rec.get("reply"), dict)
+                    ):
                         self._replies[rec["key"]] = rec["reply"]
 
     def __len__(self) -> int:

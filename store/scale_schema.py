@@ -19,13 +19,9 @@ def create(db: Database) -> None:
     """Per-round cost independent of history (issue 15): indexes for the per-round queries, solo totals
     kept by triggers, the bootstrap set stored once, and a memo of the bandit's per-round rewards."""
     db.execute("CREATE INDEX tasks_fate_round ON tasks(fate_round)")  # round_yield, build_examples
-    db.execute(
-        "CREATE INDEX tasks_domain_fate_round ON tasks(domain, fate_round)"
-    )  # bandit, per-domain reads
+    db.execute("CREATE INDEX tasks_domain_fate_round ON tasks(domain, fate_round)")  # bandit, per domain
     db.execute("CREATE INDEX train_examples_kind_round ON train_examples(kind, round)")  # the replay sample
-    db.execute(
-        "CREATE INDEX exam_items_admitted ON exam_items(admitted_round, domain)"
-    )  # a round's admissions
+    db.execute("CREATE INDEX exam_items_admitted ON exam_items(admitted_round, domain)")  # admissions
     # Per task: the learner's solo answers, correct and in all, from calibration (solo attempts of the
     # learner) and MEASURE (eval and exam answers). Attempts and measurements are only ever inserted (with
     # OR IGNORE: an ignored row is not counted), so the totals are exact.
@@ -67,7 +63,8 @@ def create(db: Database) -> None:
     db.execute(
         f"CREATE TRIGGER tasks_fate_insert AFTER INSERT ON tasks BEGIN {count.format(r='NEW', d=1)} END"
     )
-    db.execute(f"""CREATE TRIGGER tasks_fate_update AFTER UPDATE OF fate ON tasks WHEN OLD.fate IS NOT NEW.fate
+    db.execute(f"""CREATE TRIGGER tasks_fate_update AFTER UPDATE OF fate ON tasks
+                   WHEN OLD.fate IS NOT NEW.fate
                    BEGIN {count.format(r="OLD", d=-1)} {count.format(r="NEW", d=1)} END""")
     db.execute(
         f"CREATE TRIGGER tasks_fate_delete AFTER DELETE ON tasks BEGIN {count.format(r='OLD', d=-1)} END"

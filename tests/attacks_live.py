@@ -230,7 +230,7 @@ lock.release(discard=discard)
 _SEEDER = """
 import json, sys
 from pathlib import Path
-from zpd.loop.startup import mark_seeded
+from zpd.store.connect import mark_seeded
 from zpd.store.archive import read_index, seed_from_snapshot
 archive, target = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
 index = read_index(archive)

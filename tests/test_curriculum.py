@@ -18,8 +18,8 @@ from zpd.configs.schema import CurriculumConfig, LearnerConfig
 from zpd.loop import curriculum, integrity
 from zpd.loop.calibrate import Samples, decided, sample, successes_needed
 from zpd.loop.domains.base import Task
-from zpd.loop.exam import version_items
 from zpd.store.db import open_store
+from zpd.store.ledger_exam import version_items
 
 
 class _Ctx:

@@ -8,9 +8,10 @@ import pytest
 
 from zpd.configs.schema import CurriculumConfig
 from zpd.loop import curriculum
-from zpd.loop.exam import admissible, version_items
+from zpd.loop.exam import admissible
 from zpd.loop.measure import estimate_frontier
 from zpd.store.db import open_store
+from zpd.store.ledger_exam import version_items
 
 
 def test_zpd_band_routes_as_agentfrontier() -> None:

@@ -1,0 +1,54 @@
+"""The exam (``exam_items``) and the answers MEASURE stores (``measurements``).
+
+Version v of the exam is every item admitted in a round <= v and not graduated before v, so any version
+can be rebuilt exactly from the store (``version_items``). The functions run their statement in the
+caller's transaction; they never commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlite_utils import Database
+
+
+def version_items(db: Any, version: int) -> list[int]:
+    """Task ids in exam version ``version`` (items graduated in round r are still in version r). ``db``:
+    the store or a sqlite3 connection."""
+    return [
+        r[0]
+        for r in db.execute(
+            """SELECT task_id FROM exam_items WHERE admitted_round <= ?
+               AND (graduated_round IS NULL OR graduated_round >= ?) ORDER BY task_id""",
+            [version, version],
+        ).fetchall()
+    ]
+
+
+def admitted_in(db: Database, round_n: int, domain: str) -> int:
+    """Items of ``domain`` admitted in round ``round_n``."""
+    return int(db.execute("SELECT count(*) FROM exam_items WHERE admitted_round = ? AND domain = ?",
+                          [round_n, domain]).fetchone()[0])
+
+
+def admit(db: Database, task_id: int, domain: str, round_n: int) -> None:
+    db.execute("INSERT OR IGNORE INTO exam_items (task_id, domain, admitted_round) VALUES (?, ?, ?)",
+               [task_id, domain, round_n])
+
+
+def graduate(db: Database, task_id: int, round_n: int) -> None:
+    """The item graduates in round ``round_n`` (unless it graduated before)."""
+    db.execute("UPDATE exam_items SET graduated_round = ? WHERE task_id = ? AND graduated_round IS NULL",
+               [round_n, task_id])
+
+
+def stored_answers(db: Database, round_n: int, kind: str) -> dict[tuple[int, int], tuple[str, bool]]:
+    """The round's stored ``kind`` (eval | exam) answers: (task id, sample index) -> (text, correct)."""
+    return {(task_id, idx): (text, bool(ok)) for task_id, idx, text, ok in db.execute(
+        "SELECT task_id, sample_idx, output, correct FROM measurements WHERE round = ? AND kind = ?",
+        [round_n, kind]).fetchall()}
+
+
+def insert_answers(db: Database, rows: list[dict[str, Any]]) -> None:
+    """Measurement rows (round, kind, task_id, sample_idx, output, correct); ones already stored are kept."""
+    db.table("measurements").insert_all(rows, ignore=True)
