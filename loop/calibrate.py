@@ -44,6 +44,7 @@ from zpd.store.stats import insert_attempts
 
 from . import curriculum, exam
 from .context import RunContext, derive_seed, rng_for
+from .domains.base import NamesGrader, Scores, capability
 from .logs import Progress
 from .train import PhaseFailed
 from .usage import TeacherBudget, add_usage, count_generated, record_failures
@@ -243,8 +244,10 @@ def run(ctx: RunContext, round_n: int) -> None:
                     if pg is None:
                         unanswered[g_role if g_role == "teacher" else "generator"] += 1
                         continue
-                grader = getattr(ctx.domains[task.domain], "grader_name", None)
-                raw = getattr(ctx.domains[task.domain], "score", None)
+                named = capability(ctx.domains[task.domain], NamesGrader)
+                grader = None if named is None else named.grader_name
+                scorer = capability(ctx.domains[task.domain], Scores)
+                raw = None if scorer is None else scorer.score
                 score = None if raw is None else (lambda text, t=task, f=raw: f(t, text))
                 solo_rows = _rows(tid, solo[tid], role="learner", mode="solo", model=learner_ref,
                                   round_n=round_n, grader=grader, score=score)

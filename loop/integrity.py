@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .domains.base import Task
+from .domains.base import FlagsNearDuplicates, Task, capability
 from .exam import version_items
 
 _FOLD = re.compile(r"[\s\.,;:!?\"'`()\[\]{}]+")
@@ -69,7 +69,8 @@ def check(db: Database, round_n: int, data: list[dict[str, Any]], domains: dict[
         elif normalized(_bare_prompt(ex)) in prompts:
             near.add(i)
     for name, domain in domains.items():
-        hook = getattr(domain, "near_duplicates", None)
+        flags = capability(domain, FlagsNearDuplicates)
+        hook = None if flags is None else flags.near_duplicates
         if hook is None:
             continue
         idx = [i for i, ex in enumerate(data) if ex.get("domain") == name and i not in exact and i not in near]
