@@ -35,6 +35,8 @@ Reply = dict[str, Any]
 
 
 class TeacherKnowledge(Knowledge, OwnEvalSet, OwnBootstrap):
+    """The knowledge domain whose candidates the teacher writes; its eval and bootstrap sets are its own."""
+
     def __init__(self, cfg: KnowledgeConfig, embedder: Callable[[], Embedder] | None = None) -> None:
         super().__init__(cfg, embedder)
         self.questions: TeacherQuestions | None = None
