@@ -148,8 +148,8 @@ def test_seeds_fuse_a_unit_once_per_round_and_escalation_adds_a_retrieved_chunk(
     docs = write_corpus(tmp_path / "docs", bad=False)
     db = open_store(tmp_path / "state.db")
     ingest(db, docs)
-    cfg = KnowledgeConfig(enabled=True, generator="teacher", source="corpus", corpus_dir=str(docs), max_hops=3,
-                          eval_per_level=1, operators=["knowledge-expansion"], dedup="structural")
+    cfg = KnowledgeConfig(enabled=True, generator="teacher", source="corpus", corpus_dir=str(docs),
+                          max_hops=3, eval_per_level=1, operators=["knowledge-expansion"], dedup="structural")
     d = TeacherKnowledge(cfg, embedder=lambda: minilm)
     d.use_corpus(StoreView(db))
     writer = Writer()
