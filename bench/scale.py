@@ -288,7 +288,7 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
     from zpd.loop import integrity, snapshot, status, synthesize, train
     from zpd.loop.context import RunContext
     from zpd.loop.curriculum import build_policy_for
-    from zpd.loop.domains.base import build_domains
+    from zpd.loop.domains.registry import build_domains
     from zpd.store.db import migrations, open_store
 
     info = json.loads((state_dir / "bench.json").read_text())

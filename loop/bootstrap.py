@@ -18,7 +18,7 @@ from zpd.configs.schema import BootstrapConfig
 from zpd.store.rounds import link_or_copy_tree, work_dir
 
 from .context import RunContext, derive_seed, rng_for
-from .domains.base import Domain
+from .domains.base import Domain, OwnBootstrap, OwnEvalSet, capability
 from .domains.prompting import styled
 from .train import run_trainer
 
@@ -29,7 +29,8 @@ def make_eval_sets(ctx: RunContext) -> dict[str, int]:
     for name, domain in ctx.domains.items():
         if ctx.db.execute("SELECT count(*) FROM tasks WHERE fate = 'eval' AND domain = ?", [name]).fetchone()[0]:
             continue
-        carve = getattr(domain, "eval_items", None)
+        own_eval = capability(domain, OwnEvalSet)
+        carve = None if own_eval is None else own_eval.eval_items
         if carve is not None:  # a finite dataset carves its eval set out itself (loop/domains/dataset.py)
             made[name] = sum(ctx.insert_task(t, round_n=0, fate="eval") is not None for t in carve())
             continue
@@ -75,7 +76,8 @@ def bootstrap_set(domains: dict[str, Domain], cfg: BootstrapConfig, seed: int, e
             break
         domain = domains[rng.choice(names)]
         guided = rng.random() < cfg.guided_fraction
-        pick = getattr(domain, "bootstrap_task", None)
+        own_bootstrap = capability(domain, OwnBootstrap)
+        pick = None if own_bootstrap is None else own_bootstrap.bootstrap_task
         if pick is not None:  # a finite dataset has a bootstrap share of its own, disjoint from eval and exam
             task = pick(rng)
         else:

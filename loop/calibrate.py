@@ -47,7 +47,7 @@ from zpd.store.stats import insert_attempts
 from . import curriculum, exam
 from .calibrate_samples import Samples, decided, sample, successes_needed
 from .context import RunContext, derive_seed, rng_for
-from .domains.base import Task
+from .domains.base import NamesGrader, Scores, Task, capability
 from .logs import Progress
 from .train import PhaseFailed
 from .usage import TeacherBudget, add_usage, count_generated, record_failures
@@ -277,8 +277,10 @@ def _route(p: _Pass, tasks: dict[int, Task], s: _Sampled, unanswered: dict[str, 
             if pg is None:
                 unanswered[s.guide.role if s.guide.role == "teacher" else "generator"] += 1
                 continue
-        grader = getattr(ctx.domains[task.domain], "grader_name", None)
-        raw = getattr(ctx.domains[task.domain], "score", None)
+        named = capability(ctx.domains[task.domain], NamesGrader)
+        grader = None if named is None else named.grader_name
+        scorer = capability(ctx.domains[task.domain], Scores)
+        raw = None if scorer is None else scorer.score
         score = None if raw is None else (lambda text, t=task, f=raw: f(t, text))
         solo_rows = _rows(tid, s.solo[tid], role="learner", mode="solo", model=p.learner_ref,
                           round_n=round_n, grader=grader, score=score)

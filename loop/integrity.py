@@ -26,7 +26,7 @@ from zpd.store.db import Database
 from zpd.store.ledger_exam import version_items
 from zpd.store.ledger_tasks import held_out_rows
 
-from .domains.base import Task
+from .domains.base import FlagsNearDuplicates, Task, capability
 
 _FOLD = re.compile(r"[\s\.,;:!?\"'`()\[\]{}]+")
 
@@ -79,7 +79,8 @@ def check(
         elif normalized(_bare_prompt(ex)) in prompts:
             near.add(i)
     for name, domain in domains.items():
-        hook = getattr(domain, "near_duplicates", None)
+        flags = capability(domain, FlagsNearDuplicates)
+        hook = None if flags is None else flags.near_duplicates
         if hook is None:
             continue
         idx = [

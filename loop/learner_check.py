@@ -32,8 +32,9 @@ from typing import Any, NoReturn
 from zpd.configs.load import ConfigError
 from zpd.configs.schema import ZpdConfig
 
-from .domains.base import build_domains
+from .domains.base import OwnEvalSet, capability
 from .domains.prompting import prompt_style
+from .domains.registry import build_domains
 
 PROBES_PER_LEVEL = 8
 """Tasks drawn at each domain's hardest level to find the longest prompt (guided prompts are longest)."""
@@ -129,7 +130,8 @@ def _probe_prompts(cfg: ZpdConfig) -> list[str]:
     prompts = []
     for domain in build_domains(cfg.domains, prompt_style(cfg)).values():
         try:  # a domain that needs the running daemon to make tasks (a teacher) is not probed
-            carve = getattr(domain, "eval_items", None)
+            own_eval = capability(domain, OwnEvalSet)
+            carve = None if own_eval is None else own_eval.eval_items
             tasks = list(carve())[:200] if carve is not None else [
                 domain.make_task(domain.max_difficulty, rng) for _ in range(PROBES_PER_LEVEL)]
         except Exception:  # noqa: BLE001

@@ -22,6 +22,7 @@ from zpd.store.atomic import atomic_write_text
 from zpd.store.corpus import chunks
 
 from .context import RunContext, rng_for
+from .domains.base import HasCorpus, capability
 
 
 def pretrain_texts(ctx: RunContext, round_n: int) -> list[str]:
@@ -29,7 +30,8 @@ def pretrain_texts(ctx: RunContext, round_n: int) -> list[str]:
     texts: list[str] = []
     if "corpus" in cfg.sources:
         for name in sorted(ctx.domains):
-            corpus = getattr(ctx.domains[name], "corpus_texts", None)
+            own_corpus = capability(ctx.domains[name], HasCorpus)
+            corpus = None if own_corpus is None else own_corpus.corpus_texts
             if corpus is not None:
                 texts += list(corpus())
         texts += [r["text"] for r in chunks(ctx.db)]

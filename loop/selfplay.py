@@ -57,6 +57,7 @@ from zpd.store.rounds import link_or_copy_tree
 
 from .context import RunContext, derive_seed
 from .curriculum import Policy, register
+from .domains.base import Parses, capability
 
 PROMPT_PREFIX = "propose:"
 
@@ -81,7 +82,7 @@ def proposer_examples(domains: dict[str, Any], num: int, seed: int, exclude: set
     """``num`` bootstrap rows teaching the proposer's format (domains with ``parse`` only): the prompt
     ``propose:<level>`` and, as the response, the bare prompt of a task the domain makes at that level.
     Deterministic for ``seed``; tasks in ``exclude`` (the eval sets) never appear."""
-    names = sorted(n for n, d in domains.items() if hasattr(d, "parse"))
+    names = sorted(n for n, d in domains.items() if capability(d, Parses) is not None)
     if not names or num <= 0:
         return []
     rng = random.Random(f"{seed}:propose")
@@ -125,7 +126,8 @@ class SelfPlay(Policy):
 
     def propose(self, ctx: RunContext, round_n: int, domain_name: str, domain: Any, n: int,
                 rng: random.Random) -> list[Any] | None:
-        parse = getattr(domain, "parse", None)
+        parser = capability(domain, Parses)
+        parse = None if parser is None else parser.parse
         if parse is None:
             return None  # the domain makes its candidates at the zpd-band difficulties
         if n <= 0:

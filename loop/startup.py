@@ -32,8 +32,10 @@ from zpd.store.readmodel import next_round
 
 from . import notify
 from .context import RunContext
-from .domains.base import build_domains
+from .domain_services import DomainServices
+from .domains.base import Attaches, capability
 from .domains.prompting import prompt_style
+from .domains.registry import build_domains
 from .logs import setup_logging
 from .metrics import DaemonMetrics, is_loopback
 from .snapshot import reconcile
@@ -306,12 +308,10 @@ class StartUp:
         self.ctx = RunContext(
             self.state_dir, self.cfg, self.db, domains, self.metrics, self.log, self.stop, beat=self.beat
         )
-        for (
-            domain
-        ) in domains.values():  # a domain that needs the run (the knowledge domain's question writer)
-            attach = getattr(domain, "attach", None)
+        for domain in domains.values():  # a domain that needs the run (the knowledge domain's question writer)
+            attach = capability(domain, Attaches)
             if attach is not None:
-                attach(self.ctx)
+                attach.attach(DomainServices(self.ctx))
         self._publish_committed()
         self._ready = True
         notify.notify("READY=1")

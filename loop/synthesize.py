@@ -21,6 +21,7 @@ from zpd.store import ledger_tasks, stats
 from .allocation import build_allocation
 from .context import RunContext, rng_for
 from .curriculum import build_policy
+from .domains.base import EstimatesDifficulty, Observes, Remembers, capability
 
 
 def solo_stats(ctx: RunContext, domain: str) -> Mapping[str, tuple[int, int]]:
@@ -32,12 +33,14 @@ def solo_stats(ctx: RunContext, domain: str) -> Mapping[str, tuple[int, int]]:
 
 def observe(ctx: RunContext, name: str, domain: object) -> None:
     """The observation hook (module docstring); a no-op for domains without ``observe``."""
-    hook = getattr(domain, "observe", None)
+    observer = capability(domain, Observes)
+    hook = None if observer is None else observer.observe
     if hook is None:
         return
     used = ledger_tasks.known_hashes(ctx.db, name)
     hook(solo_stats(ctx, name), used)
-    estimate = getattr(domain, "estimated_difficulty", None)
+    estimator = capability(domain, EstimatesDifficulty)
+    estimate = None if estimator is None else estimator.estimated_difficulty
     if estimate is None:
         return
     for task_id, h, old in ledger_tasks.eval_difficulties(ctx.db, name):
@@ -50,7 +53,8 @@ def remember(ctx: RunContext, name: str, domain: object) -> None:
     """Hand a domain with a ``remember(prompts)`` method (near-duplicate detection by similarity, e.g.
     the knowledge domain's embeddings) the prompts of everything of it already stored, eval and exam
     items included; its ``make_task``/``escalate``/``simplify`` then return None for a near-duplicate."""
-    hook = getattr(domain, "remember", None)
+    rememberer = capability(domain, Remembers)
+    hook = None if rememberer is None else rememberer.remember
     if hook is not None:
         hook(ledger_tasks.prompts_of(ctx.db, name))
 

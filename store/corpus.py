@@ -283,3 +283,10 @@ def chunks(db: Database) -> list[dict]:
     return list(
         db.query("SELECT id, source, record, start_char, end_char, text FROM corpus_chunks ORDER BY id")
     )
+
+
+def chunk_stamp(db: Database) -> tuple[int, int | None]:
+    """(number of chunks, largest id): chunks are only ever added, so an unchanged stamp is an unchanged
+    chunk set."""
+    count, top = db.execute("SELECT count(*), max(id) FROM corpus_chunks").fetchone()
+    return int(count), top

@@ -46,7 +46,7 @@ HOSTILE = [
 
 
 def sandbox_cases(work: Path, seed: int = 0) -> list[Case]:
-    from zpd.loop.tools.sandbox import SandboxLimits, run_python
+    from zpd.loop.domains.sandbox import SandboxLimits, run_python
 
     rng = random.Random(seed)
     programs = list(HOSTILE)

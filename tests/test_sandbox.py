@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from zpd.loop.tools import sandbox
-from zpd.loop.tools.sandbox import SandboxLimits, SandboxUnavailable, run_python
+from zpd.loop.domains import sandbox
+from zpd.loop.domains.sandbox import SandboxLimits, SandboxUnavailable, run_python
 
 needs_bwrap = pytest.mark.skipif(sandbox.isolation_available() is None, reason="bubblewrap cannot run here")
 FAST = SandboxLimits(wall_seconds=5, memory_bytes=256 * 2**20, max_processes=16)

@@ -19,7 +19,7 @@ from zpd.configs.load import load_config
 from zpd.loop import train
 from zpd.loop.context import RunContext, rng_for
 from zpd.loop.curriculum import build_policy_for
-from zpd.loop.domains.base import build_domains
+from zpd.loop.domains.registry import build_domains
 from zpd.store import stats
 from zpd.store.db import StoreError, open_store, start_up_check
 from zpd.store.readmodel import FATES, store_facts

@@ -17,8 +17,8 @@ from user_models import make_user_model
 from zpd.configs.load import ConfigError, key_origin, load_config
 from zpd.configs.schema import ArithmeticConfig
 from zpd.loop.domains.arithmetic import Arithmetic
-from zpd.loop.domains.base import grader_for
 from zpd.loop.domains.prompting import Styled, final_answer
+from zpd.loop.domains.registry import grader_for
 from zpd.loop.learner_check import check_learner
 
 

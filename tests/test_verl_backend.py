@@ -183,7 +183,8 @@ def test_reward_grades_dataset_and_knowledge_tasks_as_calibration_does(tmp_path:
 
     from zpd.configs.load import SHIPPED_DIR
     from zpd.configs.schema import DatasetConfig, KnowledgeConfig
-    from zpd.loop.domains.base import _REGISTRY, registered
+    from zpd.loop.domains.base import _REGISTRY
+    from zpd.loop.domains.registry import registered
 
     registered()
     ds = _REGISTRY["dataset"](DatasetConfig(enabled=True, path=SHIPPED_DIR / "data" / "word_problems.jsonl",

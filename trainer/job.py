@@ -107,7 +107,8 @@ def _grpo_reward(rows: list[dict]) -> Callable[[int, str], float]:
     Rows carry their task (``task_json``); it is graded by its domain's own grader
     (``zpd.loop.domains.base.grader_for``), so a worked answer ("...>125") or a dataset item's
     numeric tolerance is judged exactly as calibration judged it."""
-    from zpd.loop.domains.base import Task, grader_for
+    from zpd.loop.domains.base import Task
+    from zpd.loop.domains.registry import grader_for
 
     graders: dict[str, Callable[[Task, str], bool]] = {}
     tasks: list[Task | None] = []

@@ -12,8 +12,9 @@ The response format (``response``): ``worked`` answers show the work, then ``>``
 (``7+8=15;5+6+1=12>125``); ``answer`` answers are the bare number. Only the final answer is graded.
 With ``worked``, a successful guided answer is a full worked solution, so training the bare task on
 it teaches the learner a procedure (column by column) rather than a lookup of whole sums: that is
-what lets a tiny model climb from one digit to several (bench/results/rounds.md). Deduplication is by canonical form: operands of an all-'+' expression
-are sorted ("23+45" and "45+23" are the same task; "23+45" and "23+46" are different).
+what lets a tiny model climb from one digit to several (bench/results/rounds.md). Deduplication is by
+canonical form: operands of an all-'+' expression are sorted ("23+45" and "45+23" are the same task;
+"23+45" and "23+46" are different).
 
 For a user's chat model (the instruct prompt style, ``prompting.py``) the same task reads
 ``Compute 57+68. End your reply with "Answer: <number>".`` and the last number of the reply's final
@@ -26,7 +27,9 @@ import math
 import random
 import re
 
-from .base import Task, register
+from zpd.configs.schema import ArithmeticConfig
+
+from .base import Domain, InstructFormat, Parses, Task, register
 from .prompting import last_number
 
 _EXPRESSION = re.compile(r"[0-9]+(?:[+-][0-9]+)+")
@@ -58,10 +61,10 @@ def digit_scaffold(value: int) -> str:
     return sign + ";".join(reversed(str(abs(value))))
 
 
-class Arithmetic:
+class Arithmetic(Domain, Parses, InstructFormat):
     name = "arithmetic"
 
-    def __init__(self, cfg) -> None:  # cfg: zpd.configs.schema.ArithmeticConfig
+    def __init__(self, cfg: ArithmeticConfig) -> None:
         self.cfg = cfg
         self.min_difficulty = float(cfg.min_difficulty)
         self.max_difficulty = float(cfg.max_difficulty)
@@ -114,7 +117,8 @@ class Arithmetic:
             result = result + v if op == "+" else result - v
         all_plus = all(op == "+" for op in ops)
         canonical = "+".join(str(v) for v in sorted(values)) if all_plus else expr
-        guidance = column_scaffold(values) if all_plus and self.guidance_style == "columns" else digit_scaffold(result)
+        columns = all_plus and self.guidance_style == "columns"
+        guidance = column_scaffold(values) if columns else digit_scaffold(result)
         digits = max(len(str(v)) for v in values)
         minus = not all_plus
         return Task(
@@ -138,7 +142,8 @@ class Arithmetic:
         numbers, ops = re.findall(r"[0-9]+", text), re.findall(r"[+-]", text)
         if len(numbers) > self.cfg.max_operands or any(op not in self.cfg.operations for op in ops):
             return None
-        if any(len(x) > 1 and x[0] == "0" for x in numbers) or max(len(x) for x in numbers) > self.max_difficulty:
+        leading_zero = any(len(x) > 1 and x[0] == "0" for x in numbers)
+        if leading_zero or max(len(x) for x in numbers) > self.max_difficulty:
             return None
         task = self.task_for([int(x) for x in numbers], ops)
         if int(task.answer) < 0 or not self.min_difficulty <= task.difficulty <= self.max_difficulty:
@@ -187,5 +192,5 @@ class Arithmetic:
 
 
 @register("arithmetic")
-def _make(cfg) -> Arithmetic:
+def _make(cfg: ArithmeticConfig) -> Arithmetic:
     return Arithmetic(cfg)

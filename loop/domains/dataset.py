@@ -41,9 +41,10 @@ import hashlib
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
-from .base import Task, register
+from .base import Domain, EstimatesDifficulty, NamesGrader, Observes, OwnBootstrap, OwnEvalSet, Task, register
 from .dataset_file import DatasetFileError, Item, read_items
 from .dataset_grading import final_answer, get_grader
 
@@ -57,7 +58,7 @@ def grade_with_meta(task: Task, output: str) -> bool:
     return bool(grader(task.answer, final_answer(output, meta.get("answer_marker", "####")), meta))
 
 
-class Dataset:
+class Dataset(Domain, OwnEvalSet, OwnBootstrap, Observes, EstimatesDifficulty, NamesGrader):
     name = NAME
 
     def __init__(self, cfg: Any) -> None:  # cfg: zpd.configs.schema.DatasetConfig
@@ -70,7 +71,8 @@ class Dataset:
                 f"{cfg.eval_size} + domains.dataset.bootstrap_size {cfg.bootstrap_size} + 1 to train on); "
                 "add items or lower those keys")
         self.grader_name = cfg.grader
-        self._grade_meta = {"grader": cfg.grader, "answer_marker": cfg.answer_marker, "tolerance": cfg.tolerance,
+        self._grade_meta = {"grader": cfg.grader, "answer_marker": cfg.answer_marker,
+                            "tolerance": cfg.tolerance,
                             "rel_tolerance": cfg.rel_tolerance, "case_sensitive": cfg.case_sensitive}
         self.tasks: dict[str, Task] = {}
         self.items: dict[str, Item] = {}
@@ -93,9 +95,11 @@ class Dataset:
         log = logging.getLogger("zpd")
         extra = {"path": self.report.path, "rows": self.report.num_rows, "items": self.report.num_items,
                  "duplicates": self.report.num_duplicates, "skipped": self.report.num_skipped,
-                 "eval": len(self.eval_hashes), "bootstrap": len(self.bootstrap_hashes), "pool": len(self.pool_hashes)}
+                 "eval": len(self.eval_hashes), "bootstrap": len(self.bootstrap_hashes),
+                 "pool": len(self.pool_hashes)}
         if self.report.num_skipped:
-            log.warning("dataset: bad rows skipped", extra={**extra, "first_errors": self.report.first_errors})
+            log.warning("dataset: bad rows skipped",
+                        extra={**extra, "first_errors": self.report.first_errors})
         else:
             log.info("dataset imported", extra=extra)
 
@@ -110,7 +114,7 @@ class Dataset:
         return Task(t.domain, self._difficulty[h], t.prompt, t.answer, t.guidance, t.canonical, t.meta)
 
     # -- the observation hook ------------------------------------------------------------------
-    def observe(self, stats: dict[str, tuple[int, int]], used: set[str]) -> None:
+    def observe(self, stats: Mapping[str, tuple[int, int]], used: set[str]) -> None:
         """Take the content hashes already stored (``stats`` is ignored: difficulties are frozen) and
         rebuild the per-level buckets of unused pool items. Deterministic."""
         self._used = set(used)
@@ -136,7 +140,9 @@ class Dataset:
         return self._at(h)
 
     def _step(self) -> float:
-        return 1.0 if not self.fixed else max(1e-9, (self.max_difficulty - self.min_difficulty) / self.cfg.levels)
+        if not self.fixed:
+            return 1.0
+        return max(1e-9, (self.max_difficulty - self.min_difficulty) / self.cfg.levels)
 
     def escalate(self, task: Task, rng: random.Random) -> Task:
         base = self._difficulty.get(task.content_hash, task.difficulty)
@@ -194,7 +200,8 @@ def frozen_difficulties(items: dict[str, Item], levels: int) -> dict[str, float]
     return {h: float(round(levels * quantile[n])) for h, n in length.items()}
 
 
-@register(NAME)
+# grade_task: config-independent grading for a training child's GRPO reward (registry.grader_for).
+@register(NAME, grade_task=grade_with_meta)
 def _make(cfg: Any) -> Dataset:
     from zpd.configs.load import ConfigError
 
@@ -203,6 +210,3 @@ def _make(cfg: Any) -> Dataset:
     except DatasetFileError as exc:
         raise ConfigError(str(exc)) from None
 
-
-# Config-independent grading for a training child's GRPO reward (zpd.loop.domains.base.grader_for).
-grade_task = grade_with_meta

@@ -20,7 +20,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .dataset_grading import parse_number
 
@@ -75,7 +75,7 @@ def detect_format(path: Path, fmt: str) -> str:
     raise DatasetFileError(f"{path}: cannot tell the file format from its name; set domains.dataset.format")
 
 
-def _lines(fh, max_bytes: int) -> Iterator[bytes]:
+def _lines(fh: BinaryIO, max_bytes: int) -> Iterator[bytes]:
     """Raw lines, each at most ``max_bytes`` in memory: a longer line (a 100 MB line, say) is consumed
     in 1 MiB chunks and yielded as the ``_OVERSIZE`` sentinel instead."""
     while True:
@@ -175,7 +175,8 @@ def _table_records(path: Path, fmt: str, split: str) -> Iterator[tuple[str, Any]
     except DatasetFileError:
         raise
     except Exception as exc:  # pyarrow / datasets raise many types for unreadable files
-        raise DatasetFileError(f"{path}: cannot read {fmt} data: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DatasetFileError(f"{path}: cannot read {fmt} data: {why}") from None
     for num, row in enumerate(rows, start=1):
         yield f"{path}:row {num}", row
 
@@ -185,13 +186,15 @@ def _text(value: Any, name: str, *, numbers: bool) -> str:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:  # "\ud800" in JSON: a lone surrogate, which no store or tokenizer takes
-            raise BadRow(f"field {name!r} holds a lone surrogate (\\ud800-\\udfff), not valid Unicode") from None
+            raise BadRow(f"field {name!r} holds a lone surrogate (\\ud800-\\udfff), "
+                         "not valid Unicode") from None
         return value
     if numbers and isinstance(value, int | float) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
             raise BadRow(f"field {name!r} is {value}")
         return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-    raise BadRow(f"field {name!r} must be a string{' or a number' if numbers else ''}, got {type(value).__name__}")
+    kinds = "a string or a number" if numbers else "a string"
+    raise BadRow(f"field {name!r} must be {kinds}, got {type(value).__name__}")
 
 
 def _item(record: Any, where: str, cfg: Any) -> Item:
@@ -254,7 +257,8 @@ def read_items(cfg: Any) -> tuple[list[Item], ImportReport]:
     report = ImportReport(str(path))
     items: list[Item] = []
     seen: dict[str, Item] = {}
-    optional = {k: getattr(cfg, k) for k in ("solution_field", "category_field") if getattr(cfg, k) is not None}
+    optional = {k: getattr(cfg, k) for k in ("solution_field", "category_field")
+                if getattr(cfg, k) is not None}
     found: set[str] = set()
     try:
         for where, record in records:
@@ -274,7 +278,8 @@ def read_items(cfg: Any) -> tuple[list[Item], ImportReport]:
                     continue
             except BadRow as exc:
                 if cfg.on_bad_row == "reject":
-                    raise DatasetFileError(f"{where}: {exc} (domains.dataset.on_bad_row = 'reject')") from None
+                    raise DatasetFileError(
+                        f"{where}: {exc} (domains.dataset.on_bad_row = 'reject')") from None
                 report.num_skipped += 1
                 if len(report.first_errors) < 10:
                     report.first_errors.append(f"{where}: {exc}")

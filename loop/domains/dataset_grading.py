@@ -99,4 +99,5 @@ def get_grader(name: str) -> Grader:
     try:
         return GRADERS[name]
     except KeyError:
-        raise KeyError(f"grader {name!r} is not available (registered: {', '.join(sorted(GRADERS))})") from None
+        known = ", ".join(sorted(GRADERS))
+        raise KeyError(f"grader {name!r} is not available (registered: {known})") from None

@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 import multiprocessing as mp
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 GRADER_NAME = "math-verify"
@@ -56,30 +58,34 @@ class MathVerifyGrader:
 
     def __init__(self, timeout_seconds: float = 5.0, *, target: str = f"{__name__}:verify_answer") -> None:
         self.timeout_seconds, self.target = timeout_seconds, target
-        self._proc = self._conn = None
+        self._proc: BaseProcess | None = None
+        self._conn: Connection | None = None
         self.num_timeouts = 0
         self.num_checks = 0
         """Checks answered by the current worker (0: the next one also waits for its start-up)."""
 
-    def _start(self) -> None:
+    def _start(self) -> Connection:
         ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker, args=(child, self.target), name="zpd-math-verify", daemon=True)
+        self._proc = ctx.Process(target=_worker, args=(child, self.target), name="zpd-math-verify",
+                                 daemon=True)
         self._proc.start()
         child.close()
+        return self._conn
 
     def grade(self, gold: str, answer: str) -> Grade:
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
-        self._conn.send((gold, answer))
+        conn = self._conn
+        if self._proc is None or not self._proc.is_alive() or conn is None:
+            conn = self._start()
+        conn.send((gold, answer))
         # The first call also pays the worker's start-up (sympy import): allow for it once.
-        if not self._conn.poll(self.timeout_seconds + (10.0 if self.num_checks == 0 else 0.0)):
+        if not conn.poll(self.timeout_seconds + (10.0 if self.num_checks == 0 else 0.0)):
             self.num_timeouts += 1
             self.close()
             return Grade(False, GRADER_NAME, f"timeout after {self.timeout_seconds}s")
         self.num_checks += 1
         try:
-            kind, value = self._conn.recv()
+            kind, value = conn.recv()
         except (EOFError, OSError):
             self.close()
             return Grade(False, GRADER_NAME, "math-verify worker died")

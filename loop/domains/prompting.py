@@ -10,16 +10,17 @@ learning figures in ``bench/results`` were measured with it. ``instruct`` is a c
 instruction that states the answer format (``Answer: <...>``) and grading on the final answer
 extracted from the reply, so a model answering in prose ("The answer is 125.") is graded on 125.
 
-A domain may define the instruct hooks itself: ``instruction(task, guided) -> str`` (the user message)
-and ``instruct_solution(task) -> str`` (a reference reply in that format); ``grade_final(task, text)``
-grades an extracted answer. Without them a generic instruction and the domain's own ``grade`` on the
-extracted answer (or the whole reply) serve. :func:`build_domains` (``base.py``) wraps every domain.
+A domain may define the instruct hooks itself, the capability :class:`InstructFormat`:
+``instruction(task, guided) -> str`` (the user message), ``instruct_solution(task) -> str`` (a reference
+reply in that format) and ``grade_final(task, text)`` (grades an extracted answer). Without them a generic
+instruction and the domain's own ``grade`` on the extracted answer (or the whole reply) serve.
+``registry.build_domains`` wraps every domain.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 PromptStyle = Literal["bare", "instruct"]
 
@@ -63,6 +64,23 @@ def last_number(text: str) -> str | None:
     return found[-1].replace(",", "").lstrip("+") if found else None
 
 
+@runtime_checkable
+class InstructFormat(Protocol):
+    """The domain's own instruct prompt style (a capability: ``base.py``). ``task``: a ``base.Task``."""
+
+    def instruction(self, task: Any, guided: bool) -> str:
+        """The user message: the task, with its guidance when ``guided``, stating the answer format."""
+        ...
+
+    def instruct_solution(self, task: Any) -> str:
+        """A reference reply in that format."""
+        ...
+
+    def grade_final(self, task: Any, answer: str) -> bool:
+        """Whether an extracted final answer is right."""
+        ...
+
+
 def styled(domain: Any) -> Styled:
     """``domain`` as :func:`build_domains` hands it out: itself when styled already, else bare."""
     return domain if isinstance(domain, Styled) else Styled(domain, "bare")
@@ -98,21 +116,20 @@ class Styled:
         """A reference answer in the style (the warm-up's target)."""
         if self.style == "bare":
             return self.domain.solution(task)
-        own = getattr(self.domain, "instruct_solution", None)
-        return own(task) if own is not None else f"Answer: {task.answer}"
+        if isinstance(self.domain, InstructFormat):
+            return self.domain.instruct_solution(task)
+        return f"Answer: {task.answer}"
 
     def grade(self, task: Any, output: str) -> bool:
         if self.style == "bare":
             return self.domain.grade(task, output)
         answer = final_answer(output)
-        own = getattr(self.domain, "grade_final", None)
-        if own is not None:
-            return bool(own(task, answer))
+        if isinstance(self.domain, InstructFormat):
+            return bool(self.domain.grade_final(task, answer))
         return bool(self.domain.grade(task, answer) or self.domain.grade(task, output))
 
     def _instruction(self, task: Any, guided: bool) -> str:
-        own = getattr(self.domain, "instruction", None)
-        if own is not None:
-            return own(task, guided)
+        if isinstance(self.domain, InstructFormat):
+            return self.domain.instruction(task, guided)
         hint = f"\nHint: {task.guidance}" if guided and task.guidance else ""
         return f"{task.prompt}{hint}\n{ANSWER_FORMAT}"

@@ -33,7 +33,7 @@ import re
 from typing import Any
 
 from . import rg_grading as g
-from .base import Task, register
+from .base import Domain, NamesGrader, OwnEvalSet, Scores, Task, register
 
 PREFIX = "rg:"
 # Metadata fields that hold worked steps towards the answer (reasoning-gym 0.1.25).
@@ -45,7 +45,7 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "big")
 
 
-class Family:
+class Family(Domain, OwnEvalSet, Scores, NamesGrader):
     """One reasoning-gym family as a zpd domain (the Domain protocol of ``base.py``)."""
 
     def __init__(self, family: str, cfg: Any, levels: list[int], eval_budget: int) -> None:
@@ -190,7 +190,7 @@ def build_families(cfg: Any) -> tuple[dict[str, Family], dict[str, str]]:
     return out, left_out
 
 
-@register("reasoning_gym", prefix="rg")
+@register("reasoning_gym", prefix="rg", grade_task=g.grade_task)  # grading: all in the task's meta
 def _make(cfg: Any) -> dict[str, Family]:
     from zpd.configs.load import ConfigError
 
@@ -204,6 +204,3 @@ def _make(cfg: Any) -> dict[str, Family]:
     log.info("reasoning-gym families", extra={"families": sorted(families), "version": g.library_version()})
     return families
 
-
-# Config-independent grading (zpd.loop.domains.base.grader_for): everything is in the task's meta.
-grade_task = g.grade_task

@@ -24,7 +24,7 @@ _PREFIX = "zpd/"
 
 @functools.cache
 def _grader(domain: str, prompt_style: str = "bare"):
-    from zpd.loop.domains.base import grader_for
+    from zpd.loop.domains.registry import grader_for
 
     try:
         return grader_for(domain, prompt_style)  # config-independent: built with the domain's defaults

@@ -13,7 +13,7 @@ resumed daemon loads the same ones, and new documents (a new chunk set) make the
 held-out units of the frozen eval set are in ``knowledge_eval_units`` and never seed a training question.
 
 Chunk embeddings are computed once per process and chunk (retrieval for escalation and the guided side
-reuse them: ``loop/tools/retrieval.py``'s ``CorpusSearch``).
+reuse them: ``retrieval.py``'s ``CorpusSearch``). The store is reached through ``services.DomainStore``.
 """
 
 from __future__ import annotations
@@ -22,10 +22,15 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from zpd.configs.schema import KnowledgeConfig
+
+from ..services import DomainStore, Embedder
 from . import units as unit_mining
+from .retrieval import CorpusSearch
 
 log = logging.getLogger("zpd.knowledge")
 
@@ -39,16 +44,17 @@ def units_key(digest: str) -> str:
 
 
 class CorpusUnits:
-    def __init__(self, db, cfg, load_embedder: Callable[[], object]) -> None:
-        """``db``: the store; ``cfg``: KnowledgeConfig; ``load_embedder``: a zero-argument loader (cached)."""
-        self.db, self.cfg, self._load = db, cfg, load_embedder
-        self.rows: dict[int, dict] = {}
+    def __init__(self, store: DomainStore, cfg: KnowledgeConfig,
+                 load_embedder: Callable[[], Embedder]) -> None:
+        """``store``: the store's meta and corpus; ``load_embedder``: a zero-argument loader (cached)."""
+        self.store, self.cfg, self._load = store, cfg, load_embedder
+        self.rows: dict[int, dict[str, Any]] = {}
         self.units: list[Unit] = []
         self.digest: str | None = None
         self.tau: float | None = None
         self._vecs: dict[int, np.ndarray] = {}
-        self._search = None
-        self._stamp: tuple | None = None
+        self._search: CorpusSearch | None = None
+        self._stamp: tuple[int, int | None] | None = None
 
     # -- the chunk set and its units -------------------------------------------------------------
     def _digest(self, ids: list[int]) -> str:
@@ -59,33 +65,30 @@ class CorpusUnits:
     def refresh(self) -> list[Unit]:
         """The units of the chunks stored now: loaded from the store when this chunk set's are there, else
         mined and stored (same transaction as the caller's, when it has one)."""
-        from zpd.store.corpus import chunks
-        from zpd.store.db import get_meta, set_meta
-
-        stamp = tuple(self.db.execute("SELECT count(*), max(id) FROM corpus_chunks").fetchone())
+        stamp = self.store.corpus_stamp()
         if stamp == self._stamp and self.digest is not None:  # chunks are only ever added: nothing new
             return self.units
-        rows = chunks(self.db)
+        rows = self.store.corpus_chunks()
         digest = self._digest([r["id"] for r in rows])
         self._stamp = stamp
         if digest == self.digest:
             return self.units
         self.rows, self._search = {r["id"]: r for r in rows}, None
-        raw = get_meta(self.db, units_key(digest))
+        raw = self.store.get_meta(units_key(digest))
         if raw is not None:
             stored = json.loads(raw)
         else:
             stored = self._mine(rows)
             stored["digest"] = digest
-            with self.db.atomic():
-                set_meta(self.db, units_key(digest), json.dumps(stored, sort_keys=True))
+            with self.store.atomic():
+                self.store.set_meta(units_key(digest), json.dumps(stored, sort_keys=True))
             log.info("composite units", extra={k: v for k, v in stored.items() if k != "units"}
                      | {"num_units": len(stored["units"])})
-        self.units = [tuple(u) for u in stored["units"]]
+        self.units = [(a, b, c) for a, b, c in stored["units"]]
         self.tau, self.digest = stored["tau"], digest
         return self.units
 
-    def _mine(self, rows: list[dict]) -> dict:
+    def _mine(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         vecs = self.vectors([r["id"] for r in rows])
         sims, idx = unit_mining.neighbours(vecs, self.cfg.knn)
         cal = unit_mining.calibrate_tau(sims, self.cfg.tau_quantile)
@@ -97,7 +100,7 @@ class CorpusUnits:
                 "units": [sorted((ids[a], ids[b], ids[c])) for a, b, c in found]}
 
     # -- embeddings and retrieval ----------------------------------------------------------------
-    def embedder(self):
+    def embedder(self) -> Embedder:
         return self._load()
 
     def vectors(self, ids: list[int]) -> np.ndarray:
@@ -108,9 +111,8 @@ class CorpusUnits:
         return np.stack([self._vecs[i] for i in ids]) if ids else np.zeros((0, 0), np.float32)
 
     def search(self, query: str, k: int, exclude: set[int]) -> list[int]:
-        """The ids of the ``k`` chunks most similar to ``query`` outside ``exclude`` (the paper's "search")."""
-        from zpd.loop.tools.retrieval import CorpusSearch
-
+        """The ids of the ``k`` chunks most similar to ``query`` outside ``exclude`` (the paper's
+        "search")."""
         self.refresh()
         if self._search is None:
             rows = [self.rows[i] for i in sorted(self.rows)]
@@ -123,7 +125,7 @@ class CorpusUnits:
         self._ensure(ids)
         return [self.rows[i]["text"] for i in ids]
 
-    def provenance(self, ids: list[int]) -> list[list]:
+    def provenance(self, ids: list[int]) -> list[list[object]]:
         """[chunk id, source file, JSONL record, start_char, end_char] per chunk (from ``corpus_chunks``)."""
         self._ensure(ids)
         return [[i, self.rows[i]["source"], self.rows[i]["record"], self.rows[i]["start_char"],
@@ -139,13 +141,9 @@ class CorpusUnits:
 
     # -- the eval set's held-out units -----------------------------------------------------------
     def held_out(self) -> set[Unit]:
-        from zpd.store.db import get_meta
-
-        raw = get_meta(self.db, EVAL_KEY)
-        return set() if raw is None else {tuple(u) for u in json.loads(raw)}
+        raw = self.store.get_meta(EVAL_KEY)
+        return set() if raw is None else {(a, b, c) for a, b, c in json.loads(raw)}
 
     def hold_out(self, held: list[Unit]) -> None:
-        from zpd.store.db import set_meta
-
-        with self.db.atomic():
-            set_meta(self.db, EVAL_KEY, json.dumps([list(u) for u in held]))
+        with self.store.atomic():
+            self.store.set_meta(EVAL_KEY, json.dumps([list(u) for u in held]))

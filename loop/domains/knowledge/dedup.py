@@ -17,10 +17,13 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from ..services import Embedder
+
 
 class PromptIndex:
-    def __init__(self, load: Callable[[], object], threshold: float) -> None:
-        self._load, self._embedder = load, None
+    def __init__(self, load: Callable[[], Embedder], threshold: float) -> None:
+        self._load: Callable[[], Embedder] = load
+        self._embedder: Embedder | None = None
         self.threshold = threshold
         self._cache: dict[str, np.ndarray] = {}
         self._prompts: list[str] = []
@@ -58,7 +61,8 @@ class PromptIndex:
         return (None, -1.0) if not np.isfinite(sims[i]) else (self._prompts[i], float(sims[i]))
 
     def admit(self, prompt: str, exclude: str | None = None) -> bool:
-        """Keep ``prompt`` (and index it) unless a near-duplicate is indexed; ``exclude``: its parent's prompt."""
+        """Keep ``prompt`` (and index it) unless a near-duplicate is indexed; ``exclude``: its parent's
+        prompt."""
         _, sim = self.nearest(prompt, exclude)
         if sim >= self.threshold:
             self.rejected += 1

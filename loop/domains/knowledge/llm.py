@@ -14,7 +14,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-OPERATORS = ("knowledge-expansion", "conceptual-abstraction", "factual-grounding", "computational-formulation")
+OPERATORS = ("knowledge-expansion", "conceptual-abstraction", "factual-grounding",
+             "computational-formulation")
 PROMPTS = Path(__file__).resolve().parents[3] / "trainer" / "prompts"
 _OBJECT = re.compile(r"\{.*\}", re.S)
 
@@ -42,7 +43,8 @@ def parse_reply(text: str) -> dict | None:
 class TeacherQuestions:
     def __init__(self, complete: Callable[[str], str], max_retries: int = 2, prompts: Path = PROMPTS) -> None:
         self.complete, self.max_retries = complete, max_retries
-        self.seed_prompt, self.escalate_prompt = load_prompt("seed", prompts), load_prompt("escalate", prompts)
+        self.seed_prompt = load_prompt("seed", prompts)
+        self.escalate_prompt = load_prompt("escalate", prompts)
         self.dropped = 0
 
     def _ask(self, prompt: str) -> dict | None:

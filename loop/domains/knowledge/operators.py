@@ -11,7 +11,7 @@ operator adds one step of difficulty (one more fact to find or one more thing to
   entity (``Tal's mentor's birth year?``): the answer is a datum to look up and quote, not a name;
 * **computational formulation**: arithmetic over the numbers of two entities of the chain (``Tal's birth
   year minus Tal's employer's founding year?``); the answer is computed by running generated Python
-  code (``code``) in the sandbox (``loop/tools/sandbox.py``), by the domain, not by the solver.
+  code (``code``) in the sandbox (``loop/domains/sandbox.py``), by the domain, not by the solver.
 
 ``applicable`` says which operators can still apply (a question that ends in a number takes no more hops;
 one abstraction per question); ``simplify`` undoes the most recent kind of step.
@@ -20,11 +20,14 @@ one abstraction per question); ``simplify`` undoes the most recent kind of step.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .world import World
 
-OPERATORS = ("knowledge-expansion", "conceptual-abstraction", "factual-grounding", "computational-formulation")
+OPERATORS = ("knowledge-expansion", "conceptual-abstraction", "factual-grounding",
+             "computational-formulation")
 _WORDS = {"+": "plus", "-": "minus"}
 
 
@@ -57,13 +60,15 @@ class Spec:
             out += f"|calc:{self.calc[0]}{self.calc[2]}{self.calc[1]}"
         return out
 
-    def to_meta(self) -> dict:
-        return {"start": self.start, "relations": list(self.relations), "whose": list(self.whose) if self.whose else None,
-                "number": self.number, "calc": list(self.calc) if self.calc else None, "steps": self.steps}
+    def to_meta(self) -> dict[str, object]:
+        return {"start": self.start, "relations": list(self.relations),
+                "whose": list(self.whose) if self.whose else None, "number": self.number,
+                "calc": list(self.calc) if self.calc else None, "steps": self.steps}
 
     @classmethod
-    def from_meta(cls, meta: dict) -> Spec:
-        return cls(meta["start"], tuple(meta["relations"]), tuple(meta["whose"]) if meta.get("whose") else None,
+    def from_meta(cls, meta: dict[str, Any]) -> Spec:
+        whose = tuple(meta["whose"]) if meta.get("whose") else None
+        return cls(meta["start"], tuple(meta["relations"]), whose,
                    bool(meta.get("number")), tuple(meta["calc"]) if meta.get("calc") else None,
                    int(meta.get("steps", 0)))
 
@@ -106,7 +111,7 @@ def code(world: World, spec: Spec) -> str:
             f"# {world.number_fact(ents[b])}\nb = {world.numbers[ents[b]]}\nprint(a {op} b)\n")
 
 
-def applicable(world: World, spec: Spec, max_difficulty: int, allowed: tuple[str, ...] | list[str],
+def applicable(world: World, spec: Spec, max_difficulty: int, allowed: Sequence[str],
                can_compute: bool) -> list[str]:
     if spec.difficulty + 1 > max_difficulty:
         return []

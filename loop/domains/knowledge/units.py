@@ -61,10 +61,12 @@ def calibrate_tau(sims: np.ndarray, quantile: float) -> TauCalibration:
     pct = lambda a, q: float(np.percentile(a, q)) if a.size else float("nan")  # noqa: E731
     stats = {f"knn_p{q}": pct(flat, q) for q in (10, 50, 90, 99)}
     stats |= {f"nn1_p{q}": pct(first, q) for q in (10, 50, 90)}
-    return TauCalibration(float(np.quantile(flat, quantile)) if flat.size else 1.0, quantile, len(sims), stats)
+    tau = float(np.quantile(flat, quantile)) if flat.size else 1.0
+    return TauCalibration(tau, quantile, len(sims), stats)
 
 
-def composite_units(vecs: np.ndarray, sims: np.ndarray, idx: np.ndarray, tau: float) -> list[tuple[int, int, int]]:
+def composite_units(vecs: np.ndarray, sims: np.ndarray, idx: np.ndarray,
+                    tau: float) -> list[tuple[int, int, int]]:
     """Sorted unique triplets whose three pairwise cosines all exceed ``tau`` (Algorithm 1, Stage I)."""
     out: set[tuple[int, int, int]] = set()
     for i in range(len(idx)):
@@ -73,7 +75,8 @@ def composite_units(vecs: np.ndarray, sims: np.ndarray, idx: np.ndarray, tau: fl
             for b in range(a + 1, len(near)):
                 j, m = near[a], near[b]
                 if float(vecs[j] @ vecs[m]) > tau:
-                    out.add(tuple(sorted((i, j, m))))
+                    lo, mid, hi = sorted((i, j, m))
+                    out.add((lo, mid, hi))
     return sorted(out)
 
 

@@ -3,9 +3,9 @@
 The offline generator's corpus. Entities (people, organisations, cities, countries) get short
 made-up names, so a char-level learner cannot know anything about them before training, and every
 fact is one short sentence ``"<subject>'s <relation> is <object>."``; every entity also has one
-number (``ATTRIBUTES``: a person's birth year, a city's population, ...) stated the same way. A multi-hop question follows a
-chain of relations from a start entity, written left to right in the order it is resolved
-(``"Tal's mentor's birthplace?"``), and its answer is the entity at the end of the chain.
+number (``ATTRIBUTES``: a person's birth year, a city's population, ...) stated the same way. A
+multi-hop question follows a chain of relations from a start entity, written left to right in the
+order it is resolved (``"Tal's mentor's birthplace?"``), and its answer is the entity at the end of the chain.
 
 Retrieval (``World.search``) is lexical: a passage scores by the unigrams and adjacent word pairs
 it shares with the query, so ``"Tal's mentor"`` finds ``"Tal's mentor is Rok."`` first, ahead of
@@ -65,7 +65,8 @@ class Fact:
 class World:
     """Entities and facts for ``seed`` and the four population sizes."""
 
-    def __init__(self, seed: int, num_people: int, num_orgs: int, num_cities: int, num_countries: int) -> None:
+    def __init__(self, seed: int, num_people: int, num_orgs: int, num_cities: int,
+                 num_countries: int) -> None:
         rng = random.Random(f"knowledge-world:{seed}")
         sizes = {"person": num_people, "org": num_orgs, "city": num_cities, "country": num_countries}
         names: set[str] = set()
@@ -94,7 +95,8 @@ class World:
     def _name(rng: random.Random, taken: set[str]) -> str:
         while True:
             syllables = rng.choice([1, 2, 2])
-            name = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)) + rng.choice(_CODAS)
+            stem = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables))
+            name = stem + rng.choice(_CODAS)
             name = name.capitalize()
             if len(name) >= 3 and name not in taken:
                 taken.add(name)

@@ -1,7 +1,8 @@
 """Retrieval over the ingested corpus (the paper's "search" tool): dense, by the configured embedder.
 
-``CorpusSearch.from_store(db, embedder)`` embeds every chunk of ``corpus_chunks`` once; ``search(query, k)``
-returns the k most similar chunks with their provenance (source, record, character span) and cosine.
+``CorpusSearch.from_rows(chunks, embedder)`` embeds every chunk (``corpus_chunks``'s rows) once;
+``search(query, k)`` returns the k most similar chunks with their provenance (source, record, character
+span) and cosine.
 Exact numpy search up to ``units.ANN_THRESHOLD`` chunks, a faiss HNSW index beyond (see units.py for why).
 The synthetic world has its own lexical search (``World.search``): its facts are templated sentences that
 an embedder barely tells apart.
@@ -14,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from zpd.loop.domains.knowledge.units import ANN_THRESHOLD
-from zpd.store.corpus import chunks
+from ..services import Embedder
+from .units import ANN_THRESHOLD
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +31,9 @@ class Hit:
 
 
 class CorpusSearch:
-    def __init__(self, rows: list[dict], vecs: np.ndarray, embedder: Any) -> None:
+    def __init__(self, rows: list[dict[str, Any]], vecs: np.ndarray, embedder: Embedder) -> None:
         self.rows, self.vecs, self.embedder = rows, vecs, embedder
-        self._index = None
+        self._index: Any = None  # a faiss index past ANN_THRESHOLD chunks
         if len(rows) > ANN_THRESHOLD:
             import faiss
 
@@ -40,8 +41,8 @@ class CorpusSearch:
             self._index.add(np.ascontiguousarray(vecs, dtype=np.float32))
 
     @classmethod
-    def from_store(cls, db: Any, embedder: Any) -> CorpusSearch:
-        rows = chunks(db)
+    def from_rows(cls, rows: list[dict[str, Any]], embedder: Embedder) -> CorpusSearch:
+        """A search over ``rows`` (``store.corpus.chunks``'s), each embedded once."""
         return cls(rows, embedder.encode([r["text"] for r in rows]), embedder)
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
@@ -56,5 +57,6 @@ class CorpusSearch:
             s = self.vecs @ q
             top = np.argsort(-s)[:k]
             pairs = [(int(i), float(s[i])) for i in top]
-        return [Hit(self.rows[i]["id"], self.rows[i]["source"], self.rows[i]["record"], self.rows[i]["start_char"],
+        return [Hit(self.rows[i]["id"], self.rows[i]["source"], self.rows[i]["record"],
+                    self.rows[i]["start_char"],
                     self.rows[i]["end_char"], self.rows[i]["text"], score) for i, score in pairs if i >= 0]

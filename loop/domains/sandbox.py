@@ -39,6 +39,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from zpd.configs.schema import SandboxConfig
+
 UID_SLOTS = 64
 _NEXT_SLOT = itertools.count()
 
@@ -60,8 +62,9 @@ class SandboxLimits:
     """All files it writes together (RLIMIT_FSIZE caps each one, not their sum)."""
 
     @classmethod
-    def from_config(cls, cfg) -> SandboxLimits:  # cfg: zpd.configs.schema.SandboxConfig
-        return cls(wall_seconds=cfg.wall_seconds, memory_bytes=cfg.memory_bytes, max_processes=cfg.max_processes,
+    def from_config(cls, cfg: SandboxConfig) -> SandboxLimits:
+        return cls(wall_seconds=cfg.wall_seconds, memory_bytes=cfg.memory_bytes,
+                   max_processes=cfg.max_processes,
                    max_output_bytes=cfg.max_output_bytes, max_total_bytes=16 * cfg.max_output_bytes)
 
 
@@ -88,7 +91,8 @@ def isolation_available() -> str | None:
     if exe is None:
         return None
     probe = subprocess.run([exe, "--unshare-all", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
-                            "--symlink", "usr/lib64", "/lib64", "/usr/bin/true"], capture_output=True, timeout=30)
+                            "--symlink", "usr/lib64", "/lib64", "/usr/bin/true"],
+                           capture_output=True, timeout=30)
     return "bwrap" if probe.returncode == 0 else None
 
 
@@ -101,8 +105,10 @@ def _bwrap_argv(python: str, extra_ro: list[str], total_bytes: int) -> list[str]
     half = str(max(total_bytes // 2, 4096))
     argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
             "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-            "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--size", half, "--tmpfs", "/tmp",
-            "--size", half, "--perms", "0777", "--tmpfs", "/sandbox", "--ro-bind", "{dir}/main.py", "/sandbox/main.py",
+            "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
+            "--size", half, "--tmpfs", "/tmp",
+            "--size", half, "--perms", "0777", "--tmpfs", "/sandbox",
+            "--ro-bind", "{dir}/main.py", "/sandbox/main.py",
             "--chdir", "/sandbox", "--clearenv",
             "--setenv", "HOME", "/sandbox", "--setenv", "PATH", "/usr/bin"]
     real = os.path.realpath(python)
@@ -122,9 +128,10 @@ def _tree_bytes(root: Path) -> int:
     return total
 
 
-def _wait_watching(proc: subprocess.Popen, stdin: str, limits: SandboxLimits, box: Path) -> None:
+def _wait_watching(proc: subprocess.Popen[bytes], stdin: str, limits: SandboxLimits, box: Path) -> None:
     """Unsandboxed: wait for the run, measuring its directory every 50 ms; past ``max_total_bytes`` the
     group is killed (it then fails like any crashed program). Raises TimeoutExpired at the wall limit."""
+    assert proc.stdin is not None  # started with stdin=PIPE
     try:
         proc.stdin.write(stdin.encode())
         proc.stdin.close()
