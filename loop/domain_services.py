@@ -14,10 +14,8 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict
 from typing import Any
 
-from sqlite_utils import Database
-
 from zpd.store.corpus import chunk_stamp, chunks
-from zpd.store.db import get_meta, set_meta
+from zpd.store.db import Database, get_meta, set_meta
 from zpd.store.replies import ReplyLog
 from zpd.store.rounds import work_dir
 from zpd.trainer.embed import load_embedder

@@ -10,7 +10,7 @@ import pytest
 
 from zpd.configs.load import load_config, to_json
 from zpd.loop.context import RunContext
-from zpd.loop.domains.base import build_domains
+from zpd.loop.domains.registry import build_domains
 from zpd.store import ledger_rounds
 from zpd.store.db import open_store
 

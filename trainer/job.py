@@ -105,7 +105,7 @@ def _grpo_reward(rows: list[dict]) -> Callable[[int, str], float]:
     """reward(i, text): 1.0 when the row's domain grades ``text`` correct, else 0.0.
 
     Rows carry their task (``task_json``); it is graded by its domain's own grader
-    (``zpd.loop.domains.base.grader_for``), so a worked answer ("...>125") or a dataset item's
+    (``zpd.loop.domains.registry.grader_for``), so a worked answer ("...>125") or a dataset item's
     numeric tolerance is judged exactly as calibration judged it."""
     from zpd.loop.domains.base import Task
     from zpd.loop.domains.registry import grader_for

@@ -5,7 +5,7 @@ it imports zpd absolutely: zpd must be installed wherever verl's reward workers 
 placement zpd ships a copy of this file to ``storage.shared_dir``, so the path is the same on every
 node wherever zpd is installed there). Each row carries its task in ``extra_info["task_json"]`` (the
 ``Task`` fields, as the embedded GRPO gets them); it is rebuilt and graded by its domain's own
-grader (``zpd.loop.domains.base.grader_for``: a dataset's grader and answer marker, math-verify
+grader (``zpd.loop.domains.registry.grader_for``: a dataset's grader and answer marker, math-verify
 included, come from the task's ``meta``), so verl's reward is the one calibration used. A row
 without ``task_json`` is graded by its domain (``extra_info["domain"]``, else ``data_source`` =
 ``zpd/<domain>``) with a task rebuilt from prompt and answer, and by exact match for an unknown
