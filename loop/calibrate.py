@@ -140,6 +140,8 @@ def _exam_room(ctx: RunContext, round_n: int, domain: str) -> int:
 
 def run(ctx: RunContext, round_n: int) -> None:
     cal, cur, teacher = ctx.cfg.calibration, ctx.cfg.curriculum, ctx.cfg.teacher
+    if teacher is not None and all(getattr(d, "teacher_hints", False) for d in ctx.domains.values()):
+        teacher = None  # the teacher wrote the tasks' guidance (hints): the learner makes the guided attempts
     policy = curriculum.build_policy(ctx.cfg)
     learner_round = ctx.round_row(round_n)["parent_learner_round"]
     learner_ref = str(learner_round)

@@ -25,6 +25,7 @@ than half of the check items get a guidance has no offline guidance, and is left
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -54,6 +55,12 @@ class Family:
         self.min_difficulty, self.max_difficulty = float(levels[0]), float(levels[-1])
         self.eval_budget = eval_budget
         self.grader_name = f"reasoning-gym:{family}"
+        self._ctx: Any = None
+        self._held_out: set[str] | None = None
+
+    teacher_hints = False
+    """Whether the teacher writes the guidance of new candidates (``teacher_guidance = "hint"``, set by
+    ``attach``): CALIBRATE then has the learner make the guided attempts, reading the teacher's hint."""
 
     # -- items -> tasks -------------------------------------------------------------------------
     def _level(self, difficulty: float, rng: random.Random) -> int:
@@ -112,7 +119,42 @@ class Family:
 
     # -- the Domain interface -------------------------------------------------------------------
     def make_task(self, difficulty: float, rng: random.Random) -> Task:
-        return self.task_at(self._level(difficulty, rng), rng.getrandbits(32))
+        for _ in range(64):  # a candidate is never a held-out test item (eval_split = "validation")
+            level, seed = self._level(difficulty, rng), rng.getrandbits(32)
+            task = self.task_at(level, seed)
+            if task.content_hash not in self.held_out():
+                break
+        # Hints from round 1 on: round 0's bootstrap set (made with this hook too) keeps offline guidance.
+        if self.teacher_hints and self._ctx.current_learner_round() is not None:
+            meta = {"rg": {**task.meta["rg"], "guidance_by": f"teacher:{self._ctx.cfg.teacher.model}"}}
+            task = dataclasses.replace(task, guidance=self.hint(task, seed), meta=meta)
+        return task
+
+    # -- the teacher's hints (teacher_guidance = "hint") --------------------------------------------
+    def attach(self, ctx: Any) -> None:
+        """The run context, from the daemon once it is built. Under ``teacher_guidance = "hint"`` with a
+        [teacher] the teacher writes the hints; only when every domain is a family (CALIBRATE has one guided
+        role per run: with other domains the teacher makes the guided attempts, and no hint is asked)."""
+        if self.cfg.teacher_guidance != "hint":
+            return
+        others = sorted(n for n in ctx.domains if not n.startswith(PREFIX))
+        if ctx.cfg.teacher is None or others:
+            why = "no [teacher]" if ctx.cfg.teacher is None else f"other domains enabled: {others}"
+            logging.getLogger("zpd").warning("reasoning-gym teacher hints not used (the offline guidance is)",
+                                             extra={"family": self.family, "reason": why})
+            return
+        self._ctx, self.teacher_hints = ctx, True
+
+    def hint(self, task: Task, seed: int) -> str:
+        """The teacher's hint for ``task`` (one sample at the teacher's temperature, with ``seed``); '' when
+        it failed or contains the answer string (a hint must not give the answer away)."""
+        ctx, teacher = self._ctx, self._ctx.cfg.teacher
+        prompt = self.cfg.hint_prompt.replace("{question}", g.meta_of(task)["entry"]["question"])
+        temperature = ctx.cfg.calibration.temperature if teacher.temperature is None else teacher.temperature
+        out = ctx.teacher_generator().generate([prompt], n=1, temperature=temperature,
+                                               max_tokens=self.cfg.hint_max_tokens, seed=seed)[0][0]
+        text = out.text.strip()
+        return "" if out.finish_reason == "error" or task.answer in text else text
 
     def escalate(self, task: Task, rng: random.Random) -> Task:
         return self.make_task(task.difficulty + 1.0, rng)
@@ -143,7 +185,28 @@ class Family:
         return sorted({self.levels[round(i * step)] for i in range(self.eval_budget)})
 
     def eval_items(self) -> list[Task]:
-        """The frozen eval set: per level, items from seeds of ``eval_seed`` (the same in every run)."""
+        """The frozen eval set MEASURE reads: the validation and test items (``eval_split = "all"``), or the
+        validation items only (the test items are then held out: ``test_items``)."""
+        items = self.frozen_items()
+        if self.cfg.eval_split == "all":
+            return items
+        return [t for t in items if t.meta["rg"]["split"] != "test"]
+
+    def test_items(self) -> list[Task]:
+        """The frozen test items (tagged ``test``)."""
+        return [t for t in self.frozen_items() if t.meta["rg"]["split"] == "test"]
+
+    def held_out(self) -> set[str]:
+        """Content hashes no candidate may have: the test items when MEASURE does not read them (the store's
+        dedup keeps the stored eval items out of training; held-out ones are not in the store)."""
+        if self._held_out is None:
+            held = self.test_items() if self.cfg.eval_split == "validation" else []
+            self._held_out = {t.content_hash for t in held}
+        return self._held_out
+
+    def frozen_items(self) -> list[Task]:
+        """The frozen eval set: per level, items from seeds of ``eval_seed`` (the same in every run), the
+        first ``validation_ratio`` of each level tagged ``validation``, the others ``test``."""
         levels = self._eval_levels()
         per_level = max(1, min(self.cfg.eval_per_level, self.eval_budget // len(levels)))
         num_val = round(per_level * self.cfg.validation_ratio)
@@ -153,7 +216,8 @@ class Family:
 
     def offline_guidance_ratio(self) -> float:
         """Share of the check's items (fixed seeds) that get a clean offline guidance."""
-        seeds = [_seed(self.cfg.eval_seed, "rg-guidance", self.family, i) for i in range(self.cfg.check_items)]
+        seeds = [_seed(self.cfg.eval_seed, "rg-guidance", self.family, i)
+                 for i in range(self.cfg.check_items)]
         tasks = [self.task_at(self.levels[i % len(self.levels)], s) for i, s in enumerate(seeds)]
         return sum(1 for t in tasks if t.guidance) / len(tasks)
 
@@ -177,8 +241,8 @@ def build_families(cfg: Any) -> tuple[dict[str, Family], dict[str, str]]:
     left_out: dict[str, str] = {}
     for name in names:
         result = g.check_family(name, num_items=cfg.check_items, seed=_seed(cfg.eval_seed, "rg-check", name),
-                                threshold=cfg.pass_threshold, range_mode=cfg.range_mode, max_level=cfg.max_level,
-                                response=cfg.response)
+                                threshold=cfg.pass_threshold, range_mode=cfg.range_mode,
+                                max_level=cfg.max_level, response=cfg.response)
         if not result.ok:
             left_out[name] = f"grading check: {result.reason}"
             continue
