@@ -95,13 +95,15 @@ def test_families_failing_the_grading_check_are_left_out():
     assert "garbage" in left_out["game_of_life_halting"]  # "zzz" scores 1.0 there
 
 
-def test_unknown_family_is_one_config_error():
+def test_unknown_family_group_or_hint_prompt_is_one_clear_error():
     from zpd.configs.load import ConfigError
 
     with pytest.raises(ConfigError, match="domains.reasoning_gym.families: no family 'no_such'"):
         build_families(_cfg(families=["no_such"]))
     with pytest.raises(ValueError, match="no family group"):
         ReasoningGymConfig(families="nope")
+    with pytest.raises(ValueError, match="must contain"):
+        ReasoningGymConfig(hint_prompt="no placeholder")
 
 
 def test_escalation_and_simplification_move_the_level():
@@ -312,12 +314,6 @@ def test_the_eval_cap_holds_with_many_families_and_the_split_ratio():
     assert splits.count("validation") <= splits.count("test")
 
 
-def test_hint_prompt_needs_the_question():
-    with pytest.raises(ValueError, match="must contain"):
-        ReasoningGymConfig(hint_prompt="no placeholder")
-    assert ReasoningGymConfig().teacher_guidance == "attempt"
-
-
 # -- guidance with a [teacher]: its attempt, or its hint to the learner --------------------------------
 def _teacher_model(path: Path) -> Path:
     """A real local model as the teacher (random init: its hints are nonsense, but real model output)."""
@@ -389,3 +385,14 @@ def test_eval_split_validation_holds_the_test_items_out_of_measure_and_of_the_ca
     drawn_whole = [whole.make_task(0.0, random.Random(i)).content_hash for i in range(300)]
     drawn_held = [held.make_task(0.0, random.Random(i)).content_hash for i in range(300)]
     assert set(drawn_whole) & test and not set(drawn_held) & test
+
+
+def test_the_example_config_loads_and_its_families_pass_the_checks():
+    from harness import ROOT
+
+    from zpd.configs.load import load_config
+
+    cfg = load_config(ROOT / "configs" / "reasoning-gym.toml").domains.reasoning_gym
+    families, left_out = build_families(cfg)
+    assert cfg.enabled and not left_out and len(families) == len(cfg.family_names() or [])
+    assert sum(len(f.eval_items()) for f in families.values()) <= cfg.max_eval_items

@@ -34,7 +34,7 @@ import re
 from typing import Any
 
 from . import rg_grading as g
-from .base import Task, register
+from .base import Domain, Task, register
 
 PREFIX = "rg:"
 # Metadata fields that hold worked steps towards the answer (reasoning-gym 0.1.25).
@@ -74,7 +74,7 @@ class Family:
         return str(value).strip() if value not in (None, "") else ""
 
     def _demos(self, level: int, seed: int, entry: dict[str, Any]) -> str:
-        answer, out = str(entry["answer"]), []
+        answer, out = str(entry["answer"]), list[str]()
         for j in range(self.cfg.num_demos * 4):
             if len(out) == self.cfg.num_demos:
                 break
@@ -255,7 +255,7 @@ def build_families(cfg: Any) -> tuple[dict[str, Family], dict[str, str]]:
 
 
 @register("reasoning_gym", prefix="rg")
-def _make(cfg: Any) -> dict[str, Family]:
+def _make(cfg: Any) -> dict[str, Domain]:
     from zpd.configs.load import ConfigError
 
     families, left_out = build_families(cfg)
@@ -266,7 +266,7 @@ def _make(cfg: Any) -> dict[str, Family]:
         raise ConfigError("domains.reasoning_gym.families: every family was left out "
                           f"({'; '.join(f'{k}: {v}' for k, v in left_out.items())[:300]})")
     log.info("reasoning-gym families", extra={"families": sorted(families), "version": g.library_version()})
-    return families
+    return dict[str, Domain](families)
 
 
 # Config-independent grading (zpd.loop.domains.base.grader_for): everything is in the task's meta.
