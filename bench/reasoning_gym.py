@@ -39,7 +39,8 @@ def _child(families: list[str], response: str, items: int) -> None:
         print(json.dumps({"start": name}), file=out, flush=True)
         t0 = time.monotonic()
         res = g.check_family(name, num_items=items, seed=_seed(cfg.eval_seed, "rg-check", name),
-                             threshold=cfg.pass_threshold, range_mode=cfg.range_mode, max_level=None, response=response)
+                             threshold=cfg.pass_threshold, range_mode=cfg.range_mode, max_level=None,
+                             response=response)
         ratio = None
         if res.ok:
             try:
@@ -48,11 +49,13 @@ def _child(families: list[str], response: str, items: int) -> None:
             except Exception as exc:  # noqa: BLE001  (recorded, not fatal to the bench)
                 ratio = f"{type(exc).__name__}"
         print(json.dumps({"family": name, "ok": res.ok, "reason": res.reason, "levels": len(res.levels),
-                          "guidance_ratio": ratio, "seconds": round(time.monotonic() - t0, 2)}), file=out, flush=True)
+                          "guidance_ratio": ratio, "seconds": round(time.monotonic() - t0, 2)}),
+              file=out, flush=True)
 
 
 def _failed(family: str, reason: str, seconds: float) -> dict:
-    return {"family": family, "ok": False, "reason": reason, "levels": 0, "guidance_ratio": None, "seconds": seconds}
+    return {"family": family, "ok": False, "reason": reason, "levels": 0, "guidance_ratio": None,
+            "seconds": seconds}
 
 
 def run_all(families: list[str], response: str, items: int, timeout: float) -> list[dict]:
@@ -62,8 +65,9 @@ def run_all(families: list[str], response: str, items: int, timeout: float) -> l
     results: list[dict] = []
     todo = list(families)
     while todo:
-        proc = subprocess.Popen([sys.executable, __file__, "--child", "--response", response, "--items", str(items),
-                                 "--families", *todo], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, __file__, "--child", "--response", response,
+                                 "--items", str(items), "--families", *todo],
+                                stdout=subprocess.PIPE, text=True)
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         current, started = None, time.monotonic()
@@ -119,8 +123,9 @@ def main() -> None:
     results = run_all(families, args.response, args.items, args.timeout)
     ok = [r for r in results if r["ok"]]
     guided = [r for r in ok if isinstance(r["guidance_ratio"], float) and r["guidance_ratio"] >= 0.5]
-    print(f"\nreasoning-gym {version('reasoning-gym')}, response {args.response}: {len(results)} families checked "
-          f"in {time.monotonic() - t0:.0f} s; {len(ok)} pass the grading check, {len(results) - len(ok)} left out; "
+    print(f"\nreasoning-gym {version('reasoning-gym')}, response {args.response}: {len(results)} families "
+          f"checked in {time.monotonic() - t0:.0f} s; {len(ok)} pass the grading check, "
+          f"{len(results) - len(ok)} left out; "
           f"{len(guided)} of the passing have offline guidance (>= half the items)")
     if args.json:
         args.json.write_text(json.dumps({"version": version("reasoning-gym"), "response": args.response,

@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # Named groups ``families`` may give instead of a list. "all" is every family reasoning-gym registers
 # (resolved when the domain is built); the others are fixed lists.
 GROUPS: dict[str, list[str]] = {
-    # Short questions with short numeric answers: what the embedded char-level learner can read
-    # (measured: bench/results/reasoning-gym.md).
-    "tiny": ["basic_arithmetic", "chain_sum", "simple_equations"],
+    # Short questions with short answers: the embedded char-level learner passes some items of the first two
+    # at level 0 (its answer priors), and of none of the others measured (bench/results/reasoning-gym.md).
+    "tiny": ["letter_counting", "count_bits", "basic_arithmetic"],
     "arithmetic": ["basic_arithmetic", "chain_sum", "decimal_chain_sum", "products", "gcd", "lcm",
                    "simple_equations", "count_bits", "leg_counting", "fraction_simplification"],
     "all": [],
@@ -66,6 +66,20 @@ class ReasoningGymConfig(BaseModel):
     """A family with no offline guidance makes no ZPD claim without a [teacher]: ``drop`` leaves it out
     (logged), ``keep`` keeps it (set this when a [teacher] makes the guided attempts)."""
 
+    teacher_guidance: Literal["attempt", "hint"] = "attempt"
+    """With a [teacher]: ``attempt``, the teacher makes the guided attempts (the paper's MKO); ``hint``, the
+    teacher writes a hint for each candidate once round 0 is committed (``hint_prompt``; stored as the
+    task's guidance, dropped when it contains the answer string) and the learner makes the guided attempts
+    with it. Hints need every enabled domain to be reasoning-gym families (else the teacher attempts)."""
+
+    hint_prompt: str = Field(
+        "Give a short hint for solving this problem. Do not state the final answer.\n\n{question}",
+        max_length=4000)
+    """The teacher's hint request under ``teacher_guidance = "hint"``; ``{question}``: the item's question."""
+
+    hint_max_tokens: int = Field(128, ge=1, le=100_000)
+    """Longest teacher hint, in tokens."""
+
     check_items: int = Field(20, ge=2, le=1000)
     """Items of the grading check: the reference answer must score 1.0, and a garbage string and another
     item's answer below ``pass_threshold``, on each; a family failing it is left out."""
@@ -83,6 +97,11 @@ class ReasoningGymConfig(BaseModel):
     validation_ratio: float = Field(0.5, ge=0, le=1)
     """Share of each level's eval items tagged ``validation`` (the rest ``test``) in the task meta."""
 
+    eval_split: Literal["all", "validation"] = "all"
+    """What MEASURE reads as the eval set: ``all`` (validation and test items, one set), or ``validation``
+    only: the test items are then held out of the run (never stored, measured or trained on: candidates
+    equal to one are drawn again), for a final report outside the loop (``Family.test_items``)."""
+
     @field_validator("families")
     @classmethod
     def _families(cls, v: list[str] | str) -> list[str] | str:
@@ -93,6 +112,13 @@ class ReasoningGymConfig(BaseModel):
                 raise ValueError("must name at least one family")
             if len(set(v)) != len(v):
                 raise ValueError("names a family twice")
+        return v
+
+    @field_validator("hint_prompt")
+    @classmethod
+    def _hint_prompt(cls, v: str) -> str:
+        if "{question}" not in v:
+            raise ValueError("must contain {question}")
         return v
 
     def family_names(self) -> list[str] | None:

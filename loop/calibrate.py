@@ -47,7 +47,7 @@ from zpd.store.stats import insert_attempts
 from . import curriculum, exam
 from .calibrate_samples import Samples, decided, sample, successes_needed
 from .context import RunContext, derive_seed, rng_for
-from .domains.base import NamesGrader, Scores, Task, capability
+from .domains.base import Domain, NamesGrader, Scores, Task, TeacherHints, capability
 from .logs import Progress
 from .train import PhaseFailed
 from .usage import TeacherBudget, add_usage, count_generated, record_failures
@@ -140,8 +140,15 @@ class _Routed:
     decided: int
 
 
+def _hinted(domain: Domain) -> bool:
+    hints = capability(domain, TeacherHints)
+    return hints is not None and hints.teacher_hints
+
+
 def _start_pass(ctx: RunContext, round_n: int) -> _Pass:
     cal, cur, teacher = ctx.cfg.calibration, ctx.cfg.curriculum, ctx.cfg.teacher
+    if teacher is not None and all(_hinted(d) for d in ctx.domains.values()):
+        teacher = None  # the teacher wrote the tasks' guidance (hints): the learner makes the guided attempts
     learner_round = ctx.round_row(round_n).parent_learner_round
     if learner_round is None:
         raise ValueError(f"round {round_n} has no parent learner: CALIBRATE runs in rounds after round 0")

@@ -26,7 +26,8 @@ from zpd.store import ledger_rounds, ledger_tasks
 from zpd.store import rounds as rounds_store
 from zpd.store.db import Database
 
-from .domains.base import Domain, Task
+from .domains.base import Task
+from .domains.prompting import Styled
 from .metrics import DaemonMetrics
 
 
@@ -63,7 +64,8 @@ class RunContext:
     state_dir: Path
     _cfg: ZpdConfig
     db: Database
-    domains: dict[str, Domain]
+    domains: dict[str, Styled]
+    """The run's domains, each seen through the prompt style (``domains.prompting.Styled``)."""
     metrics: DaemonMetrics
     log: logging.Logger
     stop: threading.Event = field(default_factory=threading.Event)

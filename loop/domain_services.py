@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict
 from typing import Any
 
+from zpd.configs.schema import ZpdConfig
 from zpd.store.corpus import chunk_stamp, chunks
 from zpd.store.db import Database, get_meta, set_meta
 from zpd.store.replies import ReplyLog
@@ -61,6 +62,12 @@ class DomainServices(StoreView):
 
     def current_round(self) -> int | None:
         return CONTEXT.round
+
+    def run_config(self) -> ZpdConfig:
+        return self.ctx.cfg
+
+    def domain_names(self) -> list[str]:
+        return list(self.ctx.domains)
 
     def load_embedder(self, name: str) -> Embedder:
         return load_embedder(name)

@@ -37,9 +37,9 @@ from zpd.trainer.verl.reward import compute_score  # noqa: E402
 # 20 families that pass the grading check with both response formats (bench/results/reasoning-gym.md).
 FAMILIES = [
     "basic_arithmetic", "chain_sum", "products", "simple_equations", "lcm", "leg_counting", "spell_backward",
-    "decimal_chain_sum", "count_primes", "fraction_simplification", "prime_factorization", "complex_arithmetic",
-    "letter_counting", "calendar_arithmetic", "count_bits", "caesar_cipher", "word_sorting",
-    "number_sorting", "base_conversion", "bitwise_arithmetic",
+    "decimal_chain_sum", "count_primes", "fraction_simplification", "prime_factorization",
+    "complex_arithmetic", "letter_counting", "calendar_arithmetic", "count_bits", "caesar_cipher",
+    "word_sorting", "number_sorting", "base_conversion", "bitwise_arithmetic",
 ]
 
 
@@ -62,11 +62,13 @@ def test_a_family_makes_graded_items_at_its_levels(family):
         assert task.prompt.startswith(task.meta["rg"]["entry"]["question"]) and task.answer
         assert fam.grade(task, fam.solution(task)) and fam.score(task, fam.solution(task)) == 1.0
         assert not fam.grade(task, "<answer>zzz</answer>") and not fam.grade(task, "no tags at all")
-        other = next(t for t in (fam.make_task(float(level), rng) for _ in range(20)) if t.answer != task.answer)
+        others = (fam.make_task(float(level), rng) for _ in range(20))
+        other = next(t for t in others if t.answer != task.answer)
         assert not fam.grade(task, fam.solution(other))  # another item's answer fails
         # The stored form grades alike wherever it is rebuilt (CALIBRATE, GRPO, verl's reward).
         rebuilt = Task(**json.loads(json.dumps(asdict(task))))
-        assert grader_for(task.domain)(rebuilt, fam.solution(task)) and not grader_for(task.domain)(rebuilt, "x")
+        grade = grader_for(task.domain)
+        assert grade(rebuilt, fam.solution(task)) and not grade(rebuilt, "x")
         # Offline guidance never contains the answer string.
         assert task.answer not in task.guidance
     for t in fam.eval_items():
@@ -94,13 +96,15 @@ def test_families_failing_the_grading_check_are_left_out():
     assert "garbage" in left_out["game_of_life_halting"]  # "zzz" scores 1.0 there
 
 
-def test_unknown_family_is_one_config_error():
+def test_unknown_family_group_or_hint_prompt_is_one_clear_error():
     from zpd.configs.load import ConfigError
 
     with pytest.raises(ConfigError, match="domains.reasoning_gym.families: no family 'no_such'"):
         build_families(_cfg(families=["no_such"]))
     with pytest.raises(ValueError, match="no family group"):
         ReasoningGymConfig(families="nope")
+    with pytest.raises(ValueError, match="must contain"):
+        ReasoningGymConfig(hint_prompt="no placeholder")
 
 
 def test_escalation_and_simplification_move_the_level():
@@ -129,7 +133,8 @@ def test_items_are_a_function_of_the_seed_and_the_eval_set_is_fixed():
 
 
 def test_the_eval_cap_bounds_the_total_over_families():
-    families, _ = build_families(_cfg(families=["basic_arithmetic", "chain_sum", "products"], max_eval_items=30))
+    names = ["basic_arithmetic", "chain_sum", "products"]
+    families, _ = build_families(_cfg(families=names, max_eval_items=30))
     sizes = {n: len(f.eval_items()) for n, f in families.items()}
     assert sum(sizes.values()) <= 30 and all(s > 0 for s in sizes.values())
 
@@ -158,8 +163,8 @@ def _round(db, round_n: int, fates: dict[str, list[str]]) -> None:
         for i, fate in enumerate(fs):
             t = Task(domain, 1.0, f"{domain} r{round_n} #{i}", "1", "", f"{domain}:{round_n}:{i}")
             db["tasks"].insert(dict(domain=domain, difficulty=1.0, prompt=t.prompt, answer="1", guidance="",
-                                    canonical=t.canonical, content_hash=t.content_hash, round=round_n, fate=fate,
-                                    fate_round=round_n))
+                                    canonical=t.canonical, content_hash=t.content_hash, round=round_n,
+                                    fate=fate, fate_round=round_n))
 
 
 def test_yield_allocation_follows_measured_yield_keeps_a_floor_and_recovers(tmp_path):
@@ -178,7 +183,8 @@ def test_yield_allocation_follows_measured_yield_keeps_a_floor_and_recovers(tmp_
     for r in (3, 4, 5):  # yields swap: b is now the productive family
         _round(db, r, {"rg:a": low, "rg:b": high, "rg:c": low})
     after = alloc.split(db, 6, names, 40)
-    assert after["rg:b"] > 2 * max(after["rg:a"], after["rg:c"]) and after["rg:a"] >= 10 and sum(after.values()) == 120
+    assert after["rg:b"] > 2 * max(after["rg:a"], after["rg:c"])
+    assert after["rg:a"] >= 10 and sum(after.values()) == 120
     assert alloc.split(db, 6, names, 40) == after  # derived from the store: the same on a rerun
 
 
@@ -234,7 +240,8 @@ progress = false
 
 def _tasks(state: Path) -> list[tuple]:
     conn = sqlite3.connect(state / "state.db")
-    return conn.execute("SELECT round, domain, content_hash, fate != 'eval' FROM tasks ORDER BY content_hash").fetchall()
+    return conn.execute("SELECT round, domain, content_hash, fate != 'eval' FROM tasks "
+                        "ORDER BY content_hash").fetchall()
 
 
 def test_three_families_commit_two_rounds_and_a_resume_makes_the_same_items(tmp_path):
@@ -243,7 +250,8 @@ def test_three_families_commit_two_rounds_and_a_resume_makes_the_same_items(tmp_
     resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
     for state, steps in ((resumed, ("1", "2")), (fresh, ("2",))):
         for rounds in steps:
-            out = run_zpd("start", "--config", str(config), "--state-dir", str(state), "--rounds", rounds, timeout=900)
+            out = run_zpd("start", "--config", str(config), "--state-dir", str(state), "--rounds", rounds,
+                          timeout=900)
             assert out.returncode == 0, out.stderr[-3000:]
     s = status(resumed)
     assert s["committed_rounds"] == 2
@@ -266,3 +274,126 @@ def test_three_families_commit_two_rounds_and_a_resume_makes_the_same_items(tmp_
     out = run_zpd("start", "--config", str(config), "--state-dir", str(resumed), "--rounds", "3",
                   "--set", 'domains.reasoning_gym.families=["chain_sum"]', timeout=300)
     assert out.returncode == 2 and "domains.reasoning_gym.families" in out.stderr
+
+
+# -- frozen validation and test sets ---------------------------------------------------------------------
+def test_frozen_sets_are_disjoint_fixed_over_the_levels_and_independent_of_the_run_seed():
+    cfg = _cfg(families=["chain_sum", "products"], max_level=2, eval_per_level=6, validation_ratio=0.5)
+    families, _ = build_families(cfg)
+    for fam in families.values():
+        items = fam.eval_items()
+        val = [t for t in items if t.meta["rg"]["split"] == "validation"]
+        test = [t for t in items if t.meta["rg"]["split"] == "test"]
+        assert len(val) == len(test) == 9 and len(items) == 18
+        # Disjoint (by content hash: what dedup and integrity compare), and each split spans every level.
+        assert not {t.content_hash for t in val} & {t.content_hash for t in test}
+        assert len({t.content_hash for t in items}) == len(items)
+        assert {t.difficulty for t in val} == {t.difficulty for t in test} == {0.0, 1.0, 2.0}
+        # Fixed seeds: a rebuilt family (another run, another run.seed) makes the same sets.
+        again = Family(fam.family, cfg, fam.levels, fam.eval_budget).eval_items()
+        assert [(t.content_hash, t.meta["rg"]["split"]) for t in again] == [
+            (t.content_hash, t.meta["rg"]["split"]) for t in items]
+        # eval_seed moves them; training candidates (rng from the run seed) do not hit them.
+        moved = Family(fam.family, _cfg(families=[fam.family], max_level=2, eval_per_level=6, eval_seed=1),
+                       fam.levels, fam.eval_budget).eval_items()
+        assert {t.content_hash for t in moved} != {t.content_hash for t in items}
+        # Level 0 has few distinct items, so a candidate can equal an eval item: the store keeps the eval item
+        # (stored first) and drops the candidate as a duplicate by content hash; the smoke run checks that no
+        # eval or exam item reaches training. At level 2 a collision is rare: the sets are apart.
+        rng = random.Random(0)
+        candidates = {fam.make_task(2.0, rng).content_hash for i in range(100)}
+        assert not candidates & {t.content_hash for t in items}
+
+
+def test_the_eval_cap_holds_with_many_families_and_the_split_ratio():
+    names = FAMILIES[:12]
+    families, _ = build_families(_cfg(families=names, max_eval_items=40, eval_per_level=8, check_items=4,
+                                      validation_ratio=0.25))
+    items = [t for f in families.values() for t in f.eval_items()]
+    assert 0 < len(items) <= 40 and {t.domain for t in items} == set(families)
+    splits = [t.meta["rg"]["split"] for t in items]
+    assert splits.count("validation") <= splits.count("test")
+
+
+# -- guidance with a [teacher]: its attempt, or its hint to the learner --------------------------------
+def _teacher_model(path: Path) -> Path:
+    """A real local model as the teacher (random init: its hints are nonsense, but real model output)."""
+    from zpd.configs.schema import LearnerConfig
+    from zpd.trainer.model import create_learner
+
+    create_learner(path, LearnerConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                       max_positions=256), seed=5)
+    return path
+
+
+def test_teacher_hints_guide_the_learner_or_the_teacher_attempts(tmp_path):
+    import shutil
+
+    from zpd.trainer.generate import EmbeddedGenerator
+
+    config = tmp_path / "rg.toml"
+    config.write_text(SMOKE_RG.replace('"basic_arithmetic", "chain_sum", "products"',
+                                       '"chain_sum", "products"'))
+    teacher = _teacher_model(tmp_path / "teacher")
+    base = tmp_path / "base"
+    out = run_zpd("start", "--config", str(config), "--state-dir", str(base), "--rounds", "0", timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with_teacher = ["--set", "teacher.backend=embedded", "--set", f'teacher.model="{teacher}"',
+                    "--set", "teacher.temperature=0", "--set", "domains.reasoning_gym.hint_max_tokens=12"]
+    roles = {}
+    for mode in ("hint", "attempt"):
+        state = tmp_path / mode
+        shutil.copytree(base, state)
+        out = run_zpd("start", "--config", str(config), "--state-dir", str(state), "--rounds", "1",
+                      *with_teacher, "--set", f"domains.reasoning_gym.teacher_guidance='{mode}'", timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        conn = sqlite3.connect(state / "state.db")
+        roles[mode] = dict(conn.execute("SELECT role, count(*) FROM attempts "
+                                        "WHERE mode = 'guided' AND round = 1 GROUP BY role").fetchall())
+        rows = conn.execute("SELECT guidance, answer, meta_json FROM tasks WHERE round = 1").fetchall()
+        assert rows
+        if mode == "attempt":
+            assert all("guidance_by" not in json.loads(m)["rg"] for _, _, m in rows)
+            continue
+        # Every round-1 candidate's guidance is the teacher's hint: the same model, prompt and seed make it.
+        gen = EmbeddedGenerator(teacher)
+        cfg = ReasoningGymConfig()
+        for guidance, answer, meta_json in rows:
+            m = json.loads(meta_json)["rg"]
+            assert m["guidance_by"] == f"teacher:{teacher}"
+            prompt = cfg.hint_prompt.replace("{question}", m["entry"]["question"])
+            text = gen.generate([prompt], max_tokens=12, seed=m["seed"])[0][0].text.strip()
+            assert guidance == ("" if answer in text else text) and answer not in guidance
+        gen.close()
+        # The frozen eval items keep their offline guidance (hints: candidates once round 0 is committed).
+        evals = conn.execute("SELECT meta_json FROM tasks WHERE fate = 'eval'").fetchall()
+        assert evals and all("guidance_by" not in json.loads(m)["rg"] for (m,) in evals)
+    # Hints: the learner makes the guided attempts; attempt mode: the teacher does, as in the paper.
+    assert roles["hint"].get("learner", 0) > 0 and "teacher" not in roles["hint"]
+    assert roles["attempt"].get("teacher", 0) > 0 and "learner" not in roles["attempt"]
+
+
+def test_eval_split_validation_holds_the_test_items_out_of_measure_and_of_the_candidates():
+    cfg = _cfg(families=["chain_sum"], max_level=2, eval_per_level=12)
+    held_cfg = _cfg(families=["chain_sum"], max_level=2, eval_per_level=12, eval_split="validation")
+    whole, held = Family("chain_sum", cfg, [0, 1, 2], 36), Family("chain_sum", held_cfg, [0, 1, 2], 36)
+    test = {t.content_hash for t in held.test_items()}
+    assert test == {t.content_hash for t in whole.eval_items() if t.meta["rg"]["split"] == "test"}
+    # MEASURE reads the validation items only; the test items are the other half of the same frozen set.
+    assert {t.meta["rg"]["split"] for t in held.eval_items()} == {"validation"}
+    assert len(held.eval_items()) + len(test) == len(whole.eval_items()) == 36
+    # Level-0 items are few: without the guard the same rng draws test items as candidates; with it, never.
+    drawn_whole = [whole.make_task(0.0, random.Random(i)).content_hash for i in range(300)]
+    drawn_held = [held.make_task(0.0, random.Random(i)).content_hash for i in range(300)]
+    assert set(drawn_whole) & test and not set(drawn_held) & test
+
+
+def test_the_example_config_loads_and_its_families_pass_the_checks():
+    from harness import ROOT
+
+    from zpd.configs.load import load_config
+
+    cfg = load_config(ROOT / "configs" / "reasoning-gym.toml").domains.reasoning_gym
+    families, left_out = build_families(cfg)
+    assert cfg.enabled and not left_out and len(families) == len(cfg.family_names() or [])
+    assert sum(len(f.eval_items()) for f in families.values()) <= cfg.max_eval_items

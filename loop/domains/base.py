@@ -30,6 +30,7 @@ capability             hook                                   called by
 ``HasCorpus``          ``corpus_texts()``                     continued pre-training's texts
 ``NamesGrader``        ``grader_name`` (attribute)            calibration: stored with each attempt
 ``Scores``             ``score(task, output)``                calibration: the raw score of an attempt
+``TeacherHints``       ``teacher_hints`` (attribute)          calibration: the learner reads the hints
 ``InstructFormat``     ``instruction``, ``instruct_solution``, the instruct style (``prompting.py``)
                        ``grade_final``
 =====================  =====================================  =========================================
@@ -182,6 +183,13 @@ class HasCorpus(Protocol):
 class NamesGrader(Protocol):
     grader_name: str
     """The grader's name, stored with each calibration attempt."""
+
+
+@runtime_checkable
+class TeacherHints(Protocol):
+    teacher_hints: bool
+    """True once the [teacher] writes this domain's guidance (reasoning-gym's ``teacher_guidance = "hint"``):
+    the learner then makes the guided attempts, reading the hint."""
 
 
 @runtime_checkable

@@ -25,6 +25,7 @@ than half of the check items get a guidance has no offline guidance, and is left
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -33,7 +34,8 @@ import re
 from typing import Any
 
 from . import rg_grading as g
-from .base import Domain, NamesGrader, OwnEvalSet, Scores, Task, register
+from .base import Attaches, Domain, NamesGrader, OwnEvalSet, Scores, Task, register
+from .services import DomainServices
 
 PREFIX = "rg:"
 # Metadata fields that hold worked steps towards the answer (reasoning-gym 0.1.25).
@@ -45,7 +47,7 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "big")
 
 
-class Family(Domain, OwnEvalSet, Scores, NamesGrader):
+class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
     """One reasoning-gym family as a zpd domain (the Domain protocol of ``base.py``)."""
 
     def __init__(self, family: str, cfg: Any, levels: list[int], eval_budget: int) -> None:
@@ -54,6 +56,12 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader):
         self.min_difficulty, self.max_difficulty = float(levels[0]), float(levels[-1])
         self.eval_budget = eval_budget
         self.grader_name = f"reasoning-gym:{family}"
+        self._services: DomainServices | None = None
+        self._held_out: set[str] | None = None
+
+    teacher_hints = False
+    """Whether the teacher writes the guidance of new candidates (``teacher_guidance = "hint"``, set by
+    ``attach``): CALIBRATE then has the learner make the guided attempts, reading the teacher's hint."""
 
     # -- items -> tasks -------------------------------------------------------------------------
     def _level(self, difficulty: float, rng: random.Random) -> int:
@@ -67,7 +75,7 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader):
         return str(value).strip() if value not in (None, "") else ""
 
     def _demos(self, level: int, seed: int, entry: dict[str, Any]) -> str:
-        answer, out = str(entry["answer"]), []
+        answer, out = str(entry["answer"]), list[str]()
         for j in range(self.cfg.num_demos * 4):
             if len(out) == self.cfg.num_demos:
                 break
@@ -112,7 +120,47 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader):
 
     # -- the Domain interface -------------------------------------------------------------------
     def make_task(self, difficulty: float, rng: random.Random) -> Task:
-        return self.task_at(self._level(difficulty, rng), rng.getrandbits(32))
+        for _ in range(64):  # a candidate is never a held-out test item (eval_split = "validation")
+            level, seed = self._level(difficulty, rng), rng.getrandbits(32)
+            task = self.task_at(level, seed)
+            if task.content_hash not in self.held_out():
+                break
+        # Hints from round 1 on: round 0's bootstrap set (made with this hook too) keeps offline guidance.
+        if self.teacher_hints and self._services is not None and (self._services.current_round() or 0) >= 1:
+            teacher = self._services.run_config().teacher
+            meta = {"rg": {**task.meta["rg"], "guidance_by": f"teacher:{teacher.model if teacher else '?'}"}}
+            task = dataclasses.replace(task, guidance=self.hint(task, seed), meta=meta)
+        return task
+
+    # -- the teacher's hints (teacher_guidance = "hint") --------------------------------------------
+    def attach(self, services: DomainServices) -> None:
+        """The run context, from the daemon once it is built. Under ``teacher_guidance = "hint"`` with a
+        [teacher] the teacher writes the hints; only when every domain is a family (CALIBRATE has one guided
+        role per run: with other domains the teacher makes the guided attempts, and no hint is asked)."""
+        if self.cfg.teacher_guidance != "hint":
+            return
+        teacher = services.run_config().teacher
+        others = sorted(n for n in services.domain_names() if not n.startswith(PREFIX))
+        if teacher is None or others:
+            why = "no [teacher]" if teacher is None else f"other domains enabled: {others}"
+            logging.getLogger("zpd").warning("reasoning-gym teacher hints not used (the offline guidance is)",
+                                             extra={"family": self.family, "reason": why})
+            return
+        self._services, self.teacher_hints = services, True
+
+    def hint(self, task: Task, seed: int) -> str:
+        """The teacher's hint for ``task`` (one sample at the teacher's temperature, with ``seed``); '' when
+        it failed or contains the answer string (a hint must not give the answer away)."""
+        services = self._services
+        assert services is not None, "hint() runs only once attach() turned hints on"
+        teacher, cal = services.run_config().teacher, services.run_config().calibration
+        prompt = self.cfg.hint_prompt.replace("{question}", g.meta_of(task)["entry"]["question"])
+        temperature = cal.temperature if teacher is None or teacher.temperature is None else teacher.temperature
+        # Through the services: the call is in the round's teacher ledger, under teacher.max_cost_usd, and a
+        # reply a killed phase already paid for is replayed from the round's reply log.
+        text = services.teacher(prompt, seed=seed, temperature=temperature,
+                                max_tokens=self.cfg.hint_max_tokens).strip()
+        return "" if task.answer in text else text
 
     def escalate(self, task: Task, rng: random.Random) -> Task:
         return self.make_task(task.difficulty + 1.0, rng)
@@ -143,7 +191,28 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader):
         return sorted({self.levels[round(i * step)] for i in range(self.eval_budget)})
 
     def eval_items(self) -> list[Task]:
-        """The frozen eval set: per level, items from seeds of ``eval_seed`` (the same in every run)."""
+        """The frozen eval set MEASURE reads: the validation and test items (``eval_split = "all"``), or the
+        validation items only (the test items are then held out: ``test_items``)."""
+        items = self.frozen_items()
+        if self.cfg.eval_split == "all":
+            return items
+        return [t for t in items if t.meta["rg"]["split"] != "test"]
+
+    def test_items(self) -> list[Task]:
+        """The frozen test items (tagged ``test``)."""
+        return [t for t in self.frozen_items() if t.meta["rg"]["split"] == "test"]
+
+    def held_out(self) -> set[str]:
+        """Content hashes no candidate may have: the test items when MEASURE does not read them (the store's
+        dedup keeps the stored eval items out of training; held-out ones are not in the store)."""
+        if self._held_out is None:
+            held = self.test_items() if self.cfg.eval_split == "validation" else []
+            self._held_out = {t.content_hash for t in held}
+        return self._held_out
+
+    def frozen_items(self) -> list[Task]:
+        """The frozen eval set: per level, items from seeds of ``eval_seed`` (the same in every run), the
+        first ``validation_ratio`` of each level tagged ``validation``, the others ``test``."""
         levels = self._eval_levels()
         per_level = max(1, min(self.cfg.eval_per_level, self.eval_budget // len(levels)))
         num_val = round(per_level * self.cfg.validation_ratio)
@@ -153,7 +222,8 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader):
 
     def offline_guidance_ratio(self) -> float:
         """Share of the check's items (fixed seeds) that get a clean offline guidance."""
-        seeds = [_seed(self.cfg.eval_seed, "rg-guidance", self.family, i) for i in range(self.cfg.check_items)]
+        seeds = [_seed(self.cfg.eval_seed, "rg-guidance", self.family, i)
+                 for i in range(self.cfg.check_items)]
         tasks = [self.task_at(self.levels[i % len(self.levels)], s) for i, s in enumerate(seeds)]
         return sum(1 for t in tasks if t.guidance) / len(tasks)
 
@@ -177,8 +247,8 @@ def build_families(cfg: Any) -> tuple[dict[str, Family], dict[str, str]]:
     left_out: dict[str, str] = {}
     for name in names:
         result = g.check_family(name, num_items=cfg.check_items, seed=_seed(cfg.eval_seed, "rg-check", name),
-                                threshold=cfg.pass_threshold, range_mode=cfg.range_mode, max_level=cfg.max_level,
-                                response=cfg.response)
+                                threshold=cfg.pass_threshold, range_mode=cfg.range_mode,
+                                max_level=cfg.max_level, response=cfg.response)
         if not result.ok:
             left_out[name] = f"grading check: {result.reason}"
             continue
@@ -191,7 +261,7 @@ def build_families(cfg: Any) -> tuple[dict[str, Family], dict[str, str]]:
 
 
 @register("reasoning_gym", prefix="rg", grade_task=g.grade_task)  # grading: all in the task's meta
-def _make(cfg: Any) -> dict[str, Family]:
+def _make(cfg: Any) -> dict[str, Domain]:
     from zpd.configs.load import ConfigError
 
     families, left_out = build_families(cfg)
@@ -202,5 +272,5 @@ def _make(cfg: Any) -> dict[str, Family]:
         raise ConfigError("domains.reasoning_gym.families: every family was left out "
                           f"({'; '.join(f'{k}: {v}' for k, v in left_out.items())[:300]})")
     log.info("reasoning-gym families", extra={"families": sorted(families), "version": g.library_version()})
-    return families
+    return dict[str, Domain](families)
 

@@ -163,7 +163,7 @@ def meta_of(task: Any) -> dict[str, Any]:
 
 
 def score_task(task: Any, output: str) -> float:
-    """The raw score of ``output`` for a stored ``rg:`` task (config-independent: all of it is in the meta)."""
+    """The raw score of ``output`` for a stored ``rg:`` task (config-independent: all is in its meta)."""
     m = meta_of(task)
     return score_entry(m["family"], m["level"], m["range_mode"], extract(output, m["response"]), m["entry"])
 

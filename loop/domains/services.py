@@ -10,9 +10,12 @@ A test or a tool outside the daemon passes its own object with the same methods.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from zpd.configs.schema import ZpdConfig
 
 
 class Embedder(Protocol):
@@ -51,6 +54,14 @@ class DomainServices(DomainStore, Protocol):
 
     def current_round(self) -> int | None:
         """The round in progress (None outside one)."""
+        ...
+
+    def run_config(self) -> ZpdConfig:
+        """The run's config (the [teacher], calibration's settings, ...)."""
+        ...
+
+    def domain_names(self) -> list[str]:
+        """The names of the run's domain instances (``rg:<family>`` for each reasoning-gym family)."""
         ...
 
     def load_embedder(self, name: str) -> Embedder:
