@@ -674,6 +674,7 @@ class LoggingConfig(Strict):
 # Imported here, after Strict: configs/verl.py builds on it (the package __init__ loads this module first).
 from .runtime import RuntimeConfig  # noqa: E402
 from .served import ServedConfig  # noqa: E402
+from .snapshot import SnapshotConfig  # noqa: E402
 from .verl import VerlConfig  # noqa: E402
 
 
@@ -857,6 +858,9 @@ class ZpdConfig(Strict):
 
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     """How zpd uses the machine (torch's CPU threads)."""
+
+    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    """How SNAPSHOT stores each round's copy of the state database (full copies and deltas)."""
 
     served: ServedConfig = Field(default_factory=ServedConfig)
     """Replicas serving the current learner when generation.backend = "served" (local or Ray jobs)."""

@@ -32,7 +32,7 @@ from .domains.base import build_domains
 from .domains.prompting import prompt_style
 from .logs import setup_logging
 from .metrics import DaemonMetrics, is_loopback
-from .snapshot import reconcile
+from zpd.store.rounds import reconcile
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_CORRUPT = 0, 1, 2, 3, 4
 

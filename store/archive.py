@@ -20,10 +20,12 @@ import os
 import shutil
 import stat
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import delta
 from .atomic import atomic_path, atomic_write_text, fsync_dir, fsync_file, fsync_tree
 from .rounds import COMPLETE, round_dir, round_name, rounds_dir, sha256_file, verify_round
 
@@ -36,27 +38,53 @@ class SnapshotError(RuntimeError):
 
 
 def write_snapshot(state_dir: Path, round_n: int, out: Path, version: str) -> dict:
-    """Archive committed round ``round_n`` to ``out`` (atomically). Returns the archive index."""
+    """Archive committed round ``round_n`` to ``out`` (atomically). Returns the archive index. The
+    archived round always holds a complete ``state.db``: a delta round's store is rebuilt from its base
+    and delta (``store/delta.py``), and its manifest rewritten to list ``state.db`` instead."""
     src = round_dir(state_dir, round_n)
     problems = verify_round(src)
     if problems:
         raise SnapshotError(f"round {round_n} cannot be archived: {problems[0]}")
-    files = {}
-    for path in sorted(p for p in src.rglob("*") if p.is_file()):
-        rel = f"{round_name(round_n)}/{path.relative_to(src).as_posix()}"
-        files[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-    index = {"format_version": ARCHIVE_FORMAT, "round": round_n, "zpd_version": version,
-             "created_at": time.time(), "files": files}
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp, tarfile.open(tmp, mode="w") as tar:
-        data = json.dumps(index, indent=2).encode()
-        info = tarfile.TarInfo(INDEX)
-        info.size, info.mtime = len(data), int(time.time())
-        tar.addfile(info, io.BytesIO(data))
-        for rel in files:
-            tar.add(src / rel.split("/", 1)[1], arcname=rel, recursive=False)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".zpd-snapshot-") as scratch:
+        sources = _round_files(state_dir, round_n, Path(scratch))
+        files = {}
+        for rel, path in sources.items():
+            files[f"{round_name(round_n)}/{rel}"] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        index = {"format_version": ARCHIVE_FORMAT, "round": round_n, "zpd_version": version,
+                 "created_at": time.time(), "files": files}
+        with atomic_path(out) as tmp, tarfile.open(tmp, mode="w") as tar:
+            data = json.dumps(index, indent=2).encode()
+            info = tarfile.TarInfo(INDEX)
+            info.size, info.mtime = len(data), int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+            for rel, path in sources.items():
+                tar.add(path, arcname=f"{round_name(round_n)}/{rel}", recursive=False)
     return index
+
+
+def _round_files(state_dir: Path, round_n: int, scratch: Path) -> dict[str, Path]:
+    """The archived round's files (path in the round -> file to read): the round directory as it is, or
+    for a delta round, its store rebuilt into ``scratch`` with a manifest that lists it."""
+    src = round_dir(state_dir, round_n)
+    found = {p.relative_to(src).as_posix(): p for p in sorted(src.rglob("*")) if p.is_file()}
+    if delta.store_kind(src) != "delta":
+        return found
+    try:
+        delta.materialize(state_dir, round_n, scratch / delta.FULL_NAME)
+    except delta.DeltaError as exc:
+        raise SnapshotError(f"round {round_n} cannot be archived: {exc}") from None
+    manifest = json.loads((src / "manifest.json").read_text())
+    for name in (delta.DELTA_NAME, delta.BASE_NAME):
+        manifest["files"].pop(name, None)
+        found.pop(name)
+    full = scratch / delta.FULL_NAME
+    manifest["files"][delta.FULL_NAME] = {"bytes": full.stat().st_size, "sha256": sha256_file(full)}
+    manifest["files"] = dict(sorted(manifest["files"].items()))
+    (scratch / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    found.update({delta.FULL_NAME: full, "manifest.json": scratch / "manifest.json"})
+    return dict(sorted(found.items()))
 
 
 MAX_INDEX_BYTES = 64 << 20
