@@ -37,7 +37,8 @@ NUM_SOLO = NUM_GUIDED = 5
 EVAL_LEVELS, EVAL_PER_LEVEL = 8, 20
 FATES = ["mastered", "zpd", "beyond", "exam"]
 FATE_WEIGHTS = [0.15, 0.40, 0.43, 0.02]
-ATTEMPT_SQL = """INSERT INTO attempts (task_id, round, learner_ref, role, mode, sample_idx, output, correct, num_tokens,
+ATTEMPT_SQL = """INSERT INTO attempts (task_id, round, learner_ref, role, mode, sample_idx, output, correct,
+    num_tokens,
                  latency_seconds, finish_reason, grader) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 
 
@@ -119,8 +120,9 @@ def build(state_dir: Path, num_tasks: int, cfg_json: str, seed: int = 0) -> dict
         fates.append((next_id, r, fate, ans))
         next_id += 1
     conn.executemany(
-        """INSERT INTO tasks (id, domain, difficulty, prompt, answer, guidance, canonical, content_hash, parent_id,
-           round, fate, fate_round, p_solo, p_guided, selected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        """INSERT INTO tasks (id, domain, difficulty, prompt, answer, guidance, canonical, content_hash,
+           parent_id, round, fate, fate_round, p_solo, p_guided, selected)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         tasks,
     )
     del tasks
@@ -177,9 +179,11 @@ def build(state_dir: Path, num_tasks: int, cfg_json: str, seed: int = 0) -> dict
     now = time.time()
     conn.executemany(
         """INSERT INTO rounds (id, status, phase, started_at, finished_at, parent_learner_round,
-           current_learner_round, promoted, config_json, eval_accuracy, eval_by_domain_json, exam_accuracy, exam_items,
+           current_learner_round, promoted, config_json, eval_accuracy, eval_by_domain_json, exam_accuracy,
+           exam_items,
            train_loss, train_tokens, num_train_examples, num_candidates, num_duplicates)
-           VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, 0.2, '{"arithmetic": 0.2}', 0.3, 30, 0.17, 5000, 100, 256, 0)""",
+           VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, 0.2, '{"arithmetic": 0.2}', 0.3, 30, 0.17, 5000, 100, 256,
+                   0)""",
         [
             (
                 r,
@@ -284,6 +288,36 @@ def insert_rate(ctx, round_n: int, num_tasks: int, batch: int, per_task: bool = 
     return sum(len(v) for v in rows.values()) / (time.perf_counter() - t0)
 
 
+def delta_rounds(
+    ctx, last: int, attempt_round: int, batch: int, rounds: int = 2
+) -> list[tuple[str, float, str]]:
+    """SNAPSHOT of the rounds after a full one, as deltas (``store/delta.py``): each round adds a default
+    round's rows (256 candidates, 10 attempts each, their fates set) and commits."""
+    from zpd.loop import snapshot
+    from zpd.store.rounds import link_or_copy_tree, round_dir, work_dir
+
+    ctx.cfg.snapshot.delta_min_bytes = 0  # deltas at any size (the default starts at 256 MB)
+    out = []
+    for k in range(1, rounds + 1):
+        n = last + k
+        with ctx.db.atomic():
+            ctx.db.execute(
+                "INSERT INTO rounds (id, status, phase, started_at, parent_learner_round, config_json) "
+                "SELECT ?, 'running', 'snapshot', started_at, parent_learner_round, config_json "
+                "FROM rounds WHERE id = ?", [n, last])
+            ctx.db.execute(
+                "UPDATE tasks SET fate_round = ?, p_solo = 0.4 WHERE id IN "
+                "(SELECT id FROM tasks WHERE fate != 'eval' ORDER BY id DESC LIMIT 256)", [n])
+        insert_rate(ctx, attempt_round + k, 256, batch)
+        link_or_copy_tree(round_dir(ctx.state_dir, last) / "learner", work_dir(ctx.state_dir, n) / "learner")
+        s, _ = timed(snapshot.run, ctx, n)
+        rdir = round_dir(ctx.state_dir, n)
+        written = sum(p.stat().st_size for p in rdir.rglob("*") if p.is_file())
+        kind = "delta" if (rdir / "store.delta").is_file() else "full"
+        out.append((f"SNAPSHOT phase, {kind} round {k} after it", s, f"{written / 1e6:,.1f} MB written"))
+    return out
+
+
 def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, str]]:
     from zpd.loop import integrity, snapshot, status, synthesize, train
     from zpd.loop.context import RunContext
@@ -370,7 +404,8 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
             ctx.advance(last, "snapshot")
         s, _ = timed(snapshot.run, ctx, last)
         written = sum(p.stat().st_size for p in rdir.rglob("*") if p.is_file())
-        out.append(("SNAPSHOT phase (snapshot.run)", s, f"{written / 1e6:,.0f} MB written"))
+        out.append(("SNAPSHOT phase, a full round (snapshot.run)", s, f"{written / 1e6:,.0f} MB written"))
+        out += delta_rounds(ctx, last, fresh + 3, cfg.calibration.batch_size)
     db.conn.close()
     return out
 

@@ -25,6 +25,7 @@ from zpd.configs.load import changed_keys, immutable_changes, to_json
 from zpd.store.db import StoreError, StoreIOError, get_meta, open_store, set_meta
 from zpd.store.lock import LockHeld, StateDirRefused, check_state_dir, fresh_dir_foreign
 from zpd.store.readmodel import next_round
+from zpd.store.rounds import reconcile
 
 from . import notify
 from .context import RunContext
@@ -32,7 +33,6 @@ from .domains.base import build_domains
 from .domains.prompting import prompt_style
 from .logs import setup_logging
 from .metrics import DaemonMetrics, is_loopback
-from zpd.store.rounds import reconcile
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_CORRUPT = 0, 1, 2, 3, 4
 

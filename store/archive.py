@@ -2,7 +2,8 @@
 
 An archive is an uncompressed tar (model weights barely compress) holding::
 
-    SNAPSHOT.json                 {"format_version", "round", "zpd_version", "created_at", "files": {path: {bytes, sha256}}}
+    SNAPSHOT.json                 {"format_version", "round", "zpd_version", "created_at",
+                                   "files": {path: {bytes, sha256}}}
     round_000042/...              the committed round directory as it is on disk: learner/, config.json,
                                   state.db (the store as of that round, taken with SQLite's backup API),
                                   manifest.json, COMPLETE
@@ -51,7 +52,8 @@ def write_snapshot(state_dir: Path, round_n: int, out: Path, version: str) -> di
         sources = _round_files(state_dir, round_n, Path(scratch))
         files = {}
         for rel, path in sources.items():
-            files[f"{round_name(round_n)}/{rel}"] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            files[f"{round_name(round_n)}/{rel}"] = {"bytes": path.stat().st_size,
+                                                     "sha256": sha256_file(path)}
         index = {"format_version": ARCHIVE_FORMAT, "round": round_n, "zpd_version": version,
                  "created_at": time.time(), "files": files}
         with atomic_path(out) as tmp, tarfile.open(tmp, mode="w") as tar:
@@ -131,7 +133,8 @@ def check_index(index: object, archive: Path) -> dict:
     if not isinstance(index, dict):
         raise SnapshotError(f"{where}: expected an object, got {type(index).__name__}")
     if index.get("format_version") != ARCHIVE_FORMAT:
-        raise SnapshotError(f"{archive}: archive format {str(index.get('format_version'))[:20]} is not supported")
+        raise SnapshotError(
+            f"{archive}: archive format {str(index.get('format_version'))[:20]} is not supported")
     round_n = index.get("round")
     if not isinstance(round_n, int) or isinstance(round_n, bool) or not 0 <= round_n < 10**6:
         raise SnapshotError(f"{where}: 'round' must be an integer in 0..999999, got {str(round_n)[:40]!r}")
@@ -146,11 +149,13 @@ def check_index(index: object, archive: Path) -> dict:
         parts = rel.split("/")
         if (parts[0] != round_name(round_n) or len(parts) < 2 or any(p in ("", ".", "..") for p in parts)
                 or "\\" in rel or "\x00" in rel):
-            raise SnapshotError(f"{where}: file {rel[:80]!r} is not a relative path under {round_name(round_n)}/")
+            raise SnapshotError(
+                f"{where}: file {rel[:80]!r} is not a relative path under {round_name(round_n)}/")
         size, digest = (info.get("bytes"), info.get("sha256")) if isinstance(info, dict) else (None, None)
         if (not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(digest, str)
                 or len(digest) != 64 or not set(digest) <= _HEX):
-            raise SnapshotError(f"{where}: file {rel[:80]!r} needs an integer 'bytes' >= 0 and a hex 'sha256'")
+            raise SnapshotError(
+                f"{where}: file {rel[:80]!r} needs an integer 'bytes' >= 0 and a hex 'sha256'")
         total += size
     have = Path(archive).stat().st_size
     if total > have:
@@ -239,7 +244,8 @@ def seed_from_snapshot(archive: Path, state_dir: Path, prepare: Callable[[Path],
             raise SnapshotError(f"{archive}: truncated or unreadable ({_short(exc)})") from None
         missing = set(index["files"]) - names
         if missing:
-            raise SnapshotError(f"{archive}: truncated: {len(missing)} file(s) missing, e.g. {sorted(missing)[0]}")
+            raise SnapshotError(
+                f"{archive}: truncated: {len(missing)} file(s) missing, e.g. {sorted(missing)[0]}")
         for rel, info in index["files"].items():
             path = stage / rel
             if path.stat().st_size != info["bytes"] or sha256_file(path) != info["sha256"]:

@@ -292,7 +292,8 @@ def apply_delta(db_path: Path, delta_path: Path, base: int) -> None:
             sel = ", ".join((["_delta_rowid"] if carry else []) + [_quote(c) for c in cols])
             where = _key_match(conn, table, "main", f"d.{_quote('x_' + LOG)}") if kind == "tracked" else "1"
             conn.execute(f"DELETE FROM main.{_quote(table)} WHERE {where}")
-            conn.execute(f"INSERT INTO main.{_quote(table)} ({into}) SELECT {sel} FROM d.{_quote('x_' + table)}")
+            conn.execute(
+                f"INSERT INTO main.{_quote(table)} ({into}) SELECT {sel} FROM d.{_quote('x_' + table)}")
         for _name, sql in triggers:
             conn.execute(sql)
         conn.execute("COMMIT")

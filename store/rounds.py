@@ -132,7 +132,8 @@ def commit_round(
         backup_db(stage / "state.db")
     else:
         raise ValueError("commit_round needs write_store or backup_db")
-    (stage / "manifest.json").write_text(json.dumps(build_manifest(stage, round_n, parent_round, version), indent=2))
+    manifest = build_manifest(stage, round_n, parent_round, version)
+    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2))
     fsync_tree(stage)
     atomic_write_text(stage / COMPLETE, f"{round_n}\n")
     os.rename(stage, final)
@@ -160,7 +161,9 @@ def clean_stale(state_dir: Path) -> list[Path]:
     return removed
 
 
-def rounds_to_prune(committed: list[int], *, keep_last: int, keep_every: int, keep_all: bool, protect: set[int]) -> list[int]:
+def rounds_to_prune(
+    committed: list[int], *, keep_last: int, keep_every: int, keep_all: bool, protect: set[int]
+) -> list[int]:
     if keep_all:
         return []
     keep = set(committed[-keep_last:]) | protect
@@ -208,7 +211,8 @@ def reconcile(db: Any, state_dir: Path) -> list[int]:
 def is_committed(db: Any, round_n: int) -> bool:
     """Whether the store records round ``round_n`` as committed."""
     conn = getattr(db, "conn", db)
-    return conn.execute("SELECT 1 FROM rounds WHERE id = ? AND status = 'committed'", [round_n]).fetchone() is not None
+    row = conn.execute("SELECT 1 FROM rounds WHERE id = ? AND status = 'committed'", [round_n]).fetchone()
+    return row is not None
 
 
 def dir_bytes(path: Path) -> int:

@@ -44,8 +44,8 @@ def _rows(path: Path, skip: tuple[str, ...] = ()) -> dict[str, object]:
 
 def _task(conn: sqlite3.Connection, n: int, i: int) -> int:
     conn.execute(
-        """INSERT INTO tasks (domain, difficulty, prompt, answer, guidance, canonical, content_hash, round, fate)
-           VALUES ('arith', ?, ?, ?, '', ?, ?, ?, 'pending')""",
+        """INSERT INTO tasks (domain, difficulty, prompt, answer, guidance, canonical, content_hash, round,
+           fate) VALUES ('arith', ?, ?, ?, '', ?, ?, ?, 'pending')""",
         [1.0 + i, f"q{n}-{i}", str(i), f"c{n}-{i}", f"h{n}-{i}", n])
     return conn.execute("SELECT max(id) FROM tasks").fetchone()[0]
 
@@ -66,15 +66,17 @@ def _work(db: object, n: int) -> None:
                      "WHERE fate = 'pending' AND round < ?", [n, n])
         conn.executemany("INSERT INTO measurements (round, kind, task_id, sample_idx, output, correct) "
                          "VALUES (?, 'eval', ?, 0, 'y', 1)", [(n, t) for t in ids[:3]])
-        conn.execute("INSERT OR REPLACE INTO frontier (round, domain, value) VALUES (0, 'arith', ?)", [float(n)])
-        conn.execute("INSERT OR IGNORE INTO exam_items (task_id, domain, admitted_round) VALUES (?, 'arith', ?)",
+        conn.execute("INSERT OR REPLACE INTO frontier (round, domain, value) VALUES (0, 'arith', ?)",
+                     [float(n)])
+        conn.execute("INSERT OR IGNORE INTO exam_items (task_id, domain, admitted_round) "
+                     "VALUES (?, 'arith', ?)",
                      [ids[0], n])
         conn.execute("UPDATE exam_items SET graduated_round = ? WHERE admitted_round < ? AND graduated_round "
                      "IS NULL", [n, n])
         if n >= 2:
             conn.execute("DELETE FROM failed_attempts WHERE round = ?", [n - 1])
-        conn.execute("INSERT INTO failed_attempts (round, phase, role, error, created_at) VALUES (?, 'calibrate', "
-                     "'learner', 'timeout', 0)", [n])
+        conn.execute("INSERT INTO failed_attempts (round, phase, role, error, created_at) "
+                     "VALUES (?, 'calibrate', 'learner', 'timeout', 0)", [n])
         insert_examples(conn, n, "sft", [(t, None, f"p{t}", f"r{t}") for t in ids[:2]])
     bootstrap_examples(db, f"key{n % 2}", lambda: [dict(prompt=f"b{n}{i}", response="r", domain="arith",
                                                          answer="1") for i in range(3 + n)])
