@@ -160,6 +160,23 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
     out.append(("exam version + eval set (integrity.held_out)", s, f"{len(held)} items"))
     s, _ = timed(status.collect, state_dir)
     out.append(("status read model (in process)", s, ""))
+    out.append(_status_subprocess(state_dir))
+    out += _insert_rows(ctx, db, insert_tasks)
+    rdir = state_dir / "rounds" / f"round_{last:06d}"
+    if not rdir.is_dir():  # with --reuse the round is committed already: its snapshot is not timed again
+        with db.atomic():  # the round reaches SNAPSHOT as it would after MEASURE
+            ctx.advance(last, "snapshot")
+        s, _ = timed(snapshot.run, ctx, last)
+        written = sum(p.stat().st_size for p in rdir.rglob("*") if p.is_file())
+        out.append(("SNAPSHOT phase, a full round (snapshot.run)", s, f"{written / 1e6:,.0f} MB written"))
+        fresh = db.execute("SELECT max(round) FROM attempts").fetchone()[0] + 1
+        out += delta_rounds(ctx, last, fresh, cfg.calibration.batch_size)
+    db.conn.close()
+    return out
+
+
+def _status_subprocess(state_dir: Path) -> tuple[str, float, str]:
+    """``zpd status --json`` as a fresh process, beside a bare interpreter's start."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -172,13 +189,16 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "pass"], env=env)
     bare = time.perf_counter() - t0
-    out.append(
-        (
-            "zpd status --json (fresh subprocess)",
-            s,
-            f"exit {proc.returncode}; a bare `python -c pass` took {bare:.3f} s right after",
-        )
+    return (
+        "zpd status --json (fresh subprocess)",
+        s,
+        f"exit {proc.returncode}; a bare `python -c pass` took {bare:.3f} s right after",
     )
+
+
+def _insert_rows(ctx, db, insert_tasks: int) -> list[tuple[str, float, str]]:
+    """CALIBRATE's attempt inserts: a commit per batch, one transaction, and the path before issue 15."""
+    out: list[tuple[str, float, str]] = []
     batch = ctx.cfg.calibration.batch_size
     fresh = db.execute("SELECT max(round) FROM attempts").fetchone()[0] + 1  # rounds no attempt has (--reuse)
     rate = insert_rate(ctx, fresh, insert_tasks, batch)
@@ -195,15 +215,6 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
             f"{rate:,.0f} rows/s",
         )
     )
-    rdir = state_dir / "rounds" / f"round_{last:06d}"
-    if not rdir.is_dir():  # with --reuse the round is committed already: its snapshot is not timed again
-        with db.atomic():  # the round reaches SNAPSHOT as it would after MEASURE
-            ctx.advance(last, "snapshot")
-        s, _ = timed(snapshot.run, ctx, last)
-        written = sum(p.stat().st_size for p in rdir.rglob("*") if p.is_file())
-        out.append(("SNAPSHOT phase, a full round (snapshot.run)", s, f"{written / 1e6:,.0f} MB written"))
-        out += delta_rounds(ctx, last, fresh + 3, cfg.calibration.batch_size)
-    db.conn.close()
     return out
 
 

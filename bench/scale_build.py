@@ -116,7 +116,6 @@ def _insert_tasks(conn, num_tasks: int, rng: random.Random) -> tuple[list, list[
 
 def _insert_history(conn, fates: list, eval_ids: list[int], last: int, cfg_json: str) -> tuple[int, list]:
     """Attempts, training examples, exam items, measurements, rounds, frontier and usage rows."""
-    num_rounds = last
 
     def attempt_rows():
         for tid, r, fate, ans in fates:
@@ -167,6 +166,13 @@ def _insert_history(conn, fates: list, eval_ids: list[int], last: int, cfg_json:
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         measurement_rows(),
     )
+    _insert_rounds(conn, last, cfg_json)
+    return attempts, examples
+
+
+def _insert_rounds(conn, last: int, cfg_json: str) -> None:
+    """Rounds 0..last (the last one mid-TRAIN), their frontier and usage rows, and the run's config."""
+    num_rounds = last
     now = time.time()
     conn.executemany(
         """INSERT INTO rounds (id, status, phase, started_at, finished_at, parent_learner_round,
@@ -203,7 +209,6 @@ def _insert_history(conn, fates: list, eval_ids: list[int], last: int, cfg_json:
         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [cfg_json],
     )
-    return attempts, examples
 
 
 def _finish(state_dir: Path, conn, build_s: float, num_tasks: int, attempts: int, examples: list,
