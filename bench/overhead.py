@@ -59,14 +59,16 @@ def run_variant(config: Path, rounds: int, variant: str, extra: list[str], workd
         code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
-    print(f"# {variant}: daemon exited {code} after {time.monotonic() - t0:.0f} s wall, {cpu:.0f} CPU-seconds "
+    print(f"# {variant}: daemon exited {code} after {time.monotonic() - t0:.0f} s wall, "
+          f"{cpu:.0f} CPU-seconds "
           "(daemon, trainer and every other descendant)", flush=True)
     return state
 
 
 def figures(state: Path) -> list[dict]:
     conn = sqlite3.connect(f"file:{state / 'state.db'}?mode=ro", uri=True)
-    rounds = conn.execute("SELECT id, timings_json FROM rounds WHERE status = 'committed' ORDER BY id").fetchall()
+    rounds = conn.execute(
+        "SELECT id, timings_json FROM rounds WHERE status = 'committed' ORDER BY id").fetchall()
     conn.close()
     train: dict[int, float] = defaultdict(float)
     wall_job: dict[int, float] = defaultdict(float)
@@ -121,7 +123,8 @@ def main() -> int:
                   f"{100 * over / wall:>7.1f}%")
     for variant, rows in results.items():
         for r in rows:
-            print(f"# {variant} round {r['round']} phases: " + ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items()))
+            phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items())
+            print(f"# {variant} round {r['round']} phases: " + phases)
     return 0
 
 

@@ -20,11 +20,9 @@ the SNAPSHOT phase (``loop/snapshot.py:run``: store copy, hashing, commit), agai
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -32,204 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PER_ROUND = 256
-NUM_SOLO = NUM_GUIDED = 5
-EVAL_LEVELS, EVAL_PER_LEVEL = 8, 20
-FATES = ["mastered", "zpd", "beyond", "exam"]
-FATE_WEIGHTS = [0.15, 0.40, 0.43, 0.02]
-ATTEMPT_SQL = """INSERT INTO attempts (task_id, round, learner_ref, role, mode, sample_idx, output, correct, num_tokens,
-                 latency_seconds, finish_reason, grader) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
-
-
-def _task(i: int, rng: random.Random) -> tuple[str, str, str, str, str, float]:
-    digits = 1 + i % 8
-    a, b = rng.randrange(10 ** (digits - 1), 10**digits), rng.randrange(10 ** (digits - 1), 10**digits)
-    prompt = f"{a}+{b}="
-    guidance = f"add the columns from the right: {a} over {b}"
-    return (
-        prompt,
-        str(a + b),
-        guidance,
-        f"{a}+{b}",
-        hashlib.sha256(f"{i}:{prompt}".encode()).hexdigest(),
-        float(digits),
-    )
-
-
-def build(state_dir: Path, num_tasks: int, cfg_json: str, seed: int = 0) -> dict:
-    """A state directory of ``num_tasks`` candidates (plus the eval set); returns what it holds."""
-    from sqlite_utils import Database
-
-    from zpd.store import db as store_db
-
-    state_dir.mkdir(parents=True, exist_ok=True)
-    # The project's schema and migrations, up to the scale migration when there is one (issue 15): the rows
-    # go in as an older store's were, and the first open below applies m007 (its backfill) as an upgrade
-    # would.
-    names = [m.name for m in store_db.migrations._migrations]
-    if "m007_scale" in names:
-        db = Database(store_db.connect(state_dir / "state.db", readonly=False))
-        store_db.migrations.apply(db, stop_before="m007_scale")
-        db.execute("INSERT INTO meta (key, value) VALUES ('app', 'zpd'), ('format_version', '1')")
-    else:
-        db = store_db.open_store(state_dir / "state.db")
-    conn = db.conn
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("PRAGMA cache_size = -262144")
-    rng = random.Random(seed)
-    num_rounds = max(2, -(-num_tasks // PER_ROUND))
-    last = num_rounds  # rounds 1..last; round `last` is mid-TRAIN
-    t0 = time.monotonic()
-    conn.execute("BEGIN")
-    tasks, fates, attempts = [], [], 0
-    next_id = 1
-    for level in range(1, EVAL_LEVELS + 1):  # round 0: the eval set
-        for _ in range(EVAL_PER_LEVEL):
-            p, ans, g, can, h, _d = _task(next_id * 8 + level - 1, rng)
-            tasks.append(
-                (next_id, "arithmetic", float(level), p, ans, g, can, h, None, 0, "eval", 0, None, None, None)
-            )
-            next_id += 1
-    eval_ids = list(range(1, next_id))
-    for i in range(num_tasks):
-        r = 1 + i // PER_ROUND
-        p, ans, g, can, h, d = _task(next_id, rng)
-        fate = rng.choices(FATES, FATE_WEIGHTS)[0]
-        ps = {"mastered": 0.6, "zpd": 0.2, "beyond": 0.0, "exam": 0.0}[fate] + rng.choice([0.0, 0.2])
-        pg = {"mastered": None, "zpd": 0.6, "beyond": 0.0, "exam": 1.0}[fate]
-        tasks.append(
-            (
-                next_id,
-                "arithmetic",
-                d + rng.random() * 0.9,
-                p,
-                ans,
-                g,
-                can,
-                h,
-                None,
-                r,
-                fate,
-                r,
-                min(ps, 1.0),
-                pg,
-                int(fate == "zpd"),
-            )
-        )
-        fates.append((next_id, r, fate, ans))
-        next_id += 1
-    conn.executemany(
-        """INSERT INTO tasks (id, domain, difficulty, prompt, answer, guidance, canonical, content_hash, parent_id,
-           round, fate, fate_round, p_solo, p_guided, selected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        tasks,
-    )
-    del tasks
-
-    def attempt_rows():
-        for tid, r, fate, ans in fates:
-            for mode, k in (("solo", NUM_SOLO), ("guided", NUM_GUIDED)):
-                for j in range(k):
-                    ok = (fate == "mastered" and mode == "solo" and j < 3) or (
-                        mode == "guided" and fate != "beyond" and j < 3 + (fate == "exam") * 2
-                    )
-                    yield (
-                        tid,
-                        r,
-                        str(r - 1),
-                        "learner",
-                        mode,
-                        j,
-                        f"1+1=2;{ans}>{ans if ok else '0'}",
-                        int(ok),
-                        12,
-                        0.01,
-                        "stop",
-                        "exact",
-                    )
-
-    cur = conn.executemany(ATTEMPT_SQL, attempt_rows())
-    attempts = cur.rowcount
-    examples = []
-    for tid, r, fate, ans in fates:
-        if fate == "zpd" and r < last:
-            p = f"{ans}?"
-            examples.append((r, tid, "sft", p, f"1+1=2;{ans}>{ans}"))
-    conn.executemany(
-        "INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (?, ?, ?, ?, ?)", examples
-    )
-    exam = [
-        (tid, "arithmetic", r, r + 3 if r + 3 < last else None) for tid, r, fate, _ in fates if fate == "exam"
-    ]
-    conn.executemany(
-        "INSERT INTO exam_items (task_id, domain, admitted_round, graduated_round) VALUES (?, ?, ?, ?)", exam
-    )
-
-    def measurement_rows():
-        for r in range(0, last):
-            for tid in eval_ids:
-                yield r, "eval", tid, 0, "1+1=2;2>2", int((tid + r) % 3 == 0), "exact"
-
-    conn.executemany(
-        "INSERT INTO measurements (round, kind, task_id, sample_idx, output, correct, grader) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        measurement_rows(),
-    )
-    now = time.time()
-    conn.executemany(
-        """INSERT INTO rounds (id, status, phase, started_at, finished_at, parent_learner_round,
-           current_learner_round, promoted, config_json, eval_accuracy, eval_by_domain_json, exam_accuracy, exam_items,
-           train_loss, train_tokens, num_train_examples, num_candidates, num_duplicates)
-           VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, 0.2, '{"arithmetic": 0.2}', 0.3, 30, 0.17, 5000, 100, 256, 0)""",
-        [
-            (
-                r,
-                "committed" if r < last else "running",
-                "done" if r < last else "train",
-                now - 100 * (last - r),
-                now - 100 * (last - r) + 90 if r < last else None,
-                max(r - 1, 0) if r else None,
-                r if r < last else None,
-                cfg_json if r in (0, last - 1, last) else "{}",
-            )
-            for r in range(0, last + 1)
-        ],
-    )
-    conn.executemany(
-        "INSERT INTO frontier (round, domain, value) VALUES (?, 'arithmetic', ?)",
-        [(r, 1.5 + r / num_rounds) for r in range(0, last)],
-    )
-    conn.executemany(
-        "INSERT INTO generation_usage (round, role, model, num_requests, completion_tokens) "
-        "VALUES (?, 'learner', ?, 2560, 30000)",
-        [(r, str(r - 1)) for r in range(1, last + 1)],
-    )
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('config_json', ?) "
-        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [cfg_json],
-    )
-    conn.execute("COMMIT")
-    build_s = time.monotonic() - t0
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    # The learner the round trained (work/round_N/learner): a small stand-in of fixed size.
-    from zpd.store.rounds import work_dir
-
-    learner = work_dir(state_dir, last) / "learner"
-    learner.mkdir(parents=True, exist_ok=True)
-    (learner / "config.json").write_text("{}")
-    (learner / "model.safetensors").write_bytes(os.urandom(4 << 20))
-    info = {
-        "tasks": num_tasks + len(eval_ids),
-        "attempts": attempts,
-        "rounds": num_rounds,
-        "last_round": last,
-        "train_examples": len(examples),
-        "build_seconds": round(build_s, 1),
-        "db_bytes": (state_dir / "state.db").stat().st_size,
-    }
-    (state_dir / "bench.json").write_text(json.dumps(info))
-    return info
+from scale_build import build  # noqa: E402  (bench/ is on the path when this runs as a script)
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, object]:
@@ -284,6 +85,36 @@ def insert_rate(ctx, round_n: int, num_tasks: int, batch: int, per_task: bool = 
     return sum(len(v) for v in rows.values()) / (time.perf_counter() - t0)
 
 
+def delta_rounds(
+    ctx, last: int, attempt_round: int, batch: int, rounds: int = 2
+) -> list[tuple[str, float, str]]:
+    """SNAPSHOT of the rounds after a full one, as deltas (``store/delta.py``): each round adds a default
+    round's rows (256 candidates, 10 attempts each, their fates set) and commits."""
+    from zpd.loop import snapshot
+    from zpd.store.rounds import link_or_copy_tree, round_dir, work_dir
+
+    ctx.cfg.snapshot.delta_min_bytes = 0  # deltas at any size (the default starts at 256 MB)
+    out = []
+    for k in range(1, rounds + 1):
+        n = last + k
+        with ctx.db.atomic():
+            ctx.db.execute(
+                "INSERT INTO rounds (id, status, phase, started_at, parent_learner_round, config_json) "
+                "SELECT ?, 'running', 'snapshot', started_at, parent_learner_round, config_json "
+                "FROM rounds WHERE id = ?", [n, last])
+            ctx.db.execute(
+                "UPDATE tasks SET fate_round = ?, p_solo = 0.4 WHERE id IN "
+                "(SELECT id FROM tasks WHERE fate != 'eval' ORDER BY id DESC LIMIT 256)", [n])
+        insert_rate(ctx, attempt_round + k, 256, batch)
+        link_or_copy_tree(round_dir(ctx.state_dir, last) / "learner", work_dir(ctx.state_dir, n) / "learner")
+        s, _ = timed(snapshot.run, ctx, n)
+        rdir = round_dir(ctx.state_dir, n)
+        written = sum(p.stat().st_size for p in rdir.rglob("*") if p.is_file())
+        kind = "delta" if (rdir / "store.delta").is_file() else "full"
+        out.append((f"SNAPSHOT phase, {kind} round {k} after it", s, f"{written / 1e6:,.1f} MB written"))
+    return out
+
+
 def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, str]]:
     from zpd.loop import integrity, snapshot, status, synthesize, train
     from zpd.loop.context import RunContext
@@ -329,6 +160,23 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
     out.append(("exam version + eval set (integrity.held_out)", s, f"{len(held)} items"))
     s, _ = timed(status.collect, state_dir)
     out.append(("status read model (in process)", s, ""))
+    out.append(_status_subprocess(state_dir))
+    out += _insert_rows(ctx, db, insert_tasks)
+    rdir = state_dir / "rounds" / f"round_{last:06d}"
+    if not rdir.is_dir():  # with --reuse the round is committed already: its snapshot is not timed again
+        with db.atomic():  # the round reaches SNAPSHOT as it would after MEASURE
+            ctx.advance(last, "snapshot")
+        s, _ = timed(snapshot.run, ctx, last)
+        written = sum(p.stat().st_size for p in rdir.rglob("*") if p.is_file())
+        out.append(("SNAPSHOT phase, a full round (snapshot.run)", s, f"{written / 1e6:,.0f} MB written"))
+        fresh = db.execute("SELECT max(round) FROM attempts").fetchone()[0] + 1
+        out += delta_rounds(ctx, last, fresh, cfg.calibration.batch_size)
+    db.conn.close()
+    return out
+
+
+def _status_subprocess(state_dir: Path) -> tuple[str, float, str]:
+    """``zpd status --json`` as a fresh process, beside a bare interpreter's start."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -341,13 +189,16 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "pass"], env=env)
     bare = time.perf_counter() - t0
-    out.append(
-        (
-            "zpd status --json (fresh subprocess)",
-            s,
-            f"exit {proc.returncode}; a bare `python -c pass` took {bare:.3f} s right after",
-        )
+    return (
+        "zpd status --json (fresh subprocess)",
+        s,
+        f"exit {proc.returncode}; a bare `python -c pass` took {bare:.3f} s right after",
     )
+
+
+def _insert_rows(ctx, db, insert_tasks: int) -> list[tuple[str, float, str]]:
+    """CALIBRATE's attempt inserts: a commit per batch, one transaction, and the path before issue 15."""
+    out: list[tuple[str, float, str]] = []
     batch = ctx.cfg.calibration.batch_size
     fresh = db.execute("SELECT max(round) FROM attempts").fetchone()[0] + 1  # rounds no attempt has (--reuse)
     rate = insert_rate(ctx, fresh, insert_tasks, batch)
@@ -364,14 +215,6 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
             f"{rate:,.0f} rows/s",
         )
     )
-    rdir = state_dir / "rounds" / f"round_{last:06d}"
-    if not rdir.is_dir():  # with --reuse the round is committed already: its snapshot is not timed again
-        with db.atomic():  # the round reaches SNAPSHOT as it would after MEASURE
-            ctx.advance(last, "snapshot")
-        s, _ = timed(snapshot.run, ctx, last)
-        written = sum(p.stat().st_size for p in rdir.rglob("*") if p.is_file())
-        out.append(("SNAPSHOT phase (snapshot.run)", s, f"{written / 1e6:,.0f} MB written"))
-    db.conn.close()
     return out
 
 

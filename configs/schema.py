@@ -24,6 +24,7 @@ from .reasoning_gym import ReasoningGymConfig
 from .run import LoggingConfig, MetricsConfig, RunConfig, StorageConfig
 from .runtime import RuntimeConfig
 from .served import ServedConfig
+from .snapshot import SnapshotConfig
 from .train import CptConfig, TrainConfig
 from .verl import VerlConfig, check_grpo_batch
 
@@ -31,9 +32,9 @@ __all__ = [
     "IMMUTABLE_KEYS", "ArithmeticConfig", "BootstrapConfig", "CalibrationConfig", "CptConfig",
     "CurriculumConfig", "DatasetConfig", "DomainsConfig", "ExamConfig", "GenerationConfig", "KnowledgeConfig",
     "LearnerConfig", "LoggingConfig", "MeasureConfig", "MetricsConfig", "OpenAIEndpointConfig",
-    "ReasoningGymConfig", "RunConfig", "RuntimeConfig", "SandboxConfig", "ServedConfig", "StorageConfig",
-    "Strict", "SynthesisConfig", "TeacherConfig", "TrainConfig", "VerlConfig", "VllmBackendConfig",
-    "ZpdConfig",
+    "ReasoningGymConfig", "RunConfig", "RuntimeConfig", "SandboxConfig", "ServedConfig", "SnapshotConfig",
+    "StorageConfig", "Strict", "SynthesisConfig", "TeacherConfig", "TrainConfig", "VerlConfig",
+    "VllmBackendConfig", "ZpdConfig",
 ]
 
 
@@ -91,6 +92,9 @@ class ZpdConfig(Strict):
 
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     """How zpd uses the machine (torch's CPU threads)."""
+
+    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    """How SNAPSHOT stores each round's copy of the state database (full copies and deltas)."""
 
     served: ServedConfig = Field(default_factory=ServedConfig)
     """Replicas serving the current learner when generation.backend = "served" (local or Ray jobs)."""

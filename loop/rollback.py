@@ -2,8 +2,9 @@
 
 Takes the controller lock (so it refuses while a daemon runs, naming its pid). Nothing is deleted:
 the later rounds' directories and the store as it was move to ``abandoned/after_round_N_<time>/``.
-Order, so that a kill at any point is repaired by running the command again: later rounds move
-aside first, then the store is restored from round N's copy (SQLite's backup API, one
+Order, so that a kill at any point is repaired by running the command again: round N's store is
+checked (and, for a delta round, rebuilt from its base and delta: ``store/delta.py``) before anything
+moves, later rounds move aside, then the store is restored from round N's (SQLite's backup API, one
 transaction), then ``LATEST`` is rewritten.
 """
 
@@ -11,16 +12,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import time
 from pathlib import Path
 
+from zpd.store import delta
 from zpd.store.atomic import atomic_write_text, fsync_dir
 from zpd.store.db import backup_to, open_store
 from zpd.store.lock import ControllerLock
-from zpd.store.rounds import committed_on_disk, round_dir, round_name, verify_round
-
-from .snapshot import reconcile
+from zpd.store.rounds import committed_on_disk, is_committed, reconcile, round_dir, round_name, verify_round
 
 
 class RollbackError(RuntimeError):
@@ -39,26 +38,25 @@ def rollback(state_dir: Path, round_n: int) -> list[int]:
             on_disk = committed_on_disk(state_dir)
             target = round_dir(state_dir, round_n)
             if round_n not in on_disk:
-                known = db.execute("SELECT 1 FROM rounds WHERE id = ? AND status = 'committed'", [round_n]).fetchone()
-                why = "was pruned by retention" if known else "does not exist"
+                why = "was pruned by retention" if is_committed(db, round_n) else "does not exist"
                 raise RollbackError(f"round {round_n} {why} in {state_dir} (on disk: {on_disk or 'none'})")
+            aside = state_dir / "abandoned" / f"after_{round_name(round_n)}_{int(time.time())}"
+            rebuilt = None
+            if delta.store_kind(target) == "delta":
+                aside.mkdir(parents=True, exist_ok=True)
+                rebuilt = aside / f".{round_name(round_n)}.rebuilt.db"
+                delta.materialize(state_dir, round_n, rebuilt)  # DeltaError (exit 4) before anything moves
             problems = verify_round(target)
             if problems:
                 raise RollbackError(f"round {round_n} is damaged: {problems[0]}")
             later = [n for n in on_disk if n > round_n]
-            aside = state_dir / "abandoned" / f"after_{round_name(round_n)}_{int(time.time())}"
             aside.mkdir(parents=True, exist_ok=True)
             backup_to(db, aside / "state.db")  # the store as it was, before the restore
             for n in later:
                 os.rename(round_dir(state_dir, n), aside / round_name(n))
             fsync_dir(round_dir(state_dir, round_n).parent)
             fsync_dir(aside)
-            src = sqlite3.connect(f"file:{target / 'state.db'}?mode=ro", uri=True)
-            try:
-                src.backup(db.conn)
-            finally:
-                src.close()
-            db.conn.execute("PRAGMA journal_mode = WAL")
+            delta.restore(db, state_dir, round_n, rebuilt)
             reconcile(db, state_dir)
             shutil.rmtree(state_dir / "work", ignore_errors=True)
             atomic_write_text(state_dir / "LATEST", f"{round_n}\n")

@@ -29,6 +29,7 @@ from zpd.store.db import Database, StoreError, StoreIOError, get_meta, open_stor
 from zpd.store.ledger_controller import controller_started
 from zpd.store.lock import ControllerLock, LockHeld, StateDirRefused, check_state_dir, fresh_dir_foreign
 from zpd.store.readmodel import next_round
+from zpd.store.rounds import reconcile
 
 from . import notify
 from .context import RunContext
@@ -38,7 +39,6 @@ from .domains.prompting import prompt_style
 from .domains.registry import build_domains
 from .logs import setup_logging
 from .metrics import DaemonMetrics, is_loopback
-from .snapshot import reconcile
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_CORRUPT = 0, 1, 2, 3, 4
 

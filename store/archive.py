@@ -2,7 +2,8 @@
 
 An archive is an uncompressed tar (model weights barely compress) holding::
 
-    SNAPSHOT.json                 {"format_version", "round", "zpd_version", "created_at", "files": {path: {bytes, sha256}}}
+    SNAPSHOT.json                 {"format_version", "round", "zpd_version", "created_at",
+                                   "files": {path: {bytes, sha256}}}
     round_000042/...              the committed round directory as it is on disk: learner/, config.json,
                                   state.db (the store as of that round, taken with SQLite's backup API),
                                   manifest.json, COMPLETE
@@ -20,10 +21,12 @@ import os
 import shutil
 import stat
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import delta
 from .atomic import atomic_path, atomic_write_text, fsync_dir, fsync_file, fsync_tree
 from .rounds import COMPLETE, round_dir, round_name, rounds_dir, sha256_file, verify_round
 
@@ -36,27 +39,54 @@ class SnapshotError(RuntimeError):
 
 
 def write_snapshot(state_dir: Path, round_n: int, out: Path, version: str) -> dict:
-    """Archive committed round ``round_n`` to ``out`` (atomically). Returns the archive index."""
+    """Archive committed round ``round_n`` to ``out`` (atomically). Returns the archive index. The
+    archived round always holds a complete ``state.db``: a delta round's store is rebuilt from its base
+    and delta (``store/delta.py``), and its manifest rewritten to list ``state.db`` instead."""
     src = round_dir(state_dir, round_n)
     problems = verify_round(src)
     if problems:
         raise SnapshotError(f"round {round_n} cannot be archived: {problems[0]}")
-    files = {}
-    for path in sorted(p for p in src.rglob("*") if p.is_file()):
-        rel = f"{round_name(round_n)}/{path.relative_to(src).as_posix()}"
-        files[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-    index = {"format_version": ARCHIVE_FORMAT, "round": round_n, "zpd_version": version,
-             "created_at": time.time(), "files": files}
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp, tarfile.open(tmp, mode="w") as tar:
-        data = json.dumps(index, indent=2).encode()
-        info = tarfile.TarInfo(INDEX)
-        info.size, info.mtime = len(data), int(time.time())
-        tar.addfile(info, io.BytesIO(data))
-        for rel in files:
-            tar.add(src / rel.split("/", 1)[1], arcname=rel, recursive=False)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".zpd-snapshot-") as scratch:
+        sources = _round_files(state_dir, round_n, Path(scratch))
+        files = {}
+        for rel, path in sources.items():
+            files[f"{round_name(round_n)}/{rel}"] = {"bytes": path.stat().st_size,
+                                                     "sha256": sha256_file(path)}
+        index = {"format_version": ARCHIVE_FORMAT, "round": round_n, "zpd_version": version,
+                 "created_at": time.time(), "files": files}
+        with atomic_path(out) as tmp, tarfile.open(tmp, mode="w") as tar:
+            data = json.dumps(index, indent=2).encode()
+            info = tarfile.TarInfo(INDEX)
+            info.size, info.mtime = len(data), int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+            for rel, path in sources.items():
+                tar.add(path, arcname=f"{round_name(round_n)}/{rel}", recursive=False)
     return index
+
+
+def _round_files(state_dir: Path, round_n: int, scratch: Path) -> dict[str, Path]:
+    """The archived round's files (path in the round -> file to read): the round directory as it is, or
+    for a delta round, its store rebuilt into ``scratch`` with a manifest that lists it."""
+    src = round_dir(state_dir, round_n)
+    found = {p.relative_to(src).as_posix(): p for p in sorted(src.rglob("*")) if p.is_file()}
+    if delta.store_kind(src) != "delta":
+        return found
+    try:
+        delta.materialize(state_dir, round_n, scratch / delta.FULL_NAME)
+    except delta.DeltaError as exc:
+        raise SnapshotError(f"round {round_n} cannot be archived: {exc}") from None
+    manifest = json.loads((src / "manifest.json").read_text())
+    for name in (delta.DELTA_NAME, delta.BASE_NAME):
+        manifest["files"].pop(name, None)
+        found.pop(name)
+    full = scratch / delta.FULL_NAME
+    manifest["files"][delta.FULL_NAME] = {"bytes": full.stat().st_size, "sha256": sha256_file(full)}
+    manifest["files"] = dict(sorted(manifest["files"].items()))
+    (scratch / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    found.update({delta.FULL_NAME: full, "manifest.json": scratch / "manifest.json"})
+    return dict(sorted(found.items()))
 
 
 MAX_INDEX_BYTES = 64 << 20
@@ -103,7 +133,8 @@ def check_index(index: object, archive: Path) -> dict:
     if not isinstance(index, dict):
         raise SnapshotError(f"{where}: expected an object, got {type(index).__name__}")
     if index.get("format_version") != ARCHIVE_FORMAT:
-        raise SnapshotError(f"{archive}: archive format {str(index.get('format_version'))[:20]} is not supported")
+        raise SnapshotError(
+            f"{archive}: archive format {str(index.get('format_version'))[:20]} is not supported")
     round_n = index.get("round")
     if not isinstance(round_n, int) or isinstance(round_n, bool) or not 0 <= round_n < 10**6:
         raise SnapshotError(f"{where}: 'round' must be an integer in 0..999999, got {str(round_n)[:40]!r}")
@@ -118,11 +149,13 @@ def check_index(index: object, archive: Path) -> dict:
         parts = rel.split("/")
         if (parts[0] != round_name(round_n) or len(parts) < 2 or any(p in ("", ".", "..") for p in parts)
                 or "\\" in rel or "\x00" in rel):
-            raise SnapshotError(f"{where}: file {rel[:80]!r} is not a relative path under {round_name(round_n)}/")
+            raise SnapshotError(
+                f"{where}: file {rel[:80]!r} is not a relative path under {round_name(round_n)}/")
         size, digest = (info.get("bytes"), info.get("sha256")) if isinstance(info, dict) else (None, None)
         if (not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(digest, str)
                 or len(digest) != 64 or not set(digest) <= _HEX):
-            raise SnapshotError(f"{where}: file {rel[:80]!r} needs an integer 'bytes' >= 0 and a hex 'sha256'")
+            raise SnapshotError(
+                f"{where}: file {rel[:80]!r} needs an integer 'bytes' >= 0 and a hex 'sha256'")
         total += size
     have = Path(archive).stat().st_size
     if total > have:
@@ -211,7 +244,8 @@ def seed_from_snapshot(archive: Path, state_dir: Path, prepare: Callable[[Path],
             raise SnapshotError(f"{archive}: truncated or unreadable ({_short(exc)})") from None
         missing = set(index["files"]) - names
         if missing:
-            raise SnapshotError(f"{archive}: truncated: {len(missing)} file(s) missing, e.g. {sorted(missing)[0]}")
+            raise SnapshotError(
+                f"{archive}: truncated: {len(missing)} file(s) missing, e.g. {sorted(missing)[0]}")
         for rel, info in index["files"].items():
             path = stage / rel
             if path.stat().st_size != info["bytes"] or sha256_file(path) != info["sha256"]:

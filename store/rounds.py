@@ -6,10 +6,11 @@ Layout (DESIGN.md)::
     LATEST                 one line: the newest committed round
 
 Commit (``commit_round``): stage ``rounds/.round_000042.tmp/`` (learner hard-linked or copied, the
-config, a backup-API copy of the store, the manifest with sha256 of every file), fsync everything,
+config, the store as of the round: a backup-API copy ``state.db``, or ``store.delta`` + ``base_round``
+(``store/delta.py``), the manifest with sha256 of every file), fsync everything,
 write ``COMPLETE`` last, rename the directory into place, fsync ``rounds/``, then atomically rewrite
 ``LATEST``. Only after that does the caller mark the round committed in SQLite; at start-up the disk
-is the truth (``committed_on_disk``) and the database is reconciled to it.
+is the truth (``committed_on_disk``) and the database is reconciled to it (``reconcile``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .atomic import atomic_write_json, atomic_write_text, fsync_dir, fsync_tree
+from .connect import transaction
 from .readmodel import COMPLETE, committed_on_disk, round_name, rounds_dir
 
 MANIFEST_FORMAT = 1
+
+
 def round_dir(state_dir: Path, n: int) -> Path:
     return rounds_dir(state_dir) / round_name(n)
 
@@ -98,11 +103,14 @@ def commit_round(
     parent_round: int | None,
     learner_src: Path,
     config_json: str,
-    backup_db: Callable[[Path], None],
+    backup_db: Callable[[Path], None] | None = None,
     version: str,
     extra_files: dict[str, str] | None = None,
+    write_store: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Atomically publish round ``round_n``. Idempotent: an existing COMPLETE directory is kept."""
+    """Atomically publish round ``round_n``. Idempotent: an existing COMPLETE directory is kept. The
+    store goes in by ``write_store(stage)`` (any files it writes there are hashed with the rest) or, when
+    that is None, ``backup_db(stage / "state.db")``."""
     final = round_dir(state_dir, round_n)
     if (final / COMPLETE).is_file():
         return final
@@ -118,8 +126,14 @@ def commit_round(
     (stage / "config.json").write_text(config_json)
     for rel, text in (extra_files or {}).items():
         (stage / rel).write_text(text)
-    backup_db(stage / "state.db")
-    (stage / "manifest.json").write_text(json.dumps(build_manifest(stage, round_n, parent_round, version), indent=2))
+    if write_store is not None:
+        write_store(stage)
+    elif backup_db is not None:
+        backup_db(stage / "state.db")
+    else:
+        raise ValueError("commit_round needs write_store or backup_db")
+    manifest = build_manifest(stage, round_n, parent_round, version)
+    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2))
     fsync_tree(stage)
     atomic_write_text(stage / COMPLETE, f"{round_n}\n")
     os.rename(stage, final)
@@ -147,7 +161,9 @@ def clean_stale(state_dir: Path) -> list[Path]:
     return removed
 
 
-def rounds_to_prune(committed: list[int], *, keep_last: int, keep_every: int, keep_all: bool, protect: set[int]) -> list[int]:
+def rounds_to_prune(
+    committed: list[int], *, keep_last: int, keep_every: int, keep_all: bool, protect: set[int]
+) -> list[int]:
     if keep_all:
         return []
     keep = set(committed[-keep_last:]) | protect
@@ -169,6 +185,36 @@ def prune(state_dir: Path, rounds: list[int]) -> None:
         fsync_dir(rounds_dir(state_dir))
 
 
+def mark_committed(db: Any, round_n: int) -> None:
+    """The store's side of a commit, after the disk's (in the caller's transaction, or one of its own)."""
+    with transaction(db) as conn:
+        conn.execute("UPDATE rounds SET status = 'committed', phase = 'done', finished_at = ? WHERE id = ?",
+                     [time.time(), round_n])
+
+
+def reconcile(db: Any, state_dir: Path) -> list[int]:
+    """Make the store agree with the disk after a kill; returns rounds newly marked committed."""
+    clean_stale(state_dir)
+    on_disk = set(committed_on_disk(state_dir))
+    conn = getattr(db, "conn", db)
+    fixed = [n for (n,) in conn.execute("SELECT id FROM rounds WHERE status != 'committed'").fetchall()
+             if n in on_disk]
+    with transaction(db) as tx:
+        for n in fixed:
+            tx.execute("UPDATE rounds SET status = 'committed', phase = 'done', "
+                       "finished_at = coalesce(finished_at, ?) WHERE id = ?", [time.time(), n])
+    for (n,) in conn.execute("SELECT id FROM rounds WHERE status = 'committed'").fetchall():
+        shutil.rmtree(work_dir(state_dir, n), ignore_errors=True)
+    return fixed
+
+
+def is_committed(db: Any, round_n: int) -> bool:
+    """Whether the store records round ``round_n`` as committed."""
+    conn = getattr(db, "conn", db)
+    row = conn.execute("SELECT 1 FROM rounds WHERE id = ? AND status = 'committed'", [round_n]).fetchone()
+    return row is not None
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
@@ -181,9 +227,12 @@ __all__ = [
     "commit_round",
     "committed_on_disk",
     "dir_bytes",
+    "is_committed",
     "link_or_copy_tree",
+    "mark_committed",
     "prune",
     "read_latest",
+    "reconcile",
     "round_dir",
     "round_name",
     "rounds_dir",

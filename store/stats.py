@@ -77,7 +77,8 @@ def round_yield_counts(db: Any, round_n: int) -> tuple[int, int, float, int]:
         [round_n],
     ).fetchone()
     usd, tokens = db.execute(
-        "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(completion_tokens), 0) FROM generation_usage WHERE round = ?",
+        "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(completion_tokens), 0) FROM generation_usage "
+        "WHERE round = ?",
         [round_n],
     ).fetchone()
     return calibrated, accepted, usd, tokens
@@ -97,7 +98,8 @@ def bandit_rewards(
     memo = {
         r: json.loads(j)
         for r, j in db.execute(
-            "SELECT fate_round, rewards_json FROM bandit_rewards WHERE domain = ? AND fate_round BETWEEN ? AND ?",
+            "SELECT fate_round, rewards_json FROM bandit_rewards "
+            "WHERE domain = ? AND fate_round BETWEEN ? AND ?",
             [domain, first_round, last_round],
         ).fetchall()
     }
@@ -131,7 +133,8 @@ def save_bandit_checkpoint(
 ) -> None:
     with transaction(db) as conn:
         conn.execute(
-            "INSERT OR REPLACE INTO bandit_values (domain, key, through_round, values_json) VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO bandit_values (domain, key, through_round, values_json) "
+            "VALUES (?, ?, ?, ?)",
             [domain, key, through_round, json.dumps({str(a): q for a, q in values.items()})],
         )
 

@@ -8,6 +8,7 @@ it drew; the bootstrap set is made once per key and read back, not re-made each 
 from __future__ import annotations
 
 import bisect
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,16 +63,54 @@ def round_examples(db: Any, round_n: int, kind: str) -> list[dict[str, Any]]:
     )
 
 
+SPANS = "train_example_rounds"
+"""A memo of the replay sample's per-round figures: (kind, round) -> count, min id, max id of the examples,
+for a prefix of the rounds; triggers on ``train_examples`` drop a round, and every later one, whenever
+an example of it is inserted, changed or deleted, so each round is read from the index about once."""
+
+
+def _read_spans(db: Any, kind: str, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
+    return db.execute(
+        "SELECT round, count(*), min(id), max(id) FROM train_examples WHERE kind = ? AND round >= ? "
+        "AND round < ? GROUP BY round ORDER BY round",
+        [kind, lo, hi],
+    ).fetchall()
+
+
+def round_spans(db: Any, round_n: int, kind: str) -> list[tuple[int, int, int, int]]:
+    """(round, count, min id, max id) of the examples of ``kind`` of each round before ``round_n``: from
+    the memo, reading from the index only the rounds it lacks (all of them on a read-only connection)."""
+    conn = getattr(db, "conn", db)
+    try:
+        with transaction(conn) as tx:
+            tx.execute(f"CREATE TABLE IF NOT EXISTS {SPANS} (kind TEXT NOT NULL, round INTEGER NOT NULL, "
+                       "n INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, "
+                       "PRIMARY KEY (kind, round)) WITHOUT ROWID")
+            for event, row in (("INSERT", "NEW"), ("DELETE", "OLD"), ("UPDATE", "OLD"), ("UPDATE", "NEW")):
+                # A change to an earlier round's examples (a late one) forgets that round and the later ones.
+                tx.execute(f"CREATE TRIGGER IF NOT EXISTS {SPANS}_{event.lower()}_{row.lower()} AFTER {event} "
+                           f"ON train_examples BEGIN DELETE FROM {SPANS} WHERE kind = {row}.kind "
+                           f"AND round >= {row}.round; END")
+            top = tx.execute(f"SELECT coalesce(max(round) + 1, 0), count(*) FROM {SPANS} WHERE kind = ?",
+                             [kind]).fetchone()
+            start = top[0] if top[1] else 0
+            if start < round_n:
+                tx.executemany(f"INSERT OR REPLACE INTO {SPANS} (kind, round, n, lo, hi) "
+                               "VALUES (?, ?, ?, ?, ?)",
+                               [(kind, *r) for r in _read_spans(tx, kind, start, round_n)])
+            rows = tx.execute(f"SELECT round, n, lo, hi FROM {SPANS} WHERE kind = ? AND round < ? "
+                              "ORDER BY round", [kind, round_n]).fetchall()
+            return [(int(r), int(n), int(lo), int(hi)) for r, n, lo, hi in rows]
+    except sqlite3.OperationalError:  # a read-only connection: no memo
+        return _read_spans(conn, kind, 0, round_n)
+
+
 def earlier_example_ids(db: Any, round_n: int, kind: str, positions: Sequence[int]) -> list[int]:
     """The ids at ``positions`` of the ascending list of ids of the examples of ``kind`` of rounds before
-    ``round_n`` (positions below ``count_earlier``). Reads per-round counts from an index, then one id per
-    position (none where a round's ids are contiguous): never the whole list, unless ids do not grow
+    ``round_n`` (positions below ``count_earlier``). Reads per-round counts (``round_spans``), then one id
+    per position (none where a round's ids are contiguous): never the whole list, unless ids do not grow
     with the round (then it is read once)."""
-    per_round = db.execute(
-        "SELECT round, count(*), min(id), max(id) FROM train_examples WHERE kind = ? AND round < ? "
-        "GROUP BY round ORDER BY round",
-        [kind, round_n],
-    ).fetchall()
+    per_round = round_spans(db, round_n, kind)
     if any(a[3] >= b[2] for a, b in zip(per_round, per_round[1:], strict=False)):
         ids = sorted(
             r[0]
@@ -102,10 +141,8 @@ def earlier_example_ids(db: Any, round_n: int, kind: str, positions: Sequence[in
 
 
 def count_earlier(db: Any, round_n: int, kind: str) -> int:
-    """How many examples of ``kind`` rounds before ``round_n`` have (an index-only count)."""
-    return db.execute(
-        "SELECT count(*) FROM train_examples WHERE kind = ? AND round < ?", [kind, round_n]
-    ).fetchone()[0]
+    """How many examples of ``kind`` rounds before ``round_n`` have (from ``round_spans``)."""
+    return sum(r[1] for r in round_spans(db, round_n, kind))
 
 
 def examples_by_id(db: Any, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
