@@ -308,7 +308,8 @@ class StartUp:
         self.ctx = RunContext(
             self.state_dir, self.cfg, self.db, domains, self.metrics, self.log, self.stop, beat=self.beat
         )
-        for domain in domains.values():  # a domain that needs the run (the knowledge domain's question writer)
+        # A domain that needs the run (the knowledge domain's question writer).
+        for domain in domains.values():
             attach = capability(domain, Attaches)
             if attach is not None:
                 attach.attach(DomainServices(self.ctx))

@@ -88,7 +88,8 @@ def round_spans(db: Any, round_n: int, kind: str) -> list[tuple[int, int, int, i
                        "PRIMARY KEY (kind, round)) WITHOUT ROWID")
             for event, row in (("INSERT", "NEW"), ("DELETE", "OLD"), ("UPDATE", "OLD"), ("UPDATE", "NEW")):
                 # A change to an earlier round's examples (a late one) forgets that round and the later ones.
-                tx.execute(f"CREATE TRIGGER IF NOT EXISTS {SPANS}_{event.lower()}_{row.lower()} AFTER {event} "
+                name = f"{SPANS}_{event.lower()}_{row.lower()}"
+                tx.execute(f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} "
                            f"ON train_examples BEGIN DELETE FROM {SPANS} WHERE kind = {row}.kind "
                            f"AND round >= {row}.round; END")
             top = tx.execute(f"SELECT coalesce(max(round) + 1, 0), count(*) FROM {SPANS} WHERE kind = ?",

@@ -155,7 +155,8 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
         assert services is not None, "hint() runs only once attach() turned hints on"
         teacher, cal = services.run_config().teacher, services.run_config().calibration
         prompt = self.cfg.hint_prompt.replace("{question}", g.meta_of(task)["entry"]["question"])
-        temperature = cal.temperature if teacher is None or teacher.temperature is None else teacher.temperature
+        own = None if teacher is None else teacher.temperature
+        temperature = cal.temperature if own is None else own
         # Through the services: the call is in the round's teacher ledger, under teacher.max_cost_usd, and a
         # reply a killed phase already paid for is replayed from the round's reply log.
         text = services.teacher(prompt, seed=seed, temperature=temperature,
