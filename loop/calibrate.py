@@ -44,8 +44,8 @@ from zpd.store.stats import insert_attempts
 
 from . import curriculum, exam
 from .context import RunContext, derive_seed, rng_for
+from .errors import PhaseFailed
 from .logs import Progress
-from .train import PhaseFailed
 from .usage import TeacherBudget, add_usage, count_generated, record_failures
 
 FATES_AFTER_CALIBRATION = ("mastered", "zpd", "beyond", "review", "exam")

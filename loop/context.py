@@ -23,10 +23,7 @@ from zpd.configs.schema import ZpdConfig
 from zpd.store import rounds as rounds_store
 
 from .domains.base import Domain, Task
-
-
-class Stopped(Exception):
-    """A stop was requested; the phase left the store at a safe point."""
+from .errors import Stopped
 
 
 def derive_seed(*parts: object) -> int:

@@ -28,6 +28,7 @@ from zpd.store.yields import domain_yields
 
 from . import notify
 from .context import RunContext, Stopped
+from .errors import PhaseFailed
 from .logs import CONTEXT, get_logger
 from .metrics import DaemonMetrics
 from .round import run_round
@@ -40,7 +41,6 @@ from .startup import (  # noqa: F401  the exit codes are part of this module's s
     StartError,
     StartUp,
 )
-from .train import PhaseFailed
 
 COMPONENT_OF_PHASE = {"bootstrap": "trainer", "train": "trainer", "calibrate": "generator", "measure": "generator",
                       "synthesize": "store", "snapshot": "store"}

@@ -18,8 +18,8 @@ import json
 from collections import defaultdict
 
 from .context import RunContext, derive_seed
+from .errors import PhaseFailed
 from .exam import version_items
-from .train import PhaseFailed
 from .usage import add_usage, count_generated, record_failures
 
 

@@ -25,6 +25,7 @@ from zpd.configs.load import changed_keys, immutable_changes, to_json
 from zpd.store.db import StoreError, StoreIOError, get_meta, open_store, set_meta
 from zpd.store.lock import LockHeld, StateDirRefused, check_state_dir, fresh_dir_foreign
 from zpd.store.readmodel import next_round
+from zpd.trainer.backends import backend_for
 
 from . import notify
 from .context import RunContext
@@ -70,7 +71,7 @@ class StartUp:
         exits 2; a verl backend that cannot run here exits 1 saying what to install), the kind of
         directory, the snapshot index, the config the run pinned, the metrics bind address."""
         domains = build_domains(self.cfg.domains, prompt_style(self.cfg))
-        if self.cfg.train.backend.startswith("verl"):
+        if not backend_for(self.cfg.train.backend).embedded:
             from zpd.trainer.verl import VerlUnavailable, preflight
 
             try:

@@ -31,25 +31,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .job import (
+from .job import execute_job
+from .process import (
     POLL_SECONDS,
-    TrainJob,
     TrainJobFailed,
     TrainJobStopped,
-    _atomic_write_text,
-    _die_with_parent,
-    _emit,
-    _parse_event,
-    _pump,
     child_argv,
-    execute_job,
+    die_with_parent,
+    emit,
     kill_tree,
+    parse_event,
+    pump,
+    write_job,
 )
 from .result import TrainResult
+from .spec import TrainJob
 
 RELEASE_TIMEOUT_SECONDS = 60.0
 
@@ -73,25 +72,25 @@ def _release() -> dict[str, Any]:
 
 
 def _run_one(job_path: Path) -> None:
-    _emit({"event": "start", "pid": os.getpid()})
+    emit({"event": "start", "pid": os.getpid()})
     try:
         execute_job(job_path)
     except Exception as exc:  # noqa: BLE001  (reported to the daemon, which kills this worker)
         import traceback
 
         traceback.print_exc(file=sys.stdout)
-        _emit({"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        emit({"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
         return
     finally:
         gc.collect()  # the job's model goes now, not at some later collection
-    _emit({"event": "done"})
+    emit({"event": "done"})
 
 
 def serve() -> int:
     """The worker's loop over stdin commands (module docstring)."""
     from . import grpo, sft  # noqa: F401  (the imports every job needs, paid once)
 
-    _emit({"event": "ready", "pid": os.getpid()})
+    emit({"event": "ready", "pid": os.getpid()})
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -99,9 +98,9 @@ def serve() -> int:
         if cmd.get("cmd") == "job":
             _run_one(Path(cmd["path"]))
         elif cmd.get("cmd") == "release":
-            _emit(_release())
+            emit(_release())
         else:
-            _emit({"event": "failed", "error": f"unknown worker command {cmd.get('cmd')!r}"})
+            emit({"event": "failed", "error": f"unknown worker command {cmd.get('cmd')!r}"})
     return 0
 
 
@@ -130,12 +129,12 @@ class TrainerWorker:
             self.proc = subprocess.Popen(
                 child_argv("zpd.trainer.worker"), cwd=self.cwd, env=dict(os.environ, PYTHONUNBUFFERED="1"),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                errors="replace", start_new_session=True, preexec_fn=_die_with_parent,
+                errors="replace", start_new_session=True, preexec_fn=die_with_parent,
             )
         except OSError as exc:
             raise TrainJobFailed(f"the trainer worker could not be started ({sys.executable}): {exc}") from None
         self._lines = queue.Queue()
-        self._reader = threading.Thread(target=_pump, args=(self.proc.stdout, self._lines), daemon=True)
+        self._reader = threading.Thread(target=pump, args=(self.proc.stdout, self._lines), daemon=True)
         self._reader.start()
 
     def _send(self, cmd: dict) -> None:
@@ -155,7 +154,7 @@ class TrainerWorker:
                 line = ""
             if line is None:
                 return None
-            event = _parse_event(line) if line else None
+            event = parse_event(line) if line else None
             if line and event is None:
                 self.tail.append(line)
             if should_stop is not None and should_stop():
@@ -177,11 +176,8 @@ class TrainerWorker:
         """Run ``job`` in the worker (started first when none is alive) and return its result. Raises
         TrainJobFailed (the job raised, the worker died, a timeout) or TrainJobStopped; in both cases the
         worker is gone on return."""
+        job_path = write_job(job)
         result_path = Path(job.result_path)
-        result_path.parent.mkdir(parents=True, exist_ok=True)
-        result_path.unlink(missing_ok=True)
-        job_path = result_path.with_name(result_path.name + ".job.json")
-        _atomic_write_text(job_path, json.dumps(asdict(job)))
         deadline = time.monotonic() + timeout_seconds
         try:
             if not self.alive():

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from zpd.trainer.job import TrainJobFailed, TrainJobStopped
+from zpd.trainer.process import TrainJobFailed, TrainJobStopped
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 LOG_TAIL_LINES = 60
