@@ -84,7 +84,8 @@ def bootstrap_set(domains: dict[str, Domain], cfg: BootstrapConfig, seed: int, e
             task = pick(rng)
         else:
             top = min(cfg.max_guided_difficulty if guided else cfg.max_solo_difficulty, domain.max_difficulty)
-            levels = list(range(math.ceil(domain.min_difficulty), math.floor(top) + 1)) or [domain.min_difficulty]
+            levels = [float(x) for x in range(math.ceil(domain.min_difficulty), math.floor(top) + 1)] or [
+                domain.min_difficulty]
             task = domain.make_task(float(rng.choice(levels)), rng)
         if task is None or task.content_hash in exclude:
             continue
@@ -131,8 +132,8 @@ def run(ctx: RunContext, round_n: int) -> None:
             tmp.rename(base)
         cfg = ctx.cfg.bootstrap
         if warms_up(ctx.cfg):
-            data = bootstrap_set(ctx.domains, cfg, derive_seed(ctx.cfg.run.seed, "bootstrap"), eval_hashes(ctx),
-                                 propose_fraction=propose_share(ctx.cfg))
+            data = bootstrap_set(ctx.domains, cfg, derive_seed(ctx.cfg.run.seed, "bootstrap"),
+                                 eval_hashes(ctx), propose_fraction=propose_share(ctx.cfg))
             ctx.log.info("bootstrap training", extra={"examples": len(data)})
             result = run_trainer(ctx, backend="embedded-sft", learner=base, data=data, out=out,
                                  params=bootstrap_params(ctx.cfg, resolve_device(ctx.cfg.learner.device)),
@@ -143,4 +144,5 @@ def run(ctx: RunContext, round_n: int) -> None:
                              "measured, not trained")
             reuse_learner(base, out)
     with ctx.db.atomic():
-        ctx.advance(round_n, "measure", train_loss=result.get("loss"), train_tokens=result.get("num_tokens", 0))
+        ctx.advance(round_n, "measure", train_loss=result.get("loss"),
+                    train_tokens=result.get("num_tokens", 0))

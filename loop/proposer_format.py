@@ -32,7 +32,8 @@ def snap_level(domain: Domain, difficulty: float) -> float:
     return min(levels, key=lambda x: (abs(x - difficulty), x))
 
 
-def proposer_examples(domains: dict[str, Domain], num: int, seed: int, exclude: set[str]) -> list[dict[str, Any]]:
+def proposer_examples(domains: dict[str, Domain], num: int, seed: int,
+                      exclude: set[str]) -> list[dict[str, Any]]:
     """``num`` bootstrap rows teaching the proposer's format (domains with ``parse`` only): the prompt
     ``propose:<level>`` and, as the response, the bare prompt of a task the domain makes at that level.
     Deterministic for ``seed``; tasks in ``exclude`` (the eval sets) never appear."""

@@ -12,8 +12,8 @@ One model, two roles, as in Absolute Zero (AZR), R-Zero and Agent0 (``reference/
   form). Valid, new proposals are returned as candidates (tagged in ``meta["proposal"]``); every
   proposal, valid or not, is a row of ``proposals`` (written in SYNTHESIZE's transaction). Every sample
   has its own seed, derived from ``(seed, round, "propose", domain)``, its group and its index, so a
-  kill-and-resume re-makes the same proposals. A domain without ``parse`` (knowledge, dataset) has its candidates made by the domain at the
-  zpd-band difficulties, as under zpd-band (without escalations).
+  kill-and-resume re-makes the same proposals. A domain without ``parse`` (knowledge, dataset) has its
+  candidates made by the domain at the zpd-band difficulties, as under zpd-band (without escalations).
 * **Solve**: CALIBRATE measures the proposed tasks like any other; the learner trains on the ZPD
   (``select`` is zpd-band's).
 * **Reward and proposer update** (TRAIN, the policy's ``after_train``: ``train_proposer``): a valid new
@@ -65,8 +65,8 @@ from .policy import AfterTrain, Policy
 from .proposer_format import proposer_examples, proposer_prompt, snap_level
 from .trainjob import reuse_learner, run_trainer
 
-__all__ = ["SelfPlay", "format_examples", "learnability", "proposal_reward", "proposer_examples", "proposer_prompt",
-           "score_proposals", "train_proposer"]
+__all__ = ["SelfPlay", "format_examples", "learnability", "proposal_reward", "proposer_examples",
+           "proposer_prompt", "score_proposals", "train_proposer"]
 
 
 def learnability(p: float, kind: str) -> float:
@@ -76,7 +76,8 @@ def learnability(p: float, kind: str) -> float:
     return min(p, 1.0 - p)
 
 
-def proposal_reward(cfg: CurriculumConfig, *, valid: bool, duplicate: bool, p_solo: float | None) -> float | None:
+def proposal_reward(cfg: CurriculumConfig, *, valid: bool, duplicate: bool,
+                    p_solo: float | None) -> float | None:
     """A proposal's reward (``cfg``: CurriculumConfig); None when its task has no pass rate yet."""
     if not valid:
         return cfg.selfplay_invalid_reward
@@ -114,17 +115,19 @@ class SelfPlay(Policy):
         rows: list[Proposal] = []
         for group_id, (level, prompt, completions) in enumerate(zip(levels, prompts, outs, strict=True)):
             for idx, c in enumerate(completions):
-                task = None if c.failed else parse(c.text)
-                valid = task is not None and bool(domain.grade(task, domain.solution(task)))
-                duplicate = valid and task.content_hash in known
-                if valid and not duplicate:
+                parsed = None if c.failed else parse(c.text)
+                gradable = parsed is not None and domain.grade(parsed, domain.solution(parsed))
+                task = parsed if gradable else None
+                valid = task is not None
+                duplicate = task is not None and task.content_hash in known
+                if task is not None and not duplicate:
                     known.add(task.content_hash)
                     tasks.append(replace(task, meta={**task.meta, "proposal": {
                         "round": round_n, "group": group_id, "sample": idx, "level": level}}))
                 rows.append(Proposal(round=round_n, domain=domain_name, group_id=group_id, sample_idx=idx,
                                      level=level, prompt=prompt, output=c.text, finish_reason=c.finish_reason,
                                      valid=int(valid), duplicate=int(duplicate),
-                                     content_hash=task.content_hash if valid else None))
+                                     content_hash=task.content_hash if task is not None else None))
         store.insert_proposals(ctx.db, rows)
         ctx.log.info("proposed", extra={"domain": domain_name, "proposals": len(rows),
                                         "valid": sum(r.valid for r in rows),
@@ -132,7 +135,7 @@ class SelfPlay(Policy):
         return tasks
 
     def train_output(self, work: Path) -> Path:
-        """The solver's training makes ``work/solver``; the proposer's update makes ``work/learner`` from it."""
+        """The solver's training makes ``work/solver``; the proposer's update makes ``work/learner``."""
         return work / "solver"
 
     def after_train(self, ctx: RunContext, round_n: int, *, trained: Path, out: Path) -> AfterTrain:
@@ -160,8 +163,9 @@ def _sample_groups(ctx: RunContext, round_n: int, domain_name: str, gen: Any, pr
     for start in range(0, len(prompts), GROUPS_PER_CALL):
         groups = range(start, min(len(prompts), start + GROUPS_PER_CALL))
         keys = [f"{domain_name}:{seed}:{g}:{prompts[g]}" for g in groups]
-        if all(log.get(k) is not None for k in keys):
-            outs += [[Completion(**c) for c in log.get(k)["samples"]] for k in keys]
+        stored = [log.get(k) for k in keys]
+        if all(entry is not None for entry in stored):
+            outs += [[Completion(**c) for c in entry["samples"]] for entry in stored if entry is not None]
             continue
         ctx.check_stop()
         made = gen.generate([prompts[g] for g in groups], n=size, temperature=cfg.selfplay_temperature,
@@ -236,17 +240,20 @@ def train_proposer(ctx: RunContext, round_n: int, *, solver: Path, out: Path) ->
     else:
         seed = derive_seed(ctx.cfg.run.seed, round_n, "proposer") % 2**31
         data: list[dict[str, Any]] = [
-            {"group": f"{d}:{gid}", "prompt": p.prompt, "completion": p.output, "ended": p.finish_reason == "stop",
-             "reward": reward} for (d, gid), g in sorted(signal.items()) for p, reward in g]
+            {"group": f"{d}:{gid}", "prompt": p.prompt, "completion": p.output,
+             "ended": p.finish_reason == "stop", "reward": reward}
+            for (d, gid), g in sorted(signal.items()) for p, reward in g]
         data += [{"format": True, "prompt": r["prompt"], "response": r["response"]} for r in fmt]
         if fmt:
-            ctx.log.info("proposer format fine-tune first", extra={"valid_ratio": valid_ratio, "examples": len(fmt)})
-        params = proposer_params(ctx.cfg, seed, resolve_device(ctx.cfg.learner.device), format_first=bool(fmt))
+            ctx.log.info("proposer format fine-tune first",
+                         extra={"valid_ratio": valid_ratio, "examples": len(fmt)})
+        device = resolve_device(ctx.cfg.learner.device)
+        params = proposer_params(ctx.cfg, seed, device, format_first=bool(fmt))
         result = run_trainer(ctx, backend=PROPOSER_BACKEND, learner=solver, data=data, out=out, params=params,
                              round_n=round_n)
         figures.update(proposer_loss=result.get("loss"), proposer_tokens=result.get("num_tokens") or 0)
-    ctx.log.info("proposer trained", extra={**figures, "groups": len(groups), "groups_with_signal": len(signal),
-                                            "format_examples": len(fmt)})
+    ctx.log.info("proposer trained", extra={**figures, "groups": len(groups),
+                                            "groups_with_signal": len(signal), "format_examples": len(fmt)})
     return figures
 
 
@@ -260,5 +267,5 @@ def format_examples(ctx: RunContext) -> list[dict[str, Any]]:
     proposing = proposer_examples(ctx.domains, n, seed, exclude)
     if not proposing:
         return []
-    return proposing + bootstrap_set(ctx.domains, boot.model_copy(update={"num_examples": len(proposing)}), seed,
-                                     exclude)
+    solving = boot.model_copy(update={"num_examples": len(proposing)})
+    return proposing + bootstrap_set(ctx.domains, solving, seed, exclude)

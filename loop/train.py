@@ -30,7 +30,8 @@ def train_params(ctx: RunContext, round_n: int) -> TrainParams | None:
     from zpd.trainer.model import resolve_device  # torch: imported when a round trains, not at start-up
 
     seed = rng_for(ctx.cfg.run.seed, round_n, "train").randrange(2**31)
-    return backend_for(ctx.cfg.train.backend).round_params(ctx.cfg, seed, resolve_device(ctx.cfg.learner.device))
+    device = resolve_device(ctx.cfg.learner.device)
+    return backend_for(ctx.cfg.train.backend).round_params(ctx.cfg, seed, device)
 
 
 def _train_learner(ctx: RunContext, round_n: int, parent: Path, out: Path, num_new: int,
@@ -38,12 +39,14 @@ def _train_learner(ctx: RunContext, round_n: int, parent: Path, out: Path, num_n
     """The learner's training from ``parent`` into ``out`` (or ``parent`` kept, with too few new examples);
     its result (loss, num_tokens)."""
     work, files = out.parent, JobFiles(out)
-    if out.is_dir() or (work / "learner").is_dir():  # trained before a kill that came ahead of the phase commit
-        return json.loads(files.result.read_text()) if files.result.is_file() else {"loss": None, "num_tokens": 0}
+    untrained: dict[str, Any] = {"loss": None, "num_tokens": 0}
+    # Trained before a kill that came ahead of the phase commit: its result, when it was written.
+    if out.is_dir() or (work / "learner").is_dir():
+        return json.loads(files.result.read_text()) if files.result.is_file() else untrained
     if num_new < max(ctx.cfg.train.min_examples, 1):
         ctx.log.info("too few new examples; the learner is kept", extra={"new_examples": num_new})
         reuse_learner(parent, out)
-        return {"loss": None, "num_tokens": 0}
+        return untrained
     backend = ctx.cfg.train.backend
     ctx.log.info("training", extra={"new_examples": num_new, "examples": len(data), "backend": backend})
     result = run_trainer(ctx, backend=backend, learner=parent, data=data, out=out,

@@ -53,8 +53,9 @@ class _ProgressLog:
             self.last_tokens = tokens
             if time.monotonic() - self.last_log >= 30 or event.get("step") == event.get("total"):
                 self.last_log = time.monotonic()
-                ctx.log.info("training progress", extra={"step": event.get("step"), "total": event.get("total"),
-                                                         "loss": event.get("loss"), "tokens": tokens})
+                ctx.log.info("training progress", extra={
+                    "step": event.get("step"), "total": event.get("total"), "loss": event.get("loss"),
+                    "tokens": tokens})
 
     def close(self) -> None:
         if self.bar is not None:
@@ -76,9 +77,9 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
     if files.tmp.exists():
         shutil.rmtree(files.tmp)
     progress = _ProgressLog(ctx, round_n)
-    request = TrainRequest(cfg=ctx.cfg, learner=learner, rows=data, files=files, round_n=round_n, params=params,
-                           pretrain=pretrain, resume=resume, threads=threads_for(ctx.cfg), on_progress=progress,
-                           should_stop=ctx.stop.is_set)
+    request = TrainRequest(cfg=ctx.cfg, learner=learner, rows=data, files=files, round_n=round_n,
+                           params=params, pretrain=pretrain, resume=resume, threads=threads_for(ctx.cfg),
+                           on_progress=progress, should_stop=ctx.stop.is_set)
     ctx.release_generators()  # give the memory back before training
     began = time.monotonic()
     try:
@@ -93,8 +94,9 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
     files.tmp.rename(out)
     shutil.rmtree(files.checkpoints, ignore_errors=True)  # survived a kill; not needed once complete
     # compute_seconds: inside the trainer (load, steps, save); wall_seconds adds start-up and hand-over.
-    ctx.log.info("training job finished", extra={"backend": backend, "compute_seconds": round(result.seconds, 3),
-                                                 "wall_seconds": round(time.monotonic() - began, 3)})
+    ctx.log.info("training job finished", extra={
+        "backend": backend, "compute_seconds": round(result.seconds, 3),
+        "wall_seconds": round(time.monotonic() - began, 3)})
     return {"loss": result.loss, "num_tokens": result.num_tokens, "num_steps": result.num_steps,
             "seconds": result.seconds}
 

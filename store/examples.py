@@ -18,7 +18,8 @@ from .connect import transaction
 # -- eval sets --------------------------------------------------------------------------------------
 def count_eval_tasks(db: Any, domain: str) -> int:
     """How many frozen eval items ``domain`` has (0: its eval set is still to be made)."""
-    return int(db.execute("SELECT count(*) FROM tasks WHERE fate = 'eval' AND domain = ?", [domain]).fetchone()[0])
+    sql = "SELECT count(*) FROM tasks WHERE fate = 'eval' AND domain = ?"
+    return int(db.execute(sql, [domain]).fetchone()[0])
 
 
 def eval_hashes(db: Any) -> set[str]:
@@ -31,14 +32,16 @@ def mastered_texts(db: Any, round_n: int) -> list[tuple[str, str]]:
     """(prompt, answer) of every task routed to ``mastered`` up to ``round_n``: the pretrain pool, most
     recent first (ties by id)."""
     return [(p, a) for p, a in db.execute(
-        "SELECT prompt, answer FROM tasks WHERE fate = 'mastered' AND fate_round <= ? ORDER BY fate_round DESC, id",
+        """SELECT prompt, answer FROM tasks WHERE fate = 'mastered' AND fate_round <= ?
+           ORDER BY fate_round DESC, id""",
         [round_n]).fetchall()]
 
 
 # -- curriculum -------------------------------------------------------------------------------------
 def frontier_value(db: Any, round_n: int, domain: str) -> float | None:
     """The frontier MEASURE stored for the learner of ``round_n`` on ``domain`` (None: none)."""
-    row = db.execute("SELECT value FROM frontier WHERE round = ? AND domain = ?", [round_n, domain]).fetchone()
+    sql = "SELECT value FROM frontier WHERE round = ? AND domain = ?"
+    row = db.execute(sql, [round_n, domain]).fetchone()
     return None if row is None else float(row[0])
 
 
@@ -99,7 +102,8 @@ def round_proposals(db: Any, round_n: int) -> list[ScoredProposal]:
     round with its task's pass rate, by domain, group and sample (call inside the phase's transaction)."""
     with transaction(db) as conn:
         conn.execute(
-            """UPDATE proposals SET task_id = (SELECT t.id FROM tasks t WHERE t.content_hash = proposals.content_hash)
+            """UPDATE proposals
+               SET task_id = (SELECT t.id FROM tasks t WHERE t.content_hash = proposals.content_hash)
                WHERE round = ? AND valid = 1 AND duplicate = 0""", [round_n])
         rows = conn.execute(
             """SELECT p.id, p.domain, p.group_id, p.sample_idx, p.prompt, p.output, p.finish_reason, p.valid,

@@ -134,8 +134,8 @@ def proposer_params(cfg: ZpdConfig, seed: int, device: str, *, format_first: boo
     c = cfg.curriculum
     fmt = SFTParams(epochs=cfg.bootstrap.epochs, batch_size=cfg.train.batch_size,
                     learning_rate=cfg.train.learning_rate, seed=seed, device=device) if format_first else None
-    return GroupsParams(steps=c.selfplay_steps, learning_rate=c.selfplay_learning_rate, seed=seed, device=device,
-                        format=fmt)
+    return GroupsParams(steps=c.selfplay_steps, learning_rate=c.selfplay_learning_rate, seed=seed,
+                        device=device, format=fmt)
 
 
 # -- embedded ---------------------------------------------------------------------------------------
@@ -154,7 +154,8 @@ class _Embedded:
 
     def train(self, request: TrainRequest, run_job: JobRunner) -> TrainResult:
         if not isinstance(request.params, self.params_type):
-            raise TypeError(f"{self.name} takes {self.params_type.__name__}, not {type(request.params).__name__}")
+            raise TypeError(f"{self.name} takes {self.params_type.__name__}, "
+                            f"not {type(request.params).__name__}")
         f = request.files
         return run_job(TrainJob(
             backend=self.name, learner_dir=str(request.learner), out_dir=str(f.tmp), data_path=str(f.data),
@@ -166,7 +167,7 @@ class _Embedded:
 @register
 class EmbeddedSFT(_Embedded):
     name = "embedded-sft"
-    example_kind = "sft"
+    example_kind: ExampleKind = "sft"
     params_type = SFTParams
 
     def execute(self, job: TrainJob, rows: list[dict[str, Any]], on_step: StepCallback,
@@ -182,7 +183,7 @@ class EmbeddedSFT(_Embedded):
 @register
 class EmbeddedGRPO(_Embedded):
     name = "embedded-grpo"
-    example_kind = "rl"
+    example_kind: ExampleKind = "rl"
     params_type = GRPOParams
 
     def round_params(self, cfg: ZpdConfig, seed: int, device: str) -> TrainParams | None:
@@ -237,7 +238,7 @@ class EmbeddedGRPOGroups(_Embedded):
     fine-tune first, in the same job (its steps reported as "format-step" events)."""
 
     name = "embedded-grpo-groups"
-    example_kind = "rl"
+    example_kind: ExampleKind = "rl"
     params_type = GroupsParams
 
     def round_params(self, cfg: ZpdConfig, seed: int, device: str) -> TrainParams | None:
@@ -264,9 +265,9 @@ class EmbeddedGRPOGroups(_Embedded):
 
             start = job.format_out_dir
             shutil.rmtree(start, ignore_errors=True)
-            format_tokens = train_sft(Path(job.learner_dir), [SFTExample(r["prompt"], r["response"]) for r in fmt],
-                                      start, on_step=on_format_step, **params.format.kwargs(),
-                                      **resume("format")).num_tokens
+            lesson = [SFTExample(r["prompt"], r["response"]) for r in fmt]
+            format_tokens = train_sft(Path(job.learner_dir), lesson, start, on_step=on_format_step,
+                                      **params.format.kwargs(), **resume("format")).num_tokens
         groups: dict[object, list[tuple[str, str, bool, float]]] = {}
         for r in rows:
             if not r.get("format"):
@@ -301,10 +302,10 @@ class _Verl:
 @register
 class VerlSFT(_Verl):
     name = "verl-sft"
-    example_kind = "sft"
+    example_kind: ExampleKind = "sft"
 
 
 @register
 class VerlGRPO(_Verl):
     name = "verl-grpo"
-    example_kind = "rl"
+    example_kind: ExampleKind = "rl"

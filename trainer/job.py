@@ -32,8 +32,8 @@ from .process import (
 from .result import TrainResult
 from .spec import TrainJob
 
-__all__ = ["TrainJob", "TrainJobFailed", "TrainJobStopped", "child_argv", "execute_job", "kill_tree", "run_job",
-           "run_job_child"]
+__all__ = ["TrainJob", "TrainJobFailed", "TrainJobStopped", "child_argv", "execute_job", "kill_tree",
+           "run_job", "run_job_child"]
 """Re-exported: the daemon side's names, where callers of a job have always found them."""
 
 
@@ -49,7 +49,8 @@ def _resume_args(job: TrainJob, name: str) -> dict[str, Any]:
         return {}
 
     def on_resume(step: int, total: int, seconds: float) -> None:
-        emit({"event": "resumed", "part": name, "step": step, "total": total, "seconds_saved": round(seconds, 3)})
+        emit({"event": "resumed", "part": name, "step": step, "total": total,
+              "seconds_saved": round(seconds, 3)})
 
     return {"checkpoint": str(Path(job.checkpoint_dir) / f"{name}.pt"),
             "checkpoint_seconds": job.checkpoint_seconds, "on_resume": on_resume}

@@ -135,7 +135,8 @@ def supervise(argv: list[str], *, what: str, timeout_seconds: float, on_line: Ca
             if should_stop is not None and should_stop():
                 raise TrainJobStopped(pid=proc.pid)
             if time.monotonic() > deadline:
-                raise TrainJobFailed(f"{what} timed out after {timeout_seconds:g} s", "\n".join(tail), proc.pid)
+                raise TrainJobFailed(f"{what} timed out after {timeout_seconds:g} s", "\n".join(tail),
+                                     proc.pid)
         finished = True
     finally:
         if not finished:

@@ -16,7 +16,7 @@ from typing import Any
 # -- parameters, one class per kind of training step ------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class SFTParams:
-    """Keyword arguments of ``train_sft`` (``trainer/sft.py``): supervised fine-tuning on (prompt, response)."""
+    """Keyword arguments of ``train_sft`` (``trainer/sft.py``): fine-tuning on (prompt, response) pairs."""
 
     epochs: float
     """Passes over the examples (fractional: a prefix of the last pass)."""

@@ -110,17 +110,23 @@ class TrainerWorker:
 
     def __init__(self, cwd: Path | None = None, log_tail_lines: int = 50) -> None:
         self.cwd = cwd
-        self.proc: subprocess.Popen | None = None
-        self._lines: queue.Queue = queue.Queue()
+        self.proc: subprocess.Popen[str] | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader: threading.Thread | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=log_tail_lines)
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.alive() else None
+        return self._process().pid if self.alive() else None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def _process(self) -> subprocess.Popen[str]:
+        """The worker process (called only once one was started)."""
+        if self.proc is None:
+            raise TrainJobFailed("the trainer worker is not running")
+        return self.proc
 
     def _start(self) -> None:
         if self.cwd is not None:
@@ -132,20 +138,23 @@ class TrainerWorker:
                 errors="replace", start_new_session=True, preexec_fn=die_with_parent,
             )
         except OSError as exc:
-            raise TrainJobFailed(f"the trainer worker could not be started ({sys.executable}): {exc}") from None
+            raise TrainJobFailed(
+                f"the trainer worker could not be started ({sys.executable}): {exc}") from None
         self._lines = queue.Queue()
         self._reader = threading.Thread(target=pump, args=(self.proc.stdout, self._lines), daemon=True)
         self._reader.start()
 
-    def _send(self, cmd: dict) -> None:
+    def _send(self, cmd: dict[str, Any]) -> None:
+        stdin = self._process().stdin
         try:
-            self.proc.stdin.write(json.dumps(cmd) + "\n")
-            self.proc.stdin.flush()
+            if stdin is not None:
+                stdin.write(json.dumps(cmd) + "\n")
+                stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             pass  # it died: the reader sees the end of its output
 
     def _next_event(self, deadline: float, should_stop: Callable[[], bool] | None,
-                    on_event: Callable[[dict], None] | None, what: str) -> dict | None:
+                    on_event: Callable[[dict[str, Any]], None] | None, what: str) -> dict[str, Any] | None:
         """The next event among the worker's lines (others go to ``tail``); None when it exited."""
         while True:
             try:
@@ -158,11 +167,11 @@ class TrainerWorker:
             if line and event is None:
                 self.tail.append(line)
             if should_stop is not None and should_stop():
-                pid = self.proc.pid
+                pid = self._process().pid
                 self.close(kill=True)
                 raise TrainJobStopped(pid=pid)
             if time.monotonic() > deadline:
-                pid = self.proc.pid
+                pid = self._process().pid
                 self.close(kill=True)
                 raise TrainJobFailed(f"{what} timed out", "\n".join(self.tail), pid)
             if event is not None:
@@ -171,7 +180,8 @@ class TrainerWorker:
                 if on_event is not None:
                     on_event(event)
 
-    def run(self, job: TrainJob, *, timeout_seconds: float, on_progress: Callable[[dict], None] | None = None,
+    def run(self, job: TrainJob, *, timeout_seconds: float,
+            on_progress: Callable[[dict[str, Any]], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> TrainResult:
         """Run ``job`` in the worker (started first when none is alive) and return its result. Raises
         TrainJobFailed (the job raised, the worker died, a timeout) or TrainJobStopped; in both cases the
@@ -195,16 +205,17 @@ class TrainerWorker:
         if end is None:
             raise self._died("the trainer worker died during the job")
         if end.get("event") != "done":
-            pid = self.proc.pid
+            pid = self._process().pid
             self.close(kill=True)
             raise TrainJobFailed(f"training job failed: {end.get('error')}", "\n".join(self.tail), pid)
         if not result_path.exists():
-            raise TrainJobFailed("training finished without writing its result", "\n".join(self.tail), self.pid)
+            raise TrainJobFailed("training finished without writing its result", "\n".join(self.tail),
+                                 self.pid)
         return TrainResult(**json.loads(result_path.read_text()))
 
     def _died(self, message: str) -> TrainJobFailed:
-        pid = self.proc.pid
-        code = self.proc.wait(timeout=30)
+        pid = self._process().pid
+        code = self._process().wait(timeout=30)
         self.close(kill=True)
         return TrainJobFailed(f"{message} (status {code})", "\n".join(self.tail), pid)
 
@@ -227,7 +238,8 @@ class TrainerWorker:
         proc, self.proc = self.proc, None
         if not kill and proc.poll() is None:
             try:
-                proc.stdin.close()
+                if proc.stdin is not None:
+                    proc.stdin.close()
                 proc.wait(timeout=5)
             except (OSError, subprocess.TimeoutExpired, ValueError):
                 pass

@@ -18,7 +18,8 @@ LOG_TAIL_LINES = 60
 
 def run_local(argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, timeout_seconds: float,
               on_line: Callable[[str], None], should_stop: Callable[[], bool] | None) -> None:
-    """Run ``argv`` to completion. Raises TrainJobFailed (non-zero exit, signal, timeout) or TrainJobStopped."""
+    """Run ``argv`` to completion. Raises TrainJobFailed (non-zero exit, signal, timeout) or
+    TrainJobStopped."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
     with open(log_path, "a") as log:

@@ -124,8 +124,9 @@ def train_with_verl(cfg: ZpdConfig, *, backend: str, learner_dir: Path, rows: li
            "TOKENIZERS_PARALLELISM": "false"}
     log_path = rdir / "verl.log"
     if cfg.verl.placement == "ray":
-        run_ray_job(argv, address=cfg.verl.ray_address, submission_id=f"zpd-r{round_n:06d}-{int(time.time())}",
-                    env=env, log_path=log_path, timeout_seconds=cfg.train.timeout_seconds,
+        run_ray_job(argv, address=cfg.verl.ray_address,
+                    submission_id=f"zpd-r{round_n:06d}-{int(time.time())}", env=env, log_path=log_path,
+                    timeout_seconds=cfg.train.timeout_seconds,
                     poll_seconds=cfg.verl.ray_poll_seconds, on_line=on_line, should_stop=should_stop)
     else:
         run_local(argv, cwd=rdir, env=env, log_path=log_path, timeout_seconds=cfg.train.timeout_seconds,
