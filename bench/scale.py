@@ -116,7 +116,7 @@ def delta_rounds(
 
 
 def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, str]]:
-    from zpd.loop import integrity, snapshot, status, synthesize, train
+    from zpd.loop import integrity, snapshot, status, synthesize, training_set
     from zpd.loop.context import RunContext
     from zpd.loop.curriculum import build_policy_for
     from zpd.loop.domains.registry import build_domains
@@ -148,13 +148,13 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
     out.append(("bandit value scan, round N", s, ""))
     s, _ = timed(bandit.values, ctx, last + 1, "arithmetic", 1.0, 8.0)
     out.append(("bandit value scan, round N+1", s, ""))
-    s, n = timed(train.build_examples, ctx, last)
+    s, n = timed(training_set.build_examples, ctx, last)
     out.append(("build_examples", s, f"{n} examples"))
-    s, data = timed(train.training_set, ctx, last)
+    s, data = timed(training_set.training_set, ctx, last)
     out.append(("training_set (first of a daemon)", s, f"{len(data)} rows"))
-    s, data = timed(train.training_set, ctx, last)
+    s, data = timed(training_set.training_set, ctx, last)
     out.append(("training_set (again)", s, f"{len(data)} rows"))
-    s, _ = timed(train.round_yield, ctx, last)
+    s, _ = timed(training_set.round_yield, ctx, last)
     out.append(("round_yield", s, ""))
     s, held = timed(integrity.held_out, db, last)
     out.append(("exam version + eval set (integrity.held_out)", s, f"{len(held)} items"))

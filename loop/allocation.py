@@ -79,7 +79,8 @@ class YieldAllocation(Allocation):
         shares = {d: rest * (y[d] / weight if weight > 0 else 1 / len(domains)) for d in domains}
         out = {d: floor + math.floor(shares[d]) for d in domains}
         # Largest remainder, ties by name: the counts add up to the total, deterministically.
-        for d in sorted(domains, key=lambda d: (-(shares[d] - math.floor(shares[d])), d))[: total - sum(out.values())]:
+        by_remainder = sorted(domains, key=lambda d: (-(shares[d] - math.floor(shares[d])), d))
+        for d in by_remainder[: total - sum(out.values())]:
             out[d] += 1
         return out
 

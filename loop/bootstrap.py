@@ -13,21 +13,26 @@ from __future__ import annotations
 import math
 import random
 import shutil
+from collections.abc import Mapping
+from typing import Any
 
-from zpd.configs.schema import BootstrapConfig
+from zpd.configs.schema import BootstrapConfig, ZpdConfig
+from zpd.store import examples as store
 from zpd.store.rounds import link_or_copy_tree, work_dir
+from zpd.trainer.backends import bootstrap_params
 
 from .context import RunContext, derive_seed, rng_for
 from .domains.base import Domain, OwnBootstrap, OwnEvalSet, capability
 from .domains.prompting import styled
-from .train import run_trainer
+from .proposer_format import proposer_examples
+from .trainjob import reuse_learner, run_trainer
 
 
 def make_eval_sets(ctx: RunContext) -> dict[str, int]:
     """Each domain's frozen eval set, made once with a fixed seed (idempotent: existing sets are kept)."""
     made = {}
     for name, domain in ctx.domains.items():
-        if ctx.db.execute("SELECT count(*) FROM tasks WHERE fate = 'eval' AND domain = ?", [name]).fetchone()[0]:
+        if store.count_eval_tasks(ctx.db, name):
             continue
         own_eval = capability(domain, OwnEvalSet)
         carve = None if own_eval is None else own_eval.eval_items
@@ -50,24 +55,24 @@ def make_eval_sets(ctx: RunContext) -> dict[str, int]:
 
 
 def eval_hashes(ctx: RunContext) -> set[str]:
-    return {r[0] for r in ctx.db.execute("SELECT content_hash FROM tasks WHERE fate = 'eval'").fetchall()}
+    """The eval sets' content hashes: kept out of every training set."""
+    return store.eval_hashes(ctx.db)
 
 
-def bootstrap_set(domains: dict[str, Domain], cfg: BootstrapConfig, seed: int, exclude: set[str],
-                  propose_fraction: float = 0.0) -> list[dict]:
+def bootstrap_set(domains: Mapping[str, Domain], cfg: BootstrapConfig, seed: int, exclude: set[str],
+                  propose_fraction: float = 0.0) -> list[dict[str, Any]]:
     """``cfg.num_examples`` training rows, deterministic for ``seed``: bare tasks up to
     ``max_solo_difficulty`` and guided ones up to ``max_guided_difficulty`` (integer levels drawn
     uniformly), each answered with the domain's reference solution. Tasks in ``exclude`` (content
     hashes: the eval sets) never appear. With ``propose_fraction`` (self-play only: ``propose_share``)
-    that share of the rows teaches the proposer's format instead (``loop/selfplay.py:proposer_examples``);
+    that share of the rows teaches the proposer's format instead (``loop/proposer_format.py``);
     the solver rows are then the first ones of the set made without it."""
     rng = random.Random(seed)
     names = sorted(domains)
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
+    proposing: list[dict[str, Any]] = []
     num_propose = 0
     if propose_fraction > 0:
-        from .selfplay import proposer_examples
-
         proposing = proposer_examples(domains, round(cfg.num_examples * propose_fraction), seed, exclude)
         num_propose = len(proposing)
     target = cfg.num_examples - num_propose
@@ -82,7 +87,8 @@ def bootstrap_set(domains: dict[str, Domain], cfg: BootstrapConfig, seed: int, e
             task = pick(rng)
         else:
             top = min(cfg.max_guided_difficulty if guided else cfg.max_solo_difficulty, domain.max_difficulty)
-            levels = list(range(math.ceil(domain.min_difficulty), math.floor(top) + 1)) or [domain.min_difficulty]
+            levels = [float(x) for x in range(math.ceil(domain.min_difficulty), math.floor(top) + 1)] or [
+                domain.min_difficulty]
             task = domain.make_task(float(rng.choice(levels)), rng)
         if task is None or task.content_hash in exclude:
             continue
@@ -92,14 +98,14 @@ def bootstrap_set(domains: dict[str, Domain], cfg: BootstrapConfig, seed: int, e
     return out if not num_propose else out + proposing
 
 
-def propose_share(cfg) -> float:
+def propose_share(cfg: ZpdConfig) -> float:
     """The bootstrap's proposer share under the configured policy (``cfg``: the whole ZpdConfig): 0
     unless the policy is self-play, so other policies' round 0 is unchanged."""
     cur = cfg.curriculum
     return cur.selfplay_bootstrap_fraction if cur.policy == "self-play" else 0.0
 
 
-def warms_up(cfg) -> bool:
+def warms_up(cfg: ZpdConfig) -> bool:
     """Whether round 0 trains on the bootstrap set (``cfg``: the whole ZpdConfig): always for the embedded
     learner (``bootstrap.enabled``), for a user's model only when asked (``learner.warmup``)."""
     boot = cfg.bootstrap
@@ -115,7 +121,7 @@ def run(ctx: RunContext, round_n: int) -> None:
     work = work_dir(ctx.state_dir, round_n)
     work.mkdir(parents=True, exist_ok=True)
     base, out = work / "base", work / "learner"
-    result: dict = {"loss": None, "num_tokens": 0}
+    result: dict[str, Any] = {"loss": None, "num_tokens": 0}
     if not out.is_dir():
         if not base.is_dir():
             tmp = work / "base.tmp"
@@ -129,19 +135,17 @@ def run(ctx: RunContext, round_n: int) -> None:
             tmp.rename(base)
         cfg = ctx.cfg.bootstrap
         if warms_up(ctx.cfg):
-            data = bootstrap_set(ctx.domains, cfg, derive_seed(ctx.cfg.run.seed, "bootstrap"), eval_hashes(ctx),
-                                 propose_fraction=propose_share(ctx.cfg))
+            data = bootstrap_set(ctx.domains, cfg, derive_seed(ctx.cfg.run.seed, "bootstrap"),
+                                 eval_hashes(ctx), propose_fraction=propose_share(ctx.cfg))
             ctx.log.info("bootstrap training", extra={"examples": len(data)})
-            params = dict(epochs=cfg.epochs, batch_size=ctx.cfg.train.batch_size, learning_rate=cfg.learning_rate,
-                          weight_decay=ctx.cfg.train.weight_decay, seed=ctx.cfg.run.seed,
-                          device=resolve_device(ctx.cfg.learner.device))
-            result = run_trainer(ctx, backend="embedded-sft", learner=base, data=data, out=out, params=params,
+            result = run_trainer(ctx, backend="embedded-sft", learner=base, data=data, out=out,
+                                 params=bootstrap_params(ctx.cfg, resolve_device(ctx.cfg.learner.device)),
                                  round_n=round_n)
         else:
             if ctx.cfg.learner.path is not None:
                 ctx.log.info("round 0 is the model as given (learner.path; learner.warmup = false): "
                              "measured, not trained")
-            link_or_copy_tree(base, work / "learner.tmp")
-            (work / "learner.tmp").rename(out)
+            reuse_learner(base, out)
     with ctx.db.atomic():
-        ctx.advance(round_n, "measure", train_loss=result.get("loss"), train_tokens=result.get("num_tokens", 0))
+        ctx.advance(round_n, "measure", train_loss=result.get("loss"),
+                    train_tokens=result.get("num_tokens", 0))

@@ -48,8 +48,8 @@ from . import curriculum, exam
 from .calibrate_samples import Samples, decided, sample, successes_needed
 from .context import RunContext, derive_seed, rng_for
 from .domains.base import Domain, NamesGrader, Scores, Task, TeacherHints, capability
+from .errors import PhaseFailed
 from .logs import Progress
-from .train import PhaseFailed
 from .usage import TeacherBudget, add_usage, count_generated, record_failures
 
 __all__ = ["Samples", "decided", "run", "sample", "successes_needed"]

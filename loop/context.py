@@ -28,11 +28,8 @@ from zpd.store.db import Database
 
 from .domains.base import Task
 from .domains.prompting import Styled
+from .errors import Stopped
 from .metrics import DaemonMetrics
-
-
-class Stopped(Exception):
-    """A stop was requested; the phase left the store at a safe point."""
 
 
 def derive_seed(*parts: object) -> int:
@@ -198,6 +195,13 @@ class RunContext:
     # -- rounds -------------------------------------------------------------------------
     def round_row(self, round_n: int) -> ledger_rounds.RoundRow:
         return ledger_rounds.read_round(self.db, round_n)
+
+    def parent_learner_round(self, round_n: int) -> int:
+        """The round whose learner round ``round_n`` starts from (every round after round 0 has one)."""
+        parent = self.round_row(round_n).parent_learner_round
+        if parent is None:
+            raise ValueError(f"round {round_n} has no parent learner: only round 0 starts from none")
+        return parent
 
     def advance(self, round_n: int, next_phase: str, **fields: Unpack[ledger_rounds.RoundUpdate]) -> None:
         """Set the round's next phase and the phase's figures (call inside the phase's final transaction;

@@ -1,5 +1,5 @@
 """Curriculum policies: which difficulties a round's candidates are drawn at, and which calibrated tasks
-the learner trains on. One interface, a registry, chosen by ``curriculum.policy``.
+the learner trains on. One interface (``loop/policy.py``), a registry, chosen by ``curriculum.policy``.
 
 Every policy sees the same calibration. The *fate* of a task is a measurement, the same under every
 policy (AgentFrontier's routing with a configurable band, ``band_fate``):
@@ -38,14 +38,20 @@ from __future__ import annotations
 import json
 import math
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from zpd.configs import vocabulary
-from zpd.configs.schema import CurriculumConfig
+from zpd.configs.schema import CurriculumConfig, ZpdConfig
 from zpd.store.stats import bandit_checkpoint, bandit_rewards, save_bandit_checkpoint
+
+from .policy import POLICIES, AfterTrain, Policy, frontier_of, register
+from .selfplay import SelfPlay
 
 if TYPE_CHECKING:
     from .context import RunContext
+
+__all__ = ["POLICIES", "AfterTrain", "Policy", "band_fate", "build_policy", "build_policy_for", "frontier_of",
+           "needs_guided", "register"]
 
 FATES = vocabulary.CALIBRATED_FATES
 
@@ -64,53 +70,8 @@ def needs_guided(cfg: CurriculumConfig, p_solo: float) -> bool:
     return p_solo <= cfg.solo_max_ratio
 
 
-class Policy:
-    """The zpd-band policy; the other policies override what differs."""
-
-    name = "zpd-band"
-    derives = True
-    """Whether SYNTHESIZE also escalates last round's mastered tasks and simplifies its beyond tasks."""
-
-    needs_pass_rate = False
-    """Whether the policy reads the solo pass rate itself (not only the band decision): then adaptive
-    calibration still draws all ``num_solo`` solo samples, so the rate is not cut short."""
-
-    def __init__(self, cfg: CurriculumConfig, spread: float) -> None:
-        self.cfg, self.spread = cfg, spread
-
-    def window(self, lo: float, hi: float, center: float) -> tuple[float, float]:
-        """[center - spread, center + spread] clipped to [lo, hi] *before* drawing, at least one level wide
-        (so a frontier near the easy end does not pile candidates, mostly duplicates, on one level)."""
-        a = max(lo, min(center - self.spread, hi - 1.0))
-        return a, min(hi, max(center + self.spread, a + 1.0))
-
-    def difficulties(self, ctx: RunContext, round_n: int, domain: str, lo: float, hi: float,
-                     n: int, rng: random.Random) -> list[float]:
-        """``n`` difficulties for fresh candidates of ``domain`` (whose range is [lo, hi])."""
-        frontier = frontier_of(ctx, domain)
-        a, b = self.window(lo, hi, lo if frontier is None else frontier)
-        return [rng.uniform(a, b) for _ in range(n)]
-
-    def propose(self, ctx: RunContext, round_n: int, domain_name: str, domain: Any, n: int,
-                rng: random.Random) -> list[Any] | None:
-        """Fresh candidates made by the policy itself (self-play: the learner proposes them), or None to
-        have the domain make them at ``difficulties``. Invalid proposals are simply left out."""
-        return None
-
-    def select(self, fate: str, p_solo: float, p_guided: float | None, rng: random.Random) -> bool:
-        """Whether the learner trains on a calibrated task (exam items never reach here)."""
-        return fate == "zpd"
-
-
-POLICIES: dict[str, type[Policy]] = {}
-
-
-def register(cls: type[Policy]) -> type[Policy]:
-    POLICIES[cls.name] = cls
-    return cls
-
-
 register(Policy)
+register(SelfPlay)
 
 
 @register
@@ -118,10 +79,11 @@ class Uniform(Policy):
     name = "uniform"
     derives = False
 
-    def difficulties(self, ctx, round_n, domain, lo, hi, n, rng):
+    def difficulties(self, ctx: RunContext, round_n: int, domain: str, lo: float, hi: float,
+                     n: int, rng: random.Random) -> list[float]:
         return [rng.uniform(lo, hi) for _ in range(n)]
 
-    def select(self, fate, p_solo, p_guided, rng):
+    def select(self, fate: str, p_solo: float, p_guided: float | None, rng: random.Random) -> bool:
         return True
 
 
@@ -129,7 +91,8 @@ class Uniform(Policy):
 class FixedSchedule(Uniform):
     name = "fixed-schedule"
 
-    def difficulties(self, ctx, round_n, domain, lo, hi, n, rng):
+    def difficulties(self, ctx: RunContext, round_n: int, domain: str, lo: float, hi: float,
+                     n: int, rng: random.Random) -> list[float]:
         progress = min(1.0, max(0, round_n - 1) / max(1, self.cfg.schedule_rounds - 1))
         a, b = self.window(lo, hi, lo + progress * (hi - lo))
         return [rng.uniform(a, b) for _ in range(n)]
@@ -160,7 +123,8 @@ class Bandit(Uniform):
             save_bandit_checkpoint(ctx.db, domain, key, round_n - 1, q)
         return q
 
-    def difficulties(self, ctx, round_n, domain, lo, hi, n, rng):
+    def difficulties(self, ctx: RunContext, round_n: int, domain: str, lo: float, hi: float,
+                     n: int, rng: random.Random) -> list[float]:
         q = self.values(ctx, round_n, domain, lo, hi)
         arms = list(q)
         top = max(q.values())
@@ -177,26 +141,17 @@ class Learnability(Uniform):
     name = "learnability"
     needs_pass_rate = True
 
-    def select(self, fate, p_solo, p_guided, rng):
+    def select(self, fate: str, p_solo: float, p_guided: float | None, rng: random.Random) -> bool:
         return rng.random() < 4.0 * p_solo * (1.0 - p_solo)
 
 
-def build_policy(cfg: Any) -> Policy:
+register(SelfPlay)  # loop/selfplay.py
+
+
+def build_policy(cfg: ZpdConfig) -> Policy:
     """The configured policy (``cfg`` is the whole ZpdConfig)."""
     return build_policy_for(cfg.curriculum, cfg.synthesis.spread)
 
 
 def build_policy_for(cfg: CurriculumConfig, spread: float) -> Policy:
-    if cfg.policy == "self-play":
-        from . import selfplay  # noqa: F401  (registers itself)
     return POLICIES[cfg.policy](cfg, spread)
-
-
-def frontier_of(ctx: RunContext, domain: str) -> float | None:
-    """The frontier measured for the current learner (None before any measurement)."""
-    current = ctx.current_learner_round()
-    if current is None:
-        return None
-    row = ctx.db.execute("SELECT value FROM frontier WHERE round = ? AND domain = ?", [current, domain]).fetchone()
-    return None if row is None else row[0]
-

@@ -30,6 +30,7 @@ from zpd.store.yields import domain_yields
 
 from . import notify
 from .context import Stopped
+from .errors import PhaseFailed
 from .logs import CONTEXT, get_logger
 from .round import run_round
 from .startup import (  # noqa: F401  the exit codes are part of this module's surface
@@ -42,7 +43,6 @@ from .startup import (  # noqa: F401  the exit codes are part of this module's s
     StartUp,
 )
 from .terminal import one_line
-from .train import PhaseFailed
 
 COMPONENT_OF_PHASE = {
     "bootstrap": "trainer",

@@ -22,7 +22,7 @@ from zpd.store import ledger_exam, ledger_rounds, ledger_tasks
 from zpd.store.ledger_tasks import TaskRow
 
 from .context import RunContext, derive_seed
-from .train import PhaseFailed
+from .errors import PhaseFailed
 from .usage import add_usage, count_generated, record_failures
 
 

@@ -45,7 +45,7 @@ def run(ctx: RunContext, round_n: int) -> None:
         ctx.state_dir, round_n,
         parent_round=row.parent_learner_round,
         learner_src=work_dir(ctx.state_dir, round_n) / "learner",
-        config_json=row.config_json,
+        config_json=row.config_json or "",  # set when the round began (round.start_round)
         write_store=write_store,
         version=zpd.__version__,
     )

@@ -30,6 +30,7 @@ from zpd.store.ledger_controller import controller_started
 from zpd.store.lock import ControllerLock, LockHeld, StateDirRefused, check_state_dir, fresh_dir_foreign
 from zpd.store.readmodel import next_round
 from zpd.store.rounds import reconcile
+from zpd.trainer.backends import backend_for
 
 from . import notify
 from .context import RunContext
@@ -90,7 +91,7 @@ class StartUp:
         exits 2; a verl backend that cannot run here exits 1 saying what to install), the kind of
         directory, the snapshot index, the config the run pinned, the metrics bind address."""
         domains = build_domains(self.cfg.domains, prompt_style(self.cfg))
-        if self.cfg.train.backend.startswith("verl"):
+        if not backend_for(self.cfg.train.backend).embedded:
             from zpd.trainer.verl import VerlUnavailable, preflight
 
             try:

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import torch
 
 from zpd.configs.schema import KnowledgeConfig, LearnerConfig, ZpdConfig
+from zpd.loop.context import rng_for
 from zpd.loop.domains.knowledge.domain import Knowledge
 from zpd.loop.pretrain import job_fields, pretrain_texts
 from zpd.store.db import open_store
@@ -18,6 +19,7 @@ from zpd.trainer.cpt import encode_texts, train_cpt
 from zpd.trainer.job import TrainJob, run_job
 from zpd.trainer.model import create_learner, load_learner
 from zpd.trainer.sft import collate, token_mean_loss
+from zpd.trainer.spec import CPTParams, Pretrain, SFTParams
 
 TINY = LearnerConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_positions=128)
 
@@ -53,9 +55,9 @@ def test_the_trainer_job_runs_cpt_first_then_sft_from_its_model(tmp_path: Path) 
     data.write_text("".join(json.dumps({"prompt": f"{i}+1", "response": str(i + 1)}) + "\n" for i in range(8)))
     corpus.write_text("".join(json.dumps({"text": f"Fact number {i} is {i * 7}."}) + "\n" for i in range(16)))
     job = TrainJob("embedded-sft", str(tmp_path / "learner"), str(tmp_path / "out.tmp"), str(data),
-                   params=dict(epochs=1.0, batch_size=4, learning_rate=1e-3, seed=0),
+                   params=SFTParams(epochs=1.0, batch_size=4, learning_rate=1e-3, seed=0),
                    result_path=str(tmp_path / "out.result.json"),
-                   pretrain={"data_path": str(corpus), "params": dict(epochs=2.0, batch_size=4, learning_rate=1e-3)})
+                   pretrain=Pretrain(str(corpus), CPTParams(epochs=2.0, batch_size=4, learning_rate=1e-3)))
     events: list[dict] = []
     result = run_job(job, timeout_seconds=300, on_progress=events.append)
     kinds = [e["event"] for e in events]
@@ -91,12 +93,14 @@ def test_the_pretrain_pool_is_the_corpus_and_every_task_mastered_so_far(tmp_path
     texts = pretrain_texts(ctx, 2)
     assert texts == docs + ["Q2?\nA2", "Q0?\nA0"]  # round 3's is not in yet, the zpd task never
     fields = job_fields(ctx, 2, tmp_path / "work" / "learner")
-    rows = [json.loads(line)["text"] for line in Path(fields["data_path"]).read_text().splitlines()]
-    assert rows == texts and fields["params"]["epochs"] == 1.0 and "seed" in fields["params"]
+    assert fields is not None
+    rows = [json.loads(line)["text"] for line in Path(fields.data_path).read_text().splitlines()]
+    assert rows == texts and fields.params.epochs == 1.0
+    assert fields.params.seed == rng_for(ctx.cfg.run.seed, 2, "cpt").randrange(2**31)
     assert pretrain_texts(_ctx(tmp_path / "m", sources=["mastered"], max_texts=2), 3) == ["Q3?\nA3", "Q2?\nA2"]
     off = _ctx(tmp_path / "off")
     off.cfg.train.cpt.enabled = False
-    assert job_fields(off, 2, tmp_path / "x") == {}
+    assert job_fields(off, 2, tmp_path / "x") is None
     verl = _ctx(tmp_path / "verl")
     verl.cfg.train.backend = "verl-sft"
-    assert job_fields(verl, 2, tmp_path / "y") == {}
+    assert job_fields(verl, 2, tmp_path / "y") is None

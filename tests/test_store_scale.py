@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from zpd.configs.load import load_config
-from zpd.loop import train
+from zpd.loop import training_set
 from zpd.loop.context import RunContext, rng_for
 from zpd.loop.curriculum import build_policy_for
 from zpd.loop.domains.registry import build_domains
@@ -271,7 +271,7 @@ def test_training_set_is_the_sample_the_whole_history_gives(tmp_path: Path) -> N
         return data[: ctx.cfg.train.max_examples]
 
     for round_n in (4, 3, 4):  # the second time round 4 reads the stored bootstrap set
-        got = train.training_set(ctx, round_n)
+        got = training_set.training_set(ctx, round_n)
         assert got == reference(round_n) and len(got) > 0
     assert (
         db.execute("SELECT count(*) FROM bootstrap_examples").fetchone()[0] == ctx.cfg.bootstrap.num_examples
@@ -281,9 +281,9 @@ def test_training_set_is_the_sample_the_whole_history_gives(tmp_path: Path) -> N
         "INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (1, ?, 'sft', 'p', 'r')",
         [late[0]],
     )
-    assert train.training_set(ctx, 4) == reference(4)
+    assert training_set.training_set(ctx, 4) == reference(4)
     other = _ctx(tmp_path, db, "bootstrap.num_examples=7", "train.replay_ratio=3.0")  # another key: made anew
-    assert sum(1 for row in train.training_set(other, 4) if "task_json" not in row) <= 7
+    assert sum(1 for row in training_set.training_set(other, 4) if "task_json" not in row) <= 7
     assert db.execute("SELECT count(*) FROM bootstrap_examples").fetchone()[0] == 7
 
 

@@ -8,7 +8,7 @@ import json
 import random
 import signal
 import subprocess
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from zpd.configs.schema import LearnerConfig
 from zpd.trainer.job import TrainJob, child_argv, run_job
 from zpd.trainer.model import create_learner
+from zpd.trainer.spec import CPTParams, GRPOParams, Pretrain, SFTParams
 
 TINY = LearnerConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_positions=128)
 
@@ -27,7 +28,7 @@ def _sft_job(tmp_path: Path, name: str) -> TrainJob:
     data.write_text("".join(json.dumps({"prompt": f"{i}+{i % 7}", "response": str(i + i % 7)}) + "\n"
                             for i in range(24)))
     return TrainJob("embedded-sft", str(tmp_path / "learner"), str(tmp_path / name / "out"), str(data),
-                    {"epochs": 1, "batch_size": 2, "learning_rate": 3e-3, "seed": 5}, str(tmp_path / name / "r.json"),
+                    SFTParams(epochs=1, batch_size=2, learning_rate=3e-3, seed=5), str(tmp_path / name / "r.json"),
                     threads=1, checkpoint_dir=str(tmp_path / name / "ckpt"), checkpoint_seconds=1e-9)
 
 
@@ -40,8 +41,8 @@ def _grpo_job(tmp_path: Path, name: str) -> TrainJob:
     data = tmp_path / "grpo.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return TrainJob("embedded-grpo", str(tmp_path / "learner"), str(tmp_path / name / "out"), str(data),
-                    {"num_samples": 4, "steps": 8, "prompts_per_step": 2, "learning_rate": 1e-2, "max_tokens": 4,
-                     "temperature": 1.0, "seed": 3}, str(tmp_path / name / "r.json"),
+                    GRPOParams(num_samples=4, steps=8, prompts_per_step=2, learning_rate=1e-2, max_tokens=4,
+                               temperature=1.0, seed=3), str(tmp_path / name / "r.json"),
                     threads=1, checkpoint_dir=str(tmp_path / name / "ckpt"), checkpoint_seconds=1e-9)
 
 
@@ -49,7 +50,7 @@ def _kill_at_step(job: TrainJob, kill_step: int) -> int:
     """Run ``job``'s real child and SIGKILL it once it reports step ``kill_step``; the step it reached."""
     job_path = Path(job.result_path).with_name("job.json")
     job_path.parent.mkdir(parents=True, exist_ok=True)
-    job_path.write_text(json.dumps(asdict(job)))
+    job_path.write_text(job.to_json())
     proc = subprocess.Popen(child_argv("zpd.trainer.job", str(job_path)), stdout=subprocess.PIPE, text=True,
                             cwd=job_path.parent)
     reached = 0
@@ -103,7 +104,7 @@ def test_a_checkpoint_of_another_job_is_ignored(tmp_path: Path) -> None:
     create_learner(tmp_path / "learner", TINY, seed=0)
     job = _sft_job(tmp_path, "a")
     _kill_at_step(job, 3)
-    other = replace(job, params={**job.params, "learning_rate": 1e-3})  # same checkpoint file, another job
+    other = replace(job, params=replace(job.params, learning_rate=1e-3))  # same checkpoint file, another job
     events: list[dict] = []
     run_job(other, timeout_seconds=300, on_progress=events.append)
     assert not [e for e in events if e["event"] == "resumed"]
@@ -114,7 +115,7 @@ def test_cpt_then_sft_resumes_the_step_it_was_killed_in(tmp_path: Path) -> None:
     create_learner(tmp_path / "learner", TINY, seed=0)
     texts = tmp_path / "texts.jsonl"
     texts.write_text("".join(json.dumps({"text": f"fact number {i} is {i * 3}."}) + "\n" for i in range(8)))
-    pretrain = {"data_path": str(texts), "params": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3, "seed": 1}}
+    pretrain = Pretrain(str(texts), CPTParams(epochs=1, batch_size=2, learning_rate=1e-3, seed=1))
     job = replace(_sft_job(tmp_path, "cpt"), pretrain=pretrain)
     _kill_at_step(job, 5)  # in the SFT step: CPT (4 steps) is finished, its model re-made on the rerun
     events: list[dict] = []

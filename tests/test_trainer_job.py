@@ -13,6 +13,7 @@ import pytest
 from zpd.configs.schema import LearnerConfig
 from zpd.trainer.job import TrainJob, TrainJobFailed, TrainJobStopped, run_job
 from zpd.trainer.model import create_learner
+from zpd.trainer.spec import GRPOParams, SFTParams
 
 TINY = LearnerConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_positions=128)
 
@@ -29,7 +30,7 @@ def _hanging_job(tmp_path: Path) -> TrainJob:
     fifo = tmp_path / "data.fifo"
     os.mkfifo(fifo)
     return TrainJob("embedded-sft", str(tmp_path / "nowhere"), str(tmp_path / "out"), str(fifo),
-                    {"epochs": 1, "batch_size": 1, "learning_rate": 1e-3}, str(tmp_path / "result.json"))
+                    SFTParams(epochs=1, batch_size=1, learning_rate=1e-3), str(tmp_path / "result.json"))
 
 
 def test_sft_job_succeeds_and_streams_steps(tmp_path: Path) -> None:
@@ -37,7 +38,7 @@ def test_sft_job_succeeds_and_streams_steps(tmp_path: Path) -> None:
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"{i}+1", "response": str(i + 1)}) + "\n" for i in range(8)))
     job = TrainJob("embedded-sft", str(tmp_path / "learner"), str(tmp_path / "out"), str(data),
-                   {"epochs": 2, "batch_size": 4, "learning_rate": 1e-3, "seed": 1}, str(tmp_path / "r.json"))
+                   SFTParams(epochs=2, batch_size=4, learning_rate=1e-3, seed=1), str(tmp_path / "r.json"))
     events: list[dict] = []
     result = run_job(job, timeout_seconds=120, on_progress=events.append)
     steps = [e for e in events if e["event"] == "step"]
@@ -54,8 +55,8 @@ def test_grpo_job_grades_through_the_domain(tmp_path: Path) -> None:
     data = tmp_path / "data.jsonl"
     data.write_text(json.dumps(row) + "\n")
     job = TrainJob("embedded-grpo", str(tmp_path / "learner"), str(tmp_path / "out"), str(data),
-                   {"num_samples": 4, "steps": 2, "prompts_per_step": 1, "learning_rate": 1e-3,
-                    "max_tokens": 3}, str(tmp_path / "r.json"))
+                   GRPOParams(num_samples=4, steps=2, prompts_per_step=1, learning_rate=1e-3,
+                              max_tokens=3), str(tmp_path / "r.json"))
     result = run_job(job, timeout_seconds=120)
     assert result.num_steps == 2 and (tmp_path / "out" / "config.json").exists()
 
@@ -64,7 +65,7 @@ def test_failing_job_raises_with_log_tail(tmp_path: Path) -> None:
     data = tmp_path / "data.jsonl"
     data.write_text(json.dumps({"prompt": "1", "response": "1"}) + "\n")
     job = TrainJob("embedded-sft", str(tmp_path / "missing-learner"), str(tmp_path / "out"), str(data),
-                   {"epochs": 1, "batch_size": 1, "learning_rate": 1e-3}, str(tmp_path / "r.json"))
+                   SFTParams(epochs=1, batch_size=1, learning_rate=1e-3), str(tmp_path / "r.json"))
     with pytest.raises(TrainJobFailed) as info:
         run_job(job, timeout_seconds=120)
     assert "status 1" in str(info.value)

@@ -21,6 +21,7 @@ from harness import wait_for
 from zpd.configs.schema import LearnerConfig
 from zpd.trainer.job import TrainJob, TrainJobFailed, child_argv, run_job
 from zpd.trainer.model import create_learner
+from zpd.trainer.spec import SFTParams
 from zpd.trainer.worker import TrainerWorker
 
 TINY = LearnerConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_positions=128)
@@ -37,7 +38,7 @@ def _job(tmp_path: Path, name: str, n: int = 8, **kw) -> TrainJob:
     data = tmp_path / f"{name}.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"{i}+1", "response": str(i + 1)}) + "\n" for i in range(n)))
     return TrainJob("embedded-sft", str(tmp_path / "learner"), str(tmp_path / name / "out"), str(data),
-                    {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3, "seed": 1}, str(tmp_path / name / "r.json"),
+                    SFTParams(epochs=1, batch_size=2, learning_rate=1e-3, seed=1), str(tmp_path / name / "r.json"),
                     threads=1, **kw)
 
 
@@ -112,7 +113,7 @@ def test_stop_kills_the_worker_tree(tmp_path: Path) -> None:
     fifo = tmp_path / "data.fifo"
     os.mkfifo(fifo)  # the job blocks opening it: a worker busy for ever
     job = TrainJob("embedded-sft", str(tmp_path / "nowhere"), str(tmp_path / "out"), str(fifo),
-                   {"epochs": 1, "batch_size": 1, "learning_rate": 1e-3}, str(tmp_path / "result.json"))
+                   SFTParams(epochs=1, batch_size=1, learning_rate=1e-3), str(tmp_path / "result.json"))
     worker = TrainerWorker(cwd=tmp_path)
     began = time.monotonic()
     from zpd.trainer.job import TrainJobStopped

@@ -119,6 +119,7 @@ class Checkpointer:
         if self._term:
             os._exit(143)
 
-    def restore(self, state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def restore(self, state: dict[str, Any], model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .result import TrainResult
 from .sft import train_sequences
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-def encode_texts(tokenizer, texts: list[str], max_len: int) -> list[tuple[list[int], list[int]]]:
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str],
+                 max_len: int) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) per text: every token is a target, the eos included; at most ``max_len``."""
     ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     out = []
@@ -50,7 +54,8 @@ def train_cpt(
     if not texts:
         raise ValueError("train_cpt needs at least one non-empty text")
 
-    def encode(model, tokenizer):
+    def encode(model: PreTrainedModel,
+               tokenizer: PreTrainedTokenizerBase) -> list[tuple[list[int], list[int]]]:
         max_len = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
         return encode_texts(tokenizer, texts, max_len)
 

@@ -20,14 +20,18 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .checkpoint import Checkpointer, fingerprint
-from .generate import sample_rows
+from .generate import SampledRow, sample_rows
 from .model import load_learner
 from .sft import IGNORE, TrainResult, collate, save_learner
 from .tokenizer import encode_user_prompts
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def train_grpo(
@@ -73,7 +77,8 @@ def train_grpo(
     num_tokens = 0
     ckpt = Checkpointer(checkpoint, every_seconds=checkpoint_seconds, fingerprint=fingerprint(
         learner_dir, prompts, dict(num_samples=num_samples, steps=steps, prompts_per_step=prompts_per_step,
-                                   lr=learning_rate, max_tokens=max_tokens, temperature=temperature, seed=seed)))
+                                   lr=learning_rate, max_tokens=max_tokens, temperature=temperature,
+                                   seed=seed)))
     if (state := ckpt.load()) is not None:
         ckpt.restore(state, model, optimizer)
         generator.set_state(state["generator"])
@@ -89,20 +94,7 @@ def train_grpo(
                            temperature=temperature, max_tokens=max_tokens, generator=generator)
         rewards = [float(reward(picked[j // num_samples], row.text)) for j, row in enumerate(rows)]
         mean_rewards.append(sum(rewards) / len(rewards))
-        batch, advantages = [], []
-        for g in range(len(picked)):
-            group = rewards[g * num_samples : (g + 1) * num_samples]
-            std = statistics.pstdev(group)
-            if std == 0:
-                continue
-            mean = sum(group) / len(group)
-            for k in range(num_samples):
-                row = rows[g * num_samples + k]
-                if not row.completion_ids:
-                    continue
-                ids = row.prompt_ids + row.completion_ids
-                batch.append((ids, [IGNORE] * len(row.prompt_ids) + row.completion_ids))
-                advantages.append((group[k] - mean) / (std + 1e-4))
+        batch, advantages = _advantage_batch(rows, rewards, len(picked), num_samples)
         if batch:
             model.train()
             last_loss = _policy_step(model, optimizer, batch, advantages, tokenizer.pad_token_id)
@@ -121,7 +113,30 @@ def train_grpo(
     return TrainResult(last_loss, num_tokens, steps, time.perf_counter() - began, mean_rewards)
 
 
-def _policy_step(model, optimizer, batch, advantages: list[float], pad_id: int) -> float:
+def _advantage_batch(rows: list[SampledRow], rewards: list[float], num_groups: int,
+                     num_samples: int) -> tuple[list[tuple[list[int], list[int]]], list[float]]:
+    """The sampled rows (``num_samples`` per group, in order) as a training batch with their
+    group-normalised advantages; groups whose rewards are all equal, and empty completions, are left out."""
+    batch: list[tuple[list[int], list[int]]] = []
+    advantages: list[float] = []
+    for g in range(num_groups):
+        group = rewards[g * num_samples : (g + 1) * num_samples]
+        std = statistics.pstdev(group)
+        if std == 0:
+            continue
+        mean = sum(group) / len(group)
+        for k in range(num_samples):
+            row = rows[g * num_samples + k]
+            if not row.completion_ids:
+                continue
+            ids = row.prompt_ids + row.completion_ids
+            batch.append((ids, [IGNORE] * len(row.prompt_ids) + row.completion_ids))
+            advantages.append((group[k] - mean) / (std + 1e-4))
+    return batch, advantages
+
+
+def _policy_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer,
+                 batch: list[tuple[list[int], list[int]]], advantages: list[float], pad_id: int) -> float:
     ids, mask, labels = (t.to(model.device) for t in collate(batch, pad_id))
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1, :].float()
     target = labels[:, 1:]
@@ -171,7 +186,8 @@ def train_grpo_groups(
         mean = sum(rewards) / len(rewards)
         prompt_ids = encode_user_prompts(tokenizer, [prompt for prompt, *_ in group])
         for (_, text, ended, r), p_ids in zip(group, prompt_ids, strict=True):
-            c_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) + ([tokenizer.eos_token_id] if ended else [])
+            c_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+            c_ids += [tokenizer.eos_token_id] if ended else []
             if not c_ids:
                 continue
             batch.append((list(p_ids) + c_ids, [IGNORE] * len(p_ids) + c_ids))

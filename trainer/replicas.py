@@ -32,7 +32,8 @@ import httpx
 
 from zpd.store.atomic import atomic_write_json
 
-from .job import _die_with_parent, kill_tree
+from .process import die_with_parent as _die_with_parent
+from .process import kill_tree
 from .replica_entry import MARKER
 
 if TYPE_CHECKING:  # only the type: a local pool never imports the Ray client

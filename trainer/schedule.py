@@ -6,7 +6,8 @@ import math
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.1) -> float:
-    """Multiplier of the peak learning rate at ``step`` (0-based): 1/warmup .. 1, then down to ``min_ratio``."""
+    """Multiplier of the peak learning rate at ``step`` (0-based): 1/warmup .. 1, then down to
+    ``min_ratio``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     span = max(1, total_steps - warmup_steps)

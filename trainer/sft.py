@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from .model import load_learner
 from .result import TrainResult
 from .schedule import default_warmup, warmup_cosine
 from .tokenizer import encode_user_prompts
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 IGNORE = -100
 
@@ -41,7 +44,8 @@ class SFTExample:
     """The assistant's answer (without the end-of-turn token: it is appended here)."""
 
 
-def encode_examples(tokenizer, examples: list[SFTExample]) -> list[tuple[list[int], list[int]]]:
+def encode_examples(tokenizer: PreTrainedTokenizerBase,
+                    examples: list[SFTExample]) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) per example; labels are IGNORE on the prompt."""
     prompts = encode_user_prompts(tokenizer, [e.prompt for e in examples])
     responses = tokenizer([e.response for e in examples], add_special_tokens=False)["input_ids"]
@@ -54,7 +58,7 @@ def encode_examples(tokenizer, examples: list[SFTExample]) -> list[tuple[list[in
     return out
 
 
-def pad_id(tokenizer) -> int:
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """The pad id, or the eos id for a tokenizer without a pad token (padding is masked out)."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -72,7 +76,8 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch
     return ids, mask, labels
 
 
-def token_mean_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def token_mean_loss(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor,
+                    labels: torch.Tensor) -> torch.Tensor:
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1, :]
     target = labels[:, 1:]
     return torch.nn.functional.cross_entropy(
@@ -113,8 +118,8 @@ def train_sft(
     """
     if not examples:
         raise ValueError("train_sft needs at least one example")
-    return train_sequences(learner_dir, lambda model, tokenizer: encode_examples(tokenizer, examples), out_dir,
-                           epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+    return train_sequences(learner_dir, lambda model, tokenizer: encode_examples(tokenizer, examples),
+                           out_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                            weight_decay=weight_decay, seed=seed, device=device, on_step=on_step, **resume)
 
 
@@ -173,9 +178,11 @@ def train_sequences(
     return TrainResult(sum(tail) / len(tail), num_tokens, total_steps, time.perf_counter() - began, history)
 
 
-def _sequence_steps(model, tokenizer, optimizer, encoded, order, steps: range, batch_size: int,
+def _sequence_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                    optimizer: torch.optim.Optimizer, encoded: list[tuple[list[int], list[int]]],
+                    order: list[int], steps: range, batch_size: int,
                     learning_rate: float, warmup: int, history: list[float], num_tokens: int,
-                    ckpt: Checkpointer, on_step) -> int:
+                    ckpt: Checkpointer, on_step: Callable[[int, int, float, int], None] | None) -> int:
     """Steps ``steps`` of the loop (appending to ``history``), checkpointing when due; the tokens so far."""
     total_steps = steps.stop
     for step in steps:
@@ -198,7 +205,7 @@ def _sequence_steps(model, tokenizer, optimizer, encoded, order, steps: range, b
     return num_tokens
 
 
-def save_learner(model, tokenizer, out_dir: Path) -> None:
+def save_learner(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
     """save_pretrained of model (safetensors) and tokenizer into ``out_dir`` (created if missing)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)

@@ -112,7 +112,8 @@ def own_load() -> float:
 def threads_for(cfg: ZpdConfig) -> int:
     """``runtime.torch_threads`` of the run resolved for its learner and this machine now."""
     learner = cfg.learner
-    size = learner_parameters(learner.path, learner.hidden_size, learner.num_layers, learner.intermediate_size)
+    size = learner_parameters(learner.path, learner.hidden_size, learner.num_layers,
+                              learner.intermediate_size)
     return choose_threads(cfg.runtime.torch_threads, num_params=size, own_load=own_load())
 
 

@@ -31,25 +31,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .job import (
+from .job import execute_job
+from .process import (
     POLL_SECONDS,
-    TrainJob,
     TrainJobFailed,
     TrainJobStopped,
-    _atomic_write_text,
-    _die_with_parent,
-    _emit,
-    _parse_event,
-    _pump,
     child_argv,
-    execute_job,
+    die_with_parent,
+    emit,
     kill_tree,
+    parse_event,
+    pump,
+    write_job,
 )
 from .result import TrainResult
+from .spec import TrainJob
 
 RELEASE_TIMEOUT_SECONDS = 60.0
 
@@ -73,25 +72,25 @@ def _release() -> dict[str, Any]:
 
 
 def _run_one(job_path: Path) -> None:
-    _emit({"event": "start", "pid": os.getpid()})
+    emit({"event": "start", "pid": os.getpid()})
     try:
         execute_job(job_path)
     except Exception as exc:  # noqa: BLE001  (reported to the daemon, which kills this worker)
         import traceback
 
         traceback.print_exc(file=sys.stdout)
-        _emit({"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        emit({"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
         return
     finally:
         gc.collect()  # the job's model goes now, not at some later collection
-    _emit({"event": "done"})
+    emit({"event": "done"})
 
 
 def serve() -> int:
     """The worker's loop over stdin commands (module docstring)."""
     from . import grpo, sft  # noqa: F401  (the imports every job needs, paid once)
 
-    _emit({"event": "ready", "pid": os.getpid()})
+    emit({"event": "ready", "pid": os.getpid()})
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -99,9 +98,9 @@ def serve() -> int:
         if cmd.get("cmd") == "job":
             _run_one(Path(cmd["path"]))
         elif cmd.get("cmd") == "release":
-            _emit(_release())
+            emit(_release())
         else:
-            _emit({"event": "failed", "error": f"unknown worker command {cmd.get('cmd')!r}"})
+            emit({"event": "failed", "error": f"unknown worker command {cmd.get('cmd')!r}"})
     return 0
 
 
@@ -111,17 +110,23 @@ class TrainerWorker:
 
     def __init__(self, cwd: Path | None = None, log_tail_lines: int = 50) -> None:
         self.cwd = cwd
-        self.proc: subprocess.Popen | None = None
-        self._lines: queue.Queue = queue.Queue()
+        self.proc: subprocess.Popen[str] | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader: threading.Thread | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=log_tail_lines)
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.alive() else None
+        return self._process().pid if self.alive() else None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def _process(self) -> subprocess.Popen[str]:
+        """The worker process (called only once one was started)."""
+        if self.proc is None:
+            raise TrainJobFailed("the trainer worker is not running")
+        return self.proc
 
     def _start(self) -> None:
         if self.cwd is not None:
@@ -130,23 +135,26 @@ class TrainerWorker:
             self.proc = subprocess.Popen(
                 child_argv("zpd.trainer.worker"), cwd=self.cwd, env=dict(os.environ, PYTHONUNBUFFERED="1"),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                errors="replace", start_new_session=True, preexec_fn=_die_with_parent,
+                errors="replace", start_new_session=True, preexec_fn=die_with_parent,
             )
         except OSError as exc:
-            raise TrainJobFailed(f"the trainer worker could not be started ({sys.executable}): {exc}") from None
+            raise TrainJobFailed(
+                f"the trainer worker could not be started ({sys.executable}): {exc}") from None
         self._lines = queue.Queue()
-        self._reader = threading.Thread(target=_pump, args=(self.proc.stdout, self._lines), daemon=True)
+        self._reader = threading.Thread(target=pump, args=(self.proc.stdout, self._lines), daemon=True)
         self._reader.start()
 
-    def _send(self, cmd: dict) -> None:
+    def _send(self, cmd: dict[str, Any]) -> None:
+        stdin = self._process().stdin
         try:
-            self.proc.stdin.write(json.dumps(cmd) + "\n")
-            self.proc.stdin.flush()
+            if stdin is not None:
+                stdin.write(json.dumps(cmd) + "\n")
+                stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             pass  # it died: the reader sees the end of its output
 
     def _next_event(self, deadline: float, should_stop: Callable[[], bool] | None,
-                    on_event: Callable[[dict], None] | None, what: str) -> dict | None:
+                    on_event: Callable[[dict[str, Any]], None] | None, what: str) -> dict[str, Any] | None:
         """The next event among the worker's lines (others go to ``tail``); None when it exited."""
         while True:
             try:
@@ -155,15 +163,15 @@ class TrainerWorker:
                 line = ""
             if line is None:
                 return None
-            event = _parse_event(line) if line else None
+            event = parse_event(line) if line else None
             if line and event is None:
                 self.tail.append(line)
             if should_stop is not None and should_stop():
-                pid = self.proc.pid
+                pid = self._process().pid
                 self.close(kill=True)
                 raise TrainJobStopped(pid=pid)
             if time.monotonic() > deadline:
-                pid = self.proc.pid
+                pid = self._process().pid
                 self.close(kill=True)
                 raise TrainJobFailed(f"{what} timed out", "\n".join(self.tail), pid)
             if event is not None:
@@ -172,16 +180,14 @@ class TrainerWorker:
                 if on_event is not None:
                     on_event(event)
 
-    def run(self, job: TrainJob, *, timeout_seconds: float, on_progress: Callable[[dict], None] | None = None,
+    def run(self, job: TrainJob, *, timeout_seconds: float,
+            on_progress: Callable[[dict[str, Any]], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> TrainResult:
         """Run ``job`` in the worker (started first when none is alive) and return its result. Raises
         TrainJobFailed (the job raised, the worker died, a timeout) or TrainJobStopped; in both cases the
         worker is gone on return."""
+        job_path = write_job(job)
         result_path = Path(job.result_path)
-        result_path.parent.mkdir(parents=True, exist_ok=True)
-        result_path.unlink(missing_ok=True)
-        job_path = result_path.with_name(result_path.name + ".job.json")
-        _atomic_write_text(job_path, json.dumps(asdict(job)))
         deadline = time.monotonic() + timeout_seconds
         try:
             if not self.alive():
@@ -199,16 +205,17 @@ class TrainerWorker:
         if end is None:
             raise self._died("the trainer worker died during the job")
         if end.get("event") != "done":
-            pid = self.proc.pid
+            pid = self._process().pid
             self.close(kill=True)
             raise TrainJobFailed(f"training job failed: {end.get('error')}", "\n".join(self.tail), pid)
         if not result_path.exists():
-            raise TrainJobFailed("training finished without writing its result", "\n".join(self.tail), self.pid)
+            raise TrainJobFailed("training finished without writing its result", "\n".join(self.tail),
+                                 self.pid)
         return TrainResult(**json.loads(result_path.read_text()))
 
     def _died(self, message: str) -> TrainJobFailed:
-        pid = self.proc.pid
-        code = self.proc.wait(timeout=30)
+        pid = self._process().pid
+        code = self._process().wait(timeout=30)
         self.close(kill=True)
         return TrainJobFailed(f"{message} (status {code})", "\n".join(self.tail), pid)
 
@@ -231,7 +238,8 @@ class TrainerWorker:
         proc, self.proc = self.proc, None
         if not kill and proc.poll() is None:
             try:
-                proc.stdin.close()
+                if proc.stdin is not None:
+                    proc.stdin.close()
                 proc.wait(timeout=5)
             except (OSError, subprocess.TimeoutExpired, ValueError):
                 pass

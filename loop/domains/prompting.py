@@ -93,6 +93,24 @@ class Styled:
     def __init__(self, domain: Any, style: PromptStyle) -> None:
         self.domain = domain
         self.style = style
+        # The Domain protocol's attributes and task makers, spelled out so that a Styled domain is a
+        # ``base.Domain`` to the type checker too (``base`` imports this module, so no import back).
+        self.name: str = domain.name
+        self.min_difficulty: float = domain.min_difficulty
+        self.max_difficulty: float = domain.max_difficulty
+        self.cfg: Any = domain.cfg
+
+    def make_task(self, difficulty: float, rng: Any) -> Any:
+        return self.domain.make_task(difficulty, rng)
+
+    def escalate(self, task: Any, rng: Any) -> Any:
+        return self.domain.escalate(task, rng)
+
+    def simplify(self, task: Any, rng: Any) -> Any:
+        return self.domain.simplify(task, rng)
+
+    def eval_levels(self) -> list[float]:
+        return list(self.domain.eval_levels())
 
     def __getattr__(self, name: str) -> Any:  # only reached for what Styled does not define itself
         if name in ("domain", "style"):  # not set yet (copy, unpickling): no recursion

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from zpd.trainer.autotokenizer import copy_tokenizer
 
-WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json",
+                "pytorch_model.bin.index.json")
 MODEL_FILES = ("config.json", "generation_config.json")
 
 
@@ -33,7 +34,8 @@ def latest_step_dir(ckpt_dir: Path, actor: bool) -> Path:
     if tracker.is_file():
         step = int(tracker.read_text().strip())
     else:  # async saves skip the tracker
-        steps = [int(p.name.rsplit("_", 1)[1]) for p in ckpt_dir.glob("global_step_*") if p.name.rsplit("_", 1)[1].isdigit()]
+        suffixes = [p.name.rsplit("_", 1)[1] for p in ckpt_dir.glob("global_step_*")]
+        steps = [int(s) for s in suffixes if s.isdigit()]
         if not steps:
             raise IngestError(f"{ckpt_dir}: verl wrote no checkpoint")
         step = max(steps)
@@ -71,7 +73,8 @@ def merge_fsdp(actor_dir: Path, target: Path, python: str) -> None:
             "--target_dir", str(target)]
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise IngestError(f"verl.model_merger failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-2000:]}")
+        output = (proc.stdout + proc.stderr)[-2000:]
+        raise IngestError(f"verl.model_merger failed ({proc.returncode}): {output}")
 
 
 def merge_lora(base_dir: Path, adapter_dir: Path, out_dir: Path) -> None:
@@ -94,7 +97,8 @@ def _find_adapter(*dirs: Path) -> Path | None:
     return None
 
 
-def ingest_checkpoint(ckpt_dir: Path, out_dir: Path, *, parent_learner: Path, actor: bool, python: str) -> Path:
+def ingest_checkpoint(ckpt_dir: Path, out_dir: Path, *, parent_learner: Path, actor: bool,
+                      python: str) -> Path:
     """Write the newest checkpoint under ``ckpt_dir`` into ``out_dir`` as an HF model directory."""
     src = latest_step_dir(ckpt_dir, actor)
     hf = src / "huggingface"

@@ -1,8 +1,8 @@
 """verl as a local child process group: stream its output, stop it, never leave it behind.
 
 The child leads its own session (torchrun and its ranks are in it) and dies with the daemon; on stop,
-timeout or any error of ours the whole tree is killed (``zpd.trainer.job.supervise``). Every output line goes to
-``log_path`` and through ``on_line``; the last lines travel with a failure as its log tail.
+timeout or any error of ours the whole tree is killed (``zpd.trainer.process.supervise``). Every output
+line goes to ``log_path`` and through ``on_line``; the last lines travel with a failure as its log tail.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ import collections
 from collections.abc import Callable
 from pathlib import Path
 
-from zpd.trainer.job import TrainJobFailed, supervise
+from zpd.trainer.process import TrainJobFailed, supervise
 
 LOG_TAIL_LINES = 60
 
 
 def run_local(argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, timeout_seconds: float,
               on_line: Callable[[str], None], should_stop: Callable[[], bool] | None) -> None:
-    """Run ``argv`` to completion. Raises TrainJobFailed (non-zero exit, signal, timeout) or TrainJobStopped."""
+    """Run ``argv`` to completion. Raises TrainJobFailed (non-zero exit, signal, timeout) or
+    TrainJobStopped."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
     with open(log_path, "a") as log:

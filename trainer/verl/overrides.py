@@ -111,7 +111,8 @@ def _lr(cfg: ZpdConfig) -> float:
     return cfg.verl.learning_rate if cfg.verl.learning_rate is not None else cfg.train.learning_rate
 
 
-def _common_trainer(cfg: ZpdConfig, paths: RoundPaths, round_n: int, sched: Schedule, resume: bool) -> list[str]:
+def _common_trainer(cfg: ZpdConfig, paths: RoundPaths, round_n: int, sched: Schedule,
+                    resume: bool) -> list[str]:
     v = cfg.verl
     return [
         f"trainer.default_local_dir={paths.ckpt_dir}",

@@ -59,10 +59,11 @@ def preflight_local(cfg: ZpdConfig) -> None:
     python = cfg.verl.python or sys.executable
     where = f"by {python}"
     if cfg.verl.nnodes > 1:
-        raise VerlUnavailable(f"verl.nnodes = {cfg.verl.nnodes} needs several machines: set verl.placement = \"ray\" "
-                              "and verl.ray_address to a Ray cluster's Jobs API")
+        raise VerlUnavailable(f"verl.nnodes = {cfg.verl.nnodes} needs several machines: set "
+                              "verl.placement = \"ray\" and verl.ray_address to a Ray cluster's Jobs API")
     try:
-        proc = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS)
+        proc = subprocess.run([python, "-c", PROBE], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT_SECONDS)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise VerlUnavailable(f"verl.python = {python!r} cannot be run ({exc}): {INSTALL_HINT}") from None
     found = _parse_probe(proc.stdout)
@@ -73,8 +74,9 @@ def preflight_local(cfg: ZpdConfig) -> None:
     if found["gpus"] < cfg.verl.n_gpus_per_node:
         raise VerlUnavailable(
             f"train.backend = {cfg.train.backend!r} with verl.placement = \"local\" needs "
-            f"{cfg.verl.n_gpus_per_node} CUDA GPU(s) and this machine has {found['gpus']} (verl's trainers do not run on "
-            "CPU): run zpd on a GPU node, or set verl.placement = \"ray\" with verl.ray_address of a GPU cluster")
+            f"{cfg.verl.n_gpus_per_node} CUDA GPU(s) and this machine has {found['gpus']} (verl's trainers "
+            "do not run on CPU): run zpd on a GPU node, or set verl.placement = \"ray\" with "
+            "verl.ray_address of a GPU cluster")
 
 
 def preflight_ray(cfg: ZpdConfig) -> None:
@@ -82,15 +84,16 @@ def preflight_ray(cfg: ZpdConfig) -> None:
 
     v = cfg.verl
     if cfg.storage.shared_dir is None:
-        raise VerlUnavailable("verl.placement = \"ray\" needs storage.shared_dir: a directory every Ray node sees, "
-                              "for training data, checkpoints and new learners")
+        raise VerlUnavailable("verl.placement = \"ray\" needs storage.shared_dir: a directory every Ray node "
+                              "sees, for training data, checkpoints and new learners")
     client = RayJobs(v.ray_address)
     try:
         client.version()
-        job = client.submit(f"{shlex.quote(v.python or 'python')} -c {shlex.quote(PROBE)} ray", entrypoint_num_cpus=0)
+        job = client.submit(f"{shlex.quote(v.python or 'python')} -c {shlex.quote(PROBE)} ray",
+                            entrypoint_num_cpus=0)
     except RayJobsError as exc:
-        raise VerlUnavailable(f"no Ray cluster answers at verl.ray_address = {v.ray_address!r} ({exc}); start one "
-                              "(ray start --head) or fix the address") from None
+        raise VerlUnavailable(f"no Ray cluster answers at verl.ray_address = {v.ray_address!r} ({exc}); "
+                              "start one (ray start --head) or fix the address") from None
     deadline = time.monotonic() + PROBE_TIMEOUT_SECONDS
     status = "PENDING"
     try:
@@ -111,8 +114,9 @@ def preflight_ray(cfg: ZpdConfig) -> None:
         raise VerlUnavailable(_missing_message(found["missing"], f"on the Ray cluster at {v.ray_address!r}"))
     want = v.nnodes * v.n_gpus_per_node
     if found["gpus"] < want:
-        raise VerlUnavailable(f"the Ray cluster at {v.ray_address!r} offers {found['gpus']} GPU(s) and the config asks "
-                              f"for {want} (verl.nnodes * verl.n_gpus_per_node): add GPU nodes or lower them")
+        raise VerlUnavailable(f"the Ray cluster at {v.ray_address!r} offers {found['gpus']} GPU(s) and the "
+                              f"config asks for {want} (verl.nnodes * verl.n_gpus_per_node): add GPU nodes "
+                              "or lower them")
 
 
 def preflight(cfg: ZpdConfig) -> None:

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from zpd.trainer.job import TrainJobFailed, TrainJobStopped
+from zpd.trainer.process import TrainJobFailed, TrainJobStopped
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 LOG_TAIL_LINES = 60
@@ -55,8 +55,9 @@ class RayJobs:
     def version(self) -> dict:
         return self._call("GET", "/api/version")
 
-    def submit(self, entrypoint: str, *, submission_id: str | None = None, env_vars: dict[str, str] | None = None,
-               entrypoint_num_cpus: float | None = None, entrypoint_num_gpus: float | None = None) -> str:
+    def submit(self, entrypoint: str, *, submission_id: str | None = None,
+               env_vars: dict[str, str] | None = None, entrypoint_num_cpus: float | None = None,
+               entrypoint_num_gpus: float | None = None) -> str:
         body: dict = {"entrypoint": entrypoint, "runtime_env": {"env_vars": dict(env_vars or {})},
                       "metadata": {"submitted_by": "zpd"}}
         if submission_id:
@@ -140,7 +141,8 @@ def run_ray_job(argv: list[str], *, address: str, submission_id: str, env: dict[
             if should_stop is not None and should_stop():
                 raise TrainJobStopped(f"training stopped on request (Ray job {job_id})")
             if time.monotonic() > deadline:
-                raise TrainJobFailed(f"Ray job {job_id} timed out after {timeout_seconds:g} s", "\n".join(tail))
+                raise TrainJobFailed(f"Ray job {job_id} timed out after {timeout_seconds:g} s",
+                                     "\n".join(tail))
             time.sleep(poll_seconds)
         finished = True
     finally:

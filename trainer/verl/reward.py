@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zpd.loop.domains.base import Task
 
 _PREFIX = "zpd/"
 
 
 @functools.cache
-def _grader(domain: str, prompt_style: str = "bare"):
+def _grader(domain: str, prompt_style: str = "bare") -> Callable[[Task, str], bool] | None:
     from zpd.loop.domains.registry import grader_for
 
     try:
@@ -38,7 +42,7 @@ def _domain_of(data_source: str, extra_info: dict | None) -> str:
     return data_source[len(_PREFIX):] if data_source.startswith(_PREFIX) else data_source
 
 
-def _task(data_source: str, ground_truth: Any, extra_info: dict | None):
+def _task(data_source: str, ground_truth: Any, extra_info: dict[str, Any] | None) -> Task:
     from zpd.loop.domains.base import Task
 
     info = extra_info if isinstance(extra_info, dict) else {}

@@ -24,13 +24,16 @@ from pathlib import Path
 
 from zpd.configs.schema import ZpdConfig
 from zpd.trainer.autotokenizer import stage_tokenizer
-from zpd.trainer.job import TrainJobFailed
+from zpd.trainer.process import TrainJobFailed
 from zpd.trainer.result import TrainResult
 
 from . import data, ingest, overrides
 from .launch import run_local
 from .progress import StepTracker
 from .ray_jobs import run_ray_job
+
+GRPO = {"verl-sft": False, "verl-grpo": True}
+"""The verl backends (``trainer/backends.py``), by whether they run GRPO (else SFT)."""
 
 
 def round_dir(cfg: ZpdConfig, work_dir: Path, round_n: int) -> Path:
@@ -55,13 +58,13 @@ def reward_file(cfg: ZpdConfig, rdir: Path) -> Path:
     return dest
 
 
-def launch_argv(cfg: ZpdConfig, backend: str) -> list[str]:
-    """The program part of the command (verl's Hydra overrides are appended)."""
+def launch_argv(cfg: ZpdConfig, grpo: bool) -> list[str]:
+    """The program part of the command (verl's Hydra overrides are appended); ``grpo``: verl's PPO trainer."""
     v = cfg.verl
     if v.command:
         return list(v.command)
     python = v.python or (sys.executable if v.placement == "local" else "python")
-    if backend == "verl-grpo":
+    if grpo:
         return [python, "-m", "verl.trainer.main_ppo"]
     if v.placement == "ray":  # one Ray-driven SPMD group over the cluster's GPUs
         return [python, "-m", "verl.trainer.sft_trainer_ray"]
@@ -78,10 +81,10 @@ def train_with_verl(cfg: ZpdConfig, *, backend: str, learner_dir: Path, rows: li
     checkpoint; ``log_tail`` holds verl's last lines) or TrainJobStopped. No child process or Ray
     job outlives the call.
     """
-    if backend not in ("verl-sft", "verl-grpo"):
+    if backend not in GRPO:
         raise ValueError(f"not a verl backend: {backend!r}")
     started = time.monotonic()
-    grpo = backend == "verl-grpo"
+    grpo = GRPO[backend]
     rdir = round_dir(cfg, work_dir, round_n)
     ckpt = rdir / "ckpt"
     if not resume and ckpt.exists():
@@ -116,13 +119,14 @@ def train_with_verl(cfg: ZpdConfig, *, backend: str, learner_dir: Path, rows: li
         if event is not None and on_progress is not None:
             on_progress(event)
 
-    argv = launch_argv(cfg, backend) + ovr
+    argv = launch_argv(cfg, grpo) + ovr
     env = {"VERL_FILE_LOGGER_PATH": str(rdir / "metrics.jsonl"), "WANDB_MODE": "disabled",
            "TOKENIZERS_PARALLELISM": "false"}
     log_path = rdir / "verl.log"
     if cfg.verl.placement == "ray":
-        run_ray_job(argv, address=cfg.verl.ray_address, submission_id=f"zpd-r{round_n:06d}-{int(time.time())}",
-                    env=env, log_path=log_path, timeout_seconds=cfg.train.timeout_seconds,
+        run_ray_job(argv, address=cfg.verl.ray_address,
+                    submission_id=f"zpd-r{round_n:06d}-{int(time.time())}", env=env, log_path=log_path,
+                    timeout_seconds=cfg.train.timeout_seconds,
                     poll_seconds=cfg.verl.ray_poll_seconds, on_line=on_line, should_stop=should_stop)
     else:
         run_local(argv, cwd=rdir, env=env, log_path=log_path, timeout_seconds=cfg.train.timeout_seconds,
