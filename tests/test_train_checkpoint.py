@@ -27,7 +27,8 @@ def _sft_job(tmp_path: Path, name: str) -> TrainJob:
     data.write_text("".join(json.dumps({"prompt": f"{i}+{i % 7}", "response": str(i + i % 7)}) + "\n"
                             for i in range(24)))
     return TrainJob("embedded-sft", str(tmp_path / "learner"), str(tmp_path / name / "out"), str(data),
-                    {"epochs": 1, "batch_size": 2, "learning_rate": 3e-3, "seed": 5}, str(tmp_path / name / "r.json"),
+                    {"epochs": 1, "batch_size": 2, "learning_rate": 3e-3, "seed": 5},
+                    str(tmp_path / name / "r.json"),
                     threads=1, checkpoint_dir=str(tmp_path / name / "ckpt"), checkpoint_seconds=1e-9)
 
 
@@ -36,11 +37,13 @@ def _grpo_job(tmp_path: Path, name: str) -> TrainJob:
     for i in range(4):
         task = {"domain": "arithmetic", "difficulty": 1.0, "prompt": f"{i}+1", "answer": str(i + 1),
                 "guidance": "", "canonical": f"{i}+1", "meta": {}}
-        rows.append({"prompt": f"{i}+1", "answer": str(i + 1), "domain": "arithmetic", "task_json": json.dumps(task)})
+        rows.append({"prompt": f"{i}+1", "answer": str(i + 1), "domain": "arithmetic",
+                     "task_json": json.dumps(task)})
     data = tmp_path / "grpo.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return TrainJob("embedded-grpo", str(tmp_path / "learner"), str(tmp_path / name / "out"), str(data),
-                    {"num_samples": 4, "steps": 8, "prompts_per_step": 2, "learning_rate": 1e-2, "max_tokens": 4,
+                    {"num_samples": 4, "steps": 8, "prompts_per_step": 2, "learning_rate": 1e-2,
+                     "max_tokens": 4,
                      "temperature": 1.0, "seed": 3}, str(tmp_path / name / "r.json"),
                     threads=1, checkpoint_dir=str(tmp_path / name / "ckpt"), checkpoint_seconds=1e-9)
 
@@ -114,7 +117,8 @@ def test_cpt_then_sft_resumes_the_step_it_was_killed_in(tmp_path: Path) -> None:
     create_learner(tmp_path / "learner", TINY, seed=0)
     texts = tmp_path / "texts.jsonl"
     texts.write_text("".join(json.dumps({"text": f"fact number {i} is {i * 3}."}) + "\n" for i in range(8)))
-    pretrain = {"data_path": str(texts), "params": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3, "seed": 1}}
+    pretrain = {"data_path": str(texts), "params": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3,
+                                                    "seed": 1}}
     job = replace(_sft_job(tmp_path, "cpt"), pretrain=pretrain)
     _kill_at_step(job, 5)  # in the SFT step: CPT (4 steps) is finished, its model re-made on the rerun
     events: list[dict] = []
