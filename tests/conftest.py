@@ -22,31 +22,36 @@ from harness import SMOKE, ZPD, zpd_env  # noqa: E402
 ROUND0_TIMEOUT = 900.0
 """Seconds the round-0 build (bootstrap, then snapshot) may take on a loaded 2-core machine."""
 
-# Tests that must never overlap another test of the same group, even under xdist (``--dist loadgroup``
-# puts a group on one worker), and modules whose module-scoped fixture is a daemon run: kept on one worker
-# so that the run is made once. Ray: two local heads on one machine collide on Ray's fixed default ports
-# (the client server's 10001, the dashboard agent's 52365), so every test with a Ray head is in "ray".
-XDIST_GROUPS: dict[str, str] = {
-    "test_served.py::test_replicas_as_ray_jobs_on_a_cpu_cluster": "ray",
-    "test_verl_backend.py::test_ray_job": "ray",
-    "test_snapshot_rollback_export.py": "three-rounds",
-    "test_served.py": "served",
-    "test_generation.py": "generation",
-    "test_faults_storage.py": "faults-storage",
-    "test_user_model.py": "user-models",
-    "test_hardening.py": "hardening",
-    "test_curriculum.py": "curriculum",
-}
-"""nodeid prefix (below ``tests/``) -> xdist group; the first matching prefix wins."""
+EARLY = ("test_train_checkpoint.py", "test_user_model.py", "test_reasoning_gym.py", "test_knowledge.py",
+         "test_knowledge_corpus.py", "test_trainer_job.py", "test_trainer_worker.py", "test_cpt.py")
+"""Slow modules that need no round 0: run first, while the round-0 build runs beside them (measured,
+bench/results/ci-time.md; slowest first)."""
+ROUND0_FIRST = ("test_snapshot_rollback_export.py", "test_served.py", "test_daemon.py", "test_faults_kill.py",
+                "test_kill_resume.py", "test_generation.py", "test_curriculum.py", "test_faults_storage.py")
+"""The slowest modules that start from round 0, in this order after EARLY; then the other modules that
+need round 0, then the quick rest, which fills the workers evenly at the end."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # --dist loadfile (one module per work unit, so a module's fixtures are made once) would reorder the
+    # modules by their number of tests; the order set below is the one to keep.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def _rank(item: pytest.Item, round0_modules: set[str]) -> tuple[int, int]:
+    module = item.path.name
+    if module in EARLY:
+        return 0, EARLY.index(module)
+    if module in round0_modules:
+        return 1, ROUND0_FIRST.index(module) if module in ROUND0_FIRST else len(ROUND0_FIRST)
+    return 2, 0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        nodeid = item.nodeid.removeprefix("tests/")
-        for prefix, group in XDIST_GROUPS.items():
-            if nodeid.startswith(prefix):
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
+    # Whole modules move (a stable sort), so each module's fixtures are still set up once.
+    round0_modules = {it.path.name for it in items if "round0_archive" in getattr(it, "fixturenames", ())}
+    items.sort(key=lambda it: _rank(it, round0_modules))
 
 
 @pytest.fixture
@@ -141,6 +146,16 @@ def round0_archive(_round0_build: Round0Build) -> Path:
     """
     _round0_build.start_once()  # already started unless this is the only kind of test selected
     return _round0_build.wait()
+
+
+@pytest.fixture(scope="module")
+def ray_head_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Held by a module while it runs a local Ray head: under xdist two heads on one machine would collide
+    on Ray's fixed default ports (the client server's 10001, the dashboard agent's 52365), so a second
+    worker's head waits until the first module is done."""
+    with open(_shared_dir(tmp_path_factory) / "ray-head.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -281,7 +281,7 @@ def test_lora_learners_reload_into_the_running_replicas(tmp_path, tiny):
 
 # -- Ray placement: one job per replica on a local CPU cluster ----------------------------------------------
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(ray_head_slot):
     if os.environ.get("ZPD_REQUIRE_VERL") != "1":
         pytest.importorskip("ray")
     from test_verl_backend import _free_port

@@ -280,7 +280,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
+def ray_cluster(tmp_path_factory, ray_head_slot):
     """A one-CPU Ray head on loopback, started (and ended, as a process tree) by this test module."""
     from zpd.trainer.job import kill_tree
 
