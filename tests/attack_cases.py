@@ -1,6 +1,7 @@
 """Seeded, generated attacks on zpd's inputs: archives, configs, user files (tests/attacks_live.py has
-the sandbox, serve, kills and races). Each ``*_cases`` function returns a list of (name, run) where ``run()`` returns an Outcome judged by
-tests/attack_lib.py's rules. Used by tests/test_attacks_*.py (one test per case) and bench/attacks.py.
+the sandbox, serve, kills and races). Each ``*_cases`` function returns a list of (name, run) where
+``run()`` returns an Outcome judged by tests/attack_lib.py's rules. Used by tests/test_attacks_*.py (one
+test per case) and bench/attacks.py.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def archive_cases(archive: Path, work: Path, seed: int = 0) -> list[Case]:
         ("index-entry-negative", with_index(lambda i: next(iter(i["files"].values())).update(bytes=-1))),
         ("index-entry-bad-hash", with_index(lambda i: next(iter(i["files"].values())).update(sha256="zz"))),
         ("index-format-99", with_index(lambda i: i.update(format_version=99))),
-        ("index-dotdot", with_index(lambda i: i["files"].update({f"{rname}/../x": {"bytes": 1, "sha256": "0" * 64}}))),
+        ("index-dotdot",
+         with_index(lambda i: i["files"].update({f"{rname}/../x": {"bytes": 1, "sha256": "0" * 64}}))),
         ("index-deep", deep),
         ("index-not-json", lambda p: _tar(p, b"{not json", members)),
         ("index-missing", lambda p: _tar(p, None, members)),
@@ -143,7 +145,8 @@ def archive_cases(archive: Path, work: Path, seed: int = 0) -> list[Case]:
         ("directory", lambda p: (p.mkdir(), p)[1]),
         ("random-bytes", lambda p: (p.write_bytes(rng.randbytes(4096)), p)[1]),
     ]
-    makers += [(f"truncated-{f:.2f}", truncated(f)) for f in sorted(rng.uniform(0.05, 0.95) for _ in range(4))]
+    makers += [(f"truncated-{f:.2f}",
+                truncated(f)) for f in sorted(rng.uniform(0.05, 0.95) for _ in range(4))]
     makers += [(f"flipped-{i}", flipped) for i in range(3)]
     makers.append(("newline-in-name", lambda p: _tar(p.with_name("bad\nname.tar"), b"[]", members)))
 
@@ -212,7 +215,8 @@ def _fifo_config(work: Path) -> Outcome:
     cfg = work / "fifo.toml"
     os.mkfifo(cfg)
     target = work / "sfifo"
-    return judge_cli("configs", "fifo-config", lambda: cli("start", "--config", cfg, "--state-dir", target), [target])
+    return judge_cli("configs", "fifo-config", lambda: cli("start", "--config", cfg, "--state-dir", target),
+                     [target])
 
 
 # -- user files: dataset and corpus ---------------------------------------------------------------------
@@ -258,7 +262,8 @@ def user_file_cases(work: Path, seed: int = 0) -> list[Case]:
             path.write_bytes("\n".join(lines).encode("utf-8", "surrogateescape").replace(b"\\xff", b"\xff"))
             target = work / f"ds-{name}"
             out = judge_cli("user files", f"reject-{name}", lambda: cli(
-                "start", "--config", ROOT / "configs" / "dataset.toml", "--state-dir", target, "--rounds", "0",
+                "start", "--config", ROOT / "configs" / "dataset.toml", "--state-dir", target, "--rounds",
+                "0",
                 "--set", f"domains.dataset.path='{path}'", "--set", "domains.dataset.grader='numeric'",
                 "--set", "domains.dataset.difficulty_field='difficulty'"), [target])
             if out.handled and f"{path.name}:{at + 1}" not in out.detail:
@@ -276,7 +281,8 @@ def user_file_cases(work: Path, seed: int = 0) -> list[Case]:
             except Exception as exc:  # noqa: BLE001 - that is the finding
                 return Outcome("user files", f"skip-{name}", False, f"{type(exc).__name__}: {exc}"[:160])
             ok = report.num_skipped == 1 and len(items) == len(GOOD)
-            return Outcome("user files", f"skip-{name}", ok, f"skipped {report.num_skipped}, kept {len(items)}")
+            return Outcome("user files", f"skip-{name}", ok,
+                           f"skipped {report.num_skipped}, kept {len(items)}")
 
         cases += [(f"reject-{name}", reject), (f"skip-{name}", skip)]
     cases += [("corpus-hostile-folder", lambda: _corpus_case(work, rng)), ("csv-bom", lambda: _csv_bom(work))]
@@ -303,8 +309,10 @@ def _corpus_case(work: Path, rng: random.Random) -> Outcome:
     docs = work / "docs"
     docs.mkdir()
     (docs / "ok.txt").write_text("Bees make honey from nectar they gather from flowers in spring.\n")
-    (docs / "deep.jsonl").write_text('{"text": ' + "[" * 50_000 + "\n" + '{"text": "a \\ud800 lone surrogate"}\n'
-                                     + json.dumps({"text": "A fine record about the hive and its queen bee."}) + "\n")
+    (docs / "deep.jsonl").write_text('{"text": ' + "[" * 50_000 + "\n" + '{"text": "a \\ud800 lone '
+                                     'surrogate"}\n'
+                                     + json.dumps({"text": "A fine record about the hive and its queen bee."})
+                                     + "\n")
     (docs / "passwd.txt").symlink_to("/etc/passwd")
     (docs / "bin.txt").write_bytes(b"\x00" * 100)
     (docs / "latin1.md").write_bytes("caf\xe9 ".encode("latin-1") * 50)
@@ -316,5 +324,6 @@ def _corpus_case(work: Path, rng: random.Random) -> Outcome:
         return Outcome("user files", "corpus-hostile-folder", False, f"{type(exc).__name__}: {exc}"[:160])
     sources = {r[0] for r in db.execute("SELECT DISTINCT source FROM corpus_chunks").fetchall()}
     db.conn.close()
-    ok = sources == {"ok.txt", "deep.jsonl"} and report.skipped.get("bad-record") and "outside" in report.skipped
+    ok = sources == {"ok.txt",
+                     "deep.jsonl"} and report.skipped.get("bad-record") and "outside" in report.skipped
     return Outcome("user files", "corpus-hostile-folder", bool(ok), json.dumps(report.as_dict()))

@@ -19,11 +19,14 @@ from attack_lib import Outcome, cli, tree_digest
 
 # -- the sandbox ---------------------------------------------------------------------------------------
 HOSTILE = [
-    ("write-flood-files", "n=0\ntry:\n  for i in range(10**4):\n    open(f'f{i}','wb').write(b'x'*1000000); n+=1\n"
+    ("write-flood-files",
+     "n=0\ntry:\n  for i in range(10**4):\n    open(f'f{i}','wb').write(b'x'*1000000); n+=1\n"
                           "except OSError: pass\nprint('WROTE', n * 1000000)"),
-    ("write-flood-tmp", "n=0\ntry:\n  for i in range(10**4):\n    open(f'/tmp/f{i}','wb').write(b'x'*1000000); n+=1\n"
+    ("write-flood-tmp",
+     "n=0\ntry:\n  for i in range(10**4):\n    open(f'/tmp/f{i}','wb').write(b'x'*1000000); n+=1\n"
                         "except OSError: pass\nprint('WROTE', n * 1000000)"),
-    ("one-huge-file", "n=0\ntry:\n  f=open('big','wb')\n  for i in range(1000):\n    f.write(b'x'*1000000); n+=1\n"
+    ("one-huge-file",
+     "n=0\ntry:\n  f=open('big','wb')\n  for i in range(1000):\n    f.write(b'x'*1000000); n+=1\n"
                       "except OSError: pass\nprint('WROTE', n * 1000000)"),
     ("stdout-flood", "import sys\nsys.stdout.write('x'*50_000_000)"),
     ("stderr-flood", "import sys\nsys.stderr.write('x'*50_000_000)"),
@@ -54,7 +57,8 @@ def sandbox_cases(work: Path, seed: int = 0) -> list[Case]:
         size, count = rng.choice([4096, 65536, 1 << 20]), rng.randrange(100, 5000)
         where = rng.choice(["", "/tmp/", "sub/"])
         programs.append((f"flood-{i}-{where.strip('/') or 'cwd'}-{size}",
-                         f"import os\nos.makedirs('sub', exist_ok=True)\nn=0\ntry:\n  for i in range({count}):\n"
+                         f"import os\nos.makedirs('sub', exist_ok=True)\nn=0\ntry:\n  for i in "
+                         f"range({count}):\n"
                          f"    open(f'{where}f{{i}}','wb').write(b'x'*{size}); n+=1\nexcept OSError: pass\n"
                          f"print('WROTE', n * {size})"))
     limits = SandboxLimits(wall_seconds=3.0, max_total_bytes=8 << 20)
@@ -78,7 +82,8 @@ def sandbox_cases(work: Path, seed: int = 0) -> list[Case]:
             problems.append("wrote outside")
         if "root:" in r.stdout:
             problems.append("read a host secret")
-        return Outcome("sandbox", name, not problems, "; ".join(problems) or f"rc={r.returncode} {r.isolation}")
+        return Outcome("sandbox", name, not problems,
+                       "; ".join(problems) or f"rc={r.returncode} {r.isolation}")
 
     return [(name, lambda name=name, code=code: run(name, code)) for name, code in programs]
 
@@ -127,7 +132,8 @@ def serve_cases(port: int, seed: int = 0) -> list[Case]:
         ("body-not-json", _post(b"{nope")),
         ("body-not-utf8", _post(b'{"model": "\xff"}')),
         ("body-4400-digit-int", _post(b'{"n": ' + b"9" * 4400 + b"}")),
-        ("content-part-int", _post(_chat(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]))),
+        ("content-part-int", _post(_chat(messages=[{"role": "user",
+                                                    "content": [{"type": "text", "text": 5}]}]))),
         ("content-part-list", _post(_chat(messages=[{"role": "user", "content": [{"text": ["a"]}]}]))),
         ("content-a-dict", _post(_chat(messages=[{"role": "user", "content": {"a": 1}}]))),
         ("role-int", _post(_chat(messages=[{"role": 1, "content": "x"}]))),
@@ -137,9 +143,11 @@ def serve_cases(port: int, seed: int = 0) -> list[Case]:
         ("n-bool", _post(_chat(n=True))),
         ("temperature-nan", _post(_chat(temperature=float("nan")))),
         ("max-tokens-negative", _post(_chat(max_tokens=-1))),
-        ("work-400-prompts-n128", _post(json.dumps({"model": "zpd-learner", "prompt": ["1+1"] * 400, "n": 128})
+        ("work-400-prompts-n128", _post(json.dumps({"model": "zpd-learner", "prompt": ["1+1"] * 400,
+                                                    "n": 128})
                                         .encode(), path="/v1/completions")),
-        ("work-8-prompts-n128-no-max", _post(json.dumps({"model": "zpd-learner", "prompt": ["1+1"] * 8, "n": 128})
+        ("work-8-prompts-n128-no-max", _post(json.dumps({"model": "zpd-learner", "prompt": ["1+1"] * 8,
+                                                         "n": 128})
                                              .encode(), path="/v1/completions")),
         ("prompt-list-of-ints", _post(json.dumps({"model": "zpd-learner", "prompt": [1, 2]}).encode(),
                                       path="/v1/completions")),
@@ -148,7 +156,8 @@ def serve_cases(port: int, seed: int = 0) -> list[Case]:
         ("unknown-path", _post(b"{}", path="/v1/nope")),
         ("bad-request-line", b"GET /v1/models HTTP/1.1 extra\r\n\r\n"),
         ("header-too-long", b"GET /v1/models HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n"),
-        ("too-many-headers", b"GET /v1/models HTTP/1.1\r\n" + b"".join(b"X%d: 1\r\n" % i for i in range(200)) + b"\r\n"),
+        ("too-many-headers",
+         b"GET /v1/models HTTP/1.1\r\n" + b"".join(b"X%d: 1\r\n" % i for i in range(200)) + b"\r\n"),
     ]
 
     def run_request(name: str, raw: bytes) -> Outcome:
@@ -182,7 +191,8 @@ def _slow_clients(port: int, num: int = 12) -> Outcome:
             closed += 1
         s.close()
     alive = _http(port, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
-    return Outcome("serve", "slow-clients", closed == num and alive == 200, f"{closed}/{num} dropped, then {alive}")
+    return Outcome("serve", "slow-clients", closed == num and alive == 200,
+                   f"{closed}/{num} dropped, then {alive}")
 
 
 def _flood(port: int, num: int = 200) -> Outcome:
@@ -250,10 +260,12 @@ def kill_race_cases(archive: Path, state: Path, work: Path, seed: int = 0) -> li
     cases: list[Case] = []
     for i in range(12):
         delay = rng.uniform(0.0, 0.25)
-        cases.append((f"kill-seeding-at-{delay:.2f}s", lambda i=i, d=delay: _kill_seed(archive, work / f"k{i}", d)))
+        cases.append((f"kill-seeding-at-{delay:.2f}s", lambda i=i,
+                      d=delay: _kill_seed(archive, work / f"k{i}", d)))
     for i in range(10):
         n = rng.randrange(4, 9)
-        cases.append((f"lock-race-{n}-procs-{i}", lambda i=i, n=n: _lock_race(work / f"l{i}", n, rng.random())))
+        cases.append((f"lock-race-{n}-procs-{i}", lambda i=i,
+                      n=n: _lock_race(work / f"l{i}", n, rng.random())))
     for i in range(8):
         delay = rng.uniform(0.1, 0.8)
         cases.append((f"kill-snapshot-at-{delay:.2f}s",
@@ -264,13 +276,15 @@ def kill_race_cases(archive: Path, state: Path, work: Path, seed: int = 0) -> li
 def _kill_seed(archive: Path, target: Path, delay: float) -> Outcome:
     """SIGKILL a seeding at a random instant; the next start must seed (or resume) it, not refuse forever."""
     target.mkdir(parents=True)
-    proc = subprocess.Popen([sys.executable, "-c", _SEEDER, str(archive), str(target)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", _SEEDER, str(archive), str(target)],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     proc.stdout.readline()  # the kill lands inside the seeding itself
     time.sleep(delay)
     proc.kill()
     proc.wait()
-    code, err = cli("start", "--config", SMOKE, "--state-dir", target, "--rounds", "0", "--from-snapshot", archive)
+    code, err = cli("start", "--config", SMOKE, "--state-dir", target, "--rounds", "0", "--from-snapshot",
+                    archive)
     left = sorted(p.name for p in target.glob(".seed-*"))
     ok = code == 0 and not left and (target / "LATEST").is_file()
     return Outcome("kills and races", f"kill-seeding-at-{delay:.2f}s", ok, f"restart exit {code}, "
@@ -282,7 +296,8 @@ def _lock_race(target: Path, n: int, discard_share: float) -> Outcome:
     never two holders at once."""
     target.mkdir(parents=True)
     log = target.parent / f"{target.name}.log"
-    procs = [_py(_LOCKER, target, log, "1" if random.Random(k).random() < discard_share else "0") for k in range(n)]
+    procs = [_py(_LOCKER, target, log,
+                 "1" if random.Random(k).random() < discard_share else "0") for k in range(n)]
     for p in procs:
         p.wait(timeout=60)
     events = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
@@ -292,7 +307,8 @@ def _lock_race(target: Path, n: int, discard_share: float) -> Outcome:
         overlap |= inside > 1
     crashed = [p.stderr.read().decode()[-200:] for p in procs if p.returncode not in (0, 3)]
     ok = not overlap and not crashed and events
-    return Outcome("kills and races", f"lock-race-{n}", bool(ok), f"{len(events) // 2} held it, overlap={overlap} "
+    return Outcome("kills and races", f"lock-race-{n}", bool(ok),
+                   f"{len(events) // 2} held it, overlap={overlap} "
                    f"{crashed[:1]}")
 
 

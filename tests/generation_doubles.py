@@ -93,7 +93,8 @@ class FakeVllmLLM:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
         self._conn, child = mp.get_context("spawn").Pipe()
         # vLLM starts its engine core as a daemonic child of the process that builds LLM.
-        self._engine = mp.get_context("spawn").Process(target=_engine, args=(child, os.environ.get("ZPD_TEST_VLLM_GPU")),
+        self._engine = mp.get_context("spawn").Process(target=_engine,
+                                                       args=(child, os.environ.get("ZPD_TEST_VLLM_GPU")),
                                                        daemon=True, name="fake-vllm-engine")
         self._engine.start()
         child.close()
@@ -110,11 +111,13 @@ class FakeVllmLLM:
 
     def chat(self, conversations, sampling_params, **kwargs):
         self.calls.append((conversations, sampling_params, kwargs))
-        params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(conversations)
+        params = sampling_params if isinstance(sampling_params,
+                                               list) else [sampling_params] * len(conversations)
         prompt_ids = [self._prompt_ids(c) for c in conversations]
         _log({"chat": len(conversations), "params": vars(params[0]), "seeds": [q.seed for q in params],
               "prompt_ids": prompt_ids})
-        self._conn.send([(c[-1]["content"], sp.n, sp.max_tokens) for c, sp in zip(conversations, params, strict=True)])
+        self._conn.send([(c[-1]["content"], sp.n,
+                          sp.max_tokens) for c, sp in zip(conversations, params, strict=True)])
         answers = self._conn.recv()
         return [_RequestOutput(ids, [_Out(text, list(range(k)), reason) for text, k, reason in samples])
                 for ids, samples in zip(prompt_ids, answers, strict=True)]

@@ -41,7 +41,8 @@ def status(state_dir: Path) -> dict:
     return json.loads(out.stdout)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition"):
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05,
+             what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

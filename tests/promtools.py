@@ -27,7 +27,8 @@ REQUIRE_ENV = "ZPD_REQUIRE_PROMETHEUS"
 
 
 def require_binary(name: str) -> str:
-    """Path of ``name`` (promtool, prometheus); skip the test if absent, or fail under ZPD_REQUIRE_PROMETHEUS=1."""
+    """Path of ``name`` (promtool, prometheus); skip the test if absent, or fail under
+    ZPD_REQUIRE_PROMETHEUS=1."""
     path = shutil.which(name)
     if path:
         return path

@@ -14,7 +14,8 @@ from attacks_live import kill_race_cases
 @pytest.fixture(scope="module")
 def seeded(round0_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     state = tmp_path_factory.mktemp("kills") / "state"
-    code, err = cli("start", "--config", Path(__file__).parents[1] / "configs" / "smoke.toml", "--state-dir", state,
+    code, err = cli("start", "--config", Path(__file__).parents[1] / "configs" / "smoke.toml", "--state-dir",
+                    state,
                     "--rounds", "0", "--from-snapshot", round0_archive)
     assert code == 0, err
     return state

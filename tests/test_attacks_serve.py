@@ -18,7 +18,8 @@ def server(round0_archive: Path, tmp_path_factory: pytest.TempPathFactory):
     from zpd.trainer.openai_server import LearnerServer, ServeLimits
 
     state = tmp_path_factory.mktemp("serve") / "state"
-    code, err = cli("start", "--config", Path(__file__).parents[1] / "configs" / "smoke.toml", "--state-dir", state,
+    code, err = cli("start", "--config", Path(__file__).parents[1] / "configs" / "smoke.toml", "--state-dir",
+                    state,
                     "--rounds", "0", "--from-snapshot", round0_archive)
     assert code == 0, err
     learner = state / "rounds" / "round_000000" / "learner"

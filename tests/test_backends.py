@@ -29,7 +29,8 @@ def test_round_params_are_typed_per_backend() -> None:
     cfg = ZpdConfig()
     sft = backend_for("embedded-sft").round_params(cfg, 7, "cpu")
     assert sft == SFTParams(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size,
-                            learning_rate=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay, seed=7)
+                            learning_rate=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay,
+                            seed=7)
     grpo = backend_for("embedded-grpo").round_params(cfg, 7, "cpu")
     assert isinstance(grpo, GRPOParams) and grpo.num_samples == cfg.train.grpo_num_samples
     assert grpo.temperature == max(cfg.calibration.temperature, 0.5)
@@ -47,7 +48,8 @@ def test_a_job_crosses_the_process_boundary_with_its_types(tmp_path: Path) -> No
     assert TrainJob.backend_of(text) == PROPOSER_BACKEND
     back = TrainJob.from_json(text, embedded_backend(PROPOSER_BACKEND).params_type)
     assert back == job and isinstance(back.params, GroupsParams) and isinstance(back.params.format, SFTParams)
-    plain = TrainJob("embedded-sft", "base", "out", "data", SFTParams(epochs=1, batch_size=1, learning_rate=1.0))
+    plain = TrainJob("embedded-sft", "base", "out", "data",
+                     SFTParams(epochs=1, batch_size=1, learning_rate=1.0))
     assert TrainJob.from_json(plain.to_json(), SFTParams) == plain
 
 

@@ -20,7 +20,8 @@ def test_shipped_configs_load() -> None:
 
 
 def test_set_overrides_take_toml_literals_and_bare_strings(tmp_path: Path) -> None:
-    cfg = load_config(ROOT / "configs" / "smoke.toml", ["calibration.num_solo=7", "curriculum.beyond_fate=review",
+    cfg = load_config(ROOT / "configs" / "smoke.toml",
+                      ["calibration.num_solo=7", "curriculum.beyond_fate=review",
                                                         'metrics.host="127.0.0.2"'])
     assert cfg.calibration.num_solo == 7
     assert cfg.curriculum.beyond_fate == "review"

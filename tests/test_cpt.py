@@ -52,7 +52,8 @@ def test_cpt_teaches_the_corpus_text_itself(tmp_path: Path) -> None:
 def test_the_trainer_job_runs_cpt_first_then_sft_from_its_model(tmp_path: Path) -> None:
     create_learner(tmp_path / "learner", TINY, seed=0)
     data, corpus = tmp_path / "data.jsonl", tmp_path / "cpt.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"{i}+1", "response": str(i + 1)}) + "\n" for i in range(8)))
+    data.write_text("".join(json.dumps({"prompt": f"{i}+1",
+                                        "response": str(i + 1)}) + "\n" for i in range(8)))
     corpus.write_text("".join(json.dumps({"text": f"Fact number {i} is {i * 7}."}) + "\n" for i in range(16)))
     job = TrainJob("embedded-sft", str(tmp_path / "learner"), str(tmp_path / "out.tmp"), str(data),
                    params=SFTParams(epochs=1.0, batch_size=4, learning_rate=1e-3, seed=0),
@@ -74,13 +75,15 @@ def test_cpt_is_off_by_default() -> None:
 
 
 def _ctx(tmp_path: Path, **cpt):
-    cfg = ZpdConfig.model_validate({"domains": {"arithmetic": {"enabled": False}, "knowledge": {"enabled": True}},
+    cfg = ZpdConfig.model_validate({"domains": {"arithmetic": {"enabled": False},
+                                                "knowledge": {"enabled": True}},
                                     "train": {"cpt": {"enabled": True, **cpt}}})
     tmp_path.mkdir(parents=True, exist_ok=True)
     db = open_store(tmp_path / "state.db")
     for i, (fate, rnd) in enumerate([("mastered", 1), ("zpd", 1), ("mastered", 2), ("mastered", 3)]):
-        db.execute("""INSERT INTO tasks (domain, difficulty, prompt, answer, guidance, canonical, content_hash, round,
-                          fate, fate_round) VALUES ('knowledge', 1, ?, ?, '', ?, ?, ?, ?, ?)""",
+        db.execute("""INSERT INTO tasks (domain, difficulty, prompt, answer, guidance, canonical,
+                          content_hash, round, fate, fate_round)
+                      VALUES ('knowledge', 1, ?, ?, '', ?, ?, ?, ?, ?)""",
                    [f"Q{i}?", f"A{i}", f"c{i}", f"h{i}", rnd, fate, rnd])
     domains = {"knowledge": Knowledge(cfg.domains.knowledge)}
     return SimpleNamespace(cfg=cfg, db=db, domains=domains, log=logging.getLogger("test"))
@@ -97,7 +100,8 @@ def test_the_pretrain_pool_is_the_corpus_and_every_task_mastered_so_far(tmp_path
     rows = [json.loads(line)["text"] for line in Path(fields.data_path).read_text().splitlines()]
     assert rows == texts and fields.params.epochs == 1.0
     assert fields.params.seed == rng_for(ctx.cfg.run.seed, 2, "cpt").randrange(2**31)
-    assert pretrain_texts(_ctx(tmp_path / "m", sources=["mastered"], max_texts=2), 3) == ["Q3?\nA3", "Q2?\nA2"]
+    assert pretrain_texts(_ctx(tmp_path / "m", sources=["mastered"], max_texts=2),
+                          3) == ["Q3?\nA3", "Q2?\nA2"]
     off = _ctx(tmp_path / "off")
     off.cfg.train.cpt.enabled = False
     assert job_fields(off, 2, tmp_path / "x") is None

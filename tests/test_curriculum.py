@@ -37,10 +37,11 @@ def _store(tmp_path: Path):
 
 
 def _task(db, tid: int, difficulty: float, fate: str, p_solo: float | None, round_n: int) -> None:
-    db["tasks"].insert(dict(id=tid, domain="arithmetic", difficulty=difficulty, prompt=f"p{tid}", answer="1", guidance="",
-                            canonical=f"c{tid}", content_hash=Task("arithmetic", difficulty, f"p{tid}", "1", "",
-                                                                   f"c{tid}").content_hash, round=round_n, fate=fate,
-                            fate_round=round_n, p_solo=p_solo))
+    db["tasks"].insert(dict(id=tid, domain="arithmetic", difficulty=difficulty, prompt=f"p{tid}", answer="1",
+                            guidance="", canonical=f"c{tid}",
+                            content_hash=Task("arithmetic", difficulty, f"p{tid}", "1", "",
+                                              f"c{tid}").content_hash,
+                            round=round_n, fate=fate, fate_round=round_n, p_solo=p_solo))
 
 
 # -- policies ---------------------------------------------------------------------------------------
@@ -60,7 +61,8 @@ def test_zpd_band_draws_around_the_frontier_and_trains_on_the_zpd(tmp_path):
     pol = curriculum.build_policy_for(CurriculumConfig(), spread=1.0)
     ds = pol.difficulties(_Ctx(db, current=3), 4, "arithmetic", 1.0, 8.0, 500, random.Random(0))
     assert min(ds) >= 3.0 and max(ds) <= 5.0 and max(ds) - min(ds) > 1.5
-    assert pol.select("zpd", 0.0, 1.0, random.Random(0)) and not pol.select("mastered", 1.0, None, random.Random(0))
+    assert pol.select("zpd", 0.0, 1.0, random.Random(0))
+    assert not pol.select("mastered", 1.0, None, random.Random(0))
     assert pol.derives
 
 
@@ -76,7 +78,8 @@ def test_uniform_spans_the_domain_and_trains_on_everything(tmp_path):
 
 
 def test_fixed_schedule_slides_from_easy_to_hard(tmp_path):
-    pol = curriculum.build_policy_for(CurriculumConfig(policy="fixed-schedule", schedule_rounds=5), spread=0.5)
+    pol = curriculum.build_policy_for(CurriculumConfig(policy="fixed-schedule", schedule_rounds=5),
+                                      spread=0.5)
     ctx = _Ctx(_store(tmp_path))
     means = [sum(ds) / len(ds) for ds in
              (pol.difficulties(ctx, r, "arithmetic", 1.0, 9.0, 200, random.Random(r)) for r in (1, 3, 5, 9))]
@@ -85,7 +88,8 @@ def test_fixed_schedule_slides_from_easy_to_hard(tmp_path):
 
 def test_bandit_values_follow_mean_absolute_advantage(tmp_path):
     db = _store(tmp_path)
-    cfg = CurriculumConfig(policy="bandit", bandit_step=0.5, bandit_initial_value=0.5, bandit_temperature=0.05)
+    cfg = CurriculumConfig(policy="bandit", bandit_step=0.5, bandit_initial_value=0.5,
+                           bandit_temperature=0.05)
     pol = curriculum.build_policy_for(cfg, spread=1.0)
     # Round 1: level 1 always solved (advantage 0), level 2 half solved (2p(1-p) = 0.5), level 3 never.
     for i, (d, p) in enumerate([(1.2, 1.0), (1.5, 1.0), (2.3, 0.5), (2.7, 0.5), (3.1, 0.0)]):
@@ -139,7 +143,8 @@ def tiny_generator(tmp_path_factory):
     from zpd.trainer.model import create_learner
 
     d = tmp_path_factory.mktemp("tiny") / "learner"
-    create_learner(d, LearnerConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=64),
+    create_learner(d, LearnerConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                    max_positions=64),
                    seed=0)
     return EmbeddedGenerator(d)
 
@@ -160,7 +165,8 @@ def test_adaptive_sampling_decides_as_fixed_k_with_fewer_calls(tiny_generator):
     # The untrained model's text is noise; "correct" = the sample contains a given character, which gives
     # every pass rate from 0 to 1 across prompts.
     chars = "0123456789+"
-    items = {i: (f"{i}+{i * 7}", (lambda c: (lambda text: c in text))(chars[i % len(chars)])) for i in range(40)}
+    items = {i: (f"{i}+{i * 7}",
+                 (lambda c: (lambda text: c in text))(chars[i % len(chars)])) for i in range(40)}
     k, need = 6, successes_needed(0.25, 6, strict=True)
 
     def seed_of(tid: int, j: int) -> int:
@@ -170,7 +176,8 @@ def test_adaptive_sampling_decides_as_fixed_k_with_fewer_calls(tiny_generator):
     calls_fixed = sample(tiny_generator, items, fixed, k=k, keep_going=None, seed_of=seed_of,
                          temperature=1.0, max_tokens=6)
     adaptive: dict[int, Samples] = {}
-    calls_adaptive = sample(tiny_generator, items, adaptive, k=k, keep_going=lambda s: not decided(s, k, need),
+    calls_adaptive = sample(tiny_generator, items, adaptive, k=k,
+                            keep_going=lambda s: not decided(s, k, need),
                             seed_of=seed_of, temperature=1.0, max_tokens=6)
     decision = {t: fixed[t].successes >= need for t in items}
     assert 0 < sum(decision.values()) < len(items)  # both outcomes occur
@@ -227,13 +234,16 @@ def test_same_seed_same_tasks_and_fates_and_exam_versions_rebuild(tmp_path, roun
     conn = sqlite3.connect(runs[0] / "state.db")
     for v in (1, 2):
         measured = [r[0] for r in conn.execute(
-            "SELECT DISTINCT task_id FROM measurements WHERE kind = 'exam' AND round = ? ORDER BY task_id", [v])]
+            "SELECT DISTINCT task_id FROM measurements WHERE kind = 'exam' AND round = ? ORDER BY task_id",
+            [v])]
         snapshot = sqlite3.connect(runs[0] / "rounds" / f"round_{v:06d}" / "state.db")
         assert version_items(conn, v) == measured == version_items(snapshot, v)
-        report = json.loads(conn.execute("SELECT decontamination_json FROM rounds WHERE id = ?", [v]).fetchone()[0])
+        report = json.loads(conn.execute("SELECT decontamination_json FROM rounds WHERE id = ?",
+                                         [v]).fetchone()[0])
         assert report["exact_overlap"] == report["near_overlap"] == report["dropped"] == 0
         assert report["eval_items"] > 0 and report["train_examples_checked"] > 0
-        calls, fixed = conn.execute("SELECT num_attempts, num_attempts_fixed FROM rounds WHERE id = ?", [v]).fetchone()
+        calls, fixed = conn.execute("SELECT num_attempts, num_attempts_fixed FROM rounds WHERE id = ?",
+                                    [v]).fetchone()
         assert 0 < calls < fixed
     assert any(version_items(conn, v) for v in (1, 2))
 

@@ -21,7 +21,8 @@ def test_smoke_two_rounds_then_status(tmp_path: Path, smoke_config: Path, round0
     assert s["committed_rounds"] == 2 and s["last_committed_round"] == 2
     assert s["running"] is False and s["pid"] is None and s["phase"] == "idle" and s["round"] == 3
     assert sum(1 for n in s["tasks"]["by_fate"].values() if n > 0) >= 2
-    assert set(s["tasks"]["by_fate"]) == {"pending", "mastered", "zpd", "beyond", "review", "exam", "eval", "dropped"}
+    assert set(s["tasks"]["by_fate"]) == {"pending", "mastered", "zpd", "beyond", "review", "exam", "eval",
+                                          "dropped"}
     assert 0.0 <= s["eval"]["accuracy"] <= 1.0 and "arithmetic" in s["frontier"]
     assert committed_on_disk(state) == [0, 1, 2] and read_latest(state) == 2
     for n in (0, 1, 2):
@@ -39,7 +40,8 @@ def test_smoke_two_rounds_then_status(tmp_path: Path, smoke_config: Path, round0
     assert status(state)["last_committed_round"] == 3
 
 
-def test_second_daemon_is_refused_naming_the_holder(tmp_path: Path, smoke_config: Path, round0_archive: Path) -> None:
+def test_second_daemon_is_refused_naming_the_holder(tmp_path: Path, smoke_config: Path,
+                                                    round0_archive: Path) -> None:
     state = tmp_path / "state"
     first = spawn_zpd("start", "--config", str(smoke_config), "--state-dir", str(state),
                       "--from-snapshot", str(round0_archive), log=tmp_path / "first.log")
@@ -68,7 +70,8 @@ def test_bad_config_exits_2_naming_key_and_creates_nothing(tmp_path: Path) -> No
     assert out.returncode == 2 and "missing.toml" in out.stderr and not state.exists()
 
 
-def test_corrupt_or_foreign_state_is_refused_and_never_overwritten(tmp_path: Path, smoke_config: Path) -> None:
+def test_corrupt_or_foreign_state_is_refused_and_never_overwritten(tmp_path: Path,
+                                                                   smoke_config: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
     (state / "state.db").write_bytes(b"garbage" * 1000)
@@ -125,6 +128,7 @@ def test_folders_install_as_subpackages_of_zpd_only(tmp_path: Path) -> None:
 
     code = ("import importlib.util as u, zpd.trainer, zpd.store, zpd.configs, zpd.loop\n"
             "print([n for n in ('trainer', 'store', 'configs', 'loop') if u.find_spec(n) is not None])")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

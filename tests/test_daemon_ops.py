@@ -18,7 +18,8 @@ def test_real_prometheus_scrapes_the_running_daemon(tmp_path: Path, round0_archi
     proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "30",
                      "--from-snapshot", str(round0_archive), log=tmp_path / "daemon.log")
     try:
-        url = wait_for(lambda: (state / "state.db").exists() and status(state)["metrics_url"], 120, what="metrics url")
+        url = wait_for(lambda: (state / "state.db").exists() and status(state)["metrics_url"], 120,
+                       what="metrics url")
         host_port = url.split("//")[1].split("/")[0]
         assert host_port.startswith("127.0.0.1:")
         code, body = http_get(url)
@@ -26,7 +27,8 @@ def test_real_prometheus_scrapes_the_running_daemon(tmp_path: Path, round0_archi
         assert http_get(url.replace("/metrics", "/healthz"))[0] == 200
         wait_for(lambda: http_get(url.replace("/metrics", "/readyz"))[0] == 200, 30, what="readyz")
         lint = promtool("check", "metrics", stdin=body)
-        assert lint.returncode == 0 and lint.stdout.strip() == "" and lint.stderr.strip() == "", lint.stdout + lint.stderr
+        assert lint.returncode == 0 and lint.stdout.strip() == "" and lint.stderr.strip() == "", \
+            lint.stdout + lint.stderr
         # Bound to 127.0.0.1: another loopback address gets nothing.
         port = int(host_port.split(":")[1])
         with socket.socket() as s:
@@ -37,7 +39,8 @@ def test_real_prometheus_scrapes_the_running_daemon(tmp_path: Path, round0_archi
             assert value >= 1
         # zpd_round advances as rounds commit.
         first = status(state)["last_committed_round"]
-        wait_for(lambda: (status(state)["last_committed_round"] or 0) > (first or 0), 180, what="another round")
+        wait_for(lambda: (status(state)["last_committed_round"] or 0) > (first or 0), 180,
+                 what="another round")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0

@@ -64,7 +64,8 @@ def test_every_format_gives_the_same_items(fmt: str, tmp_path: Path) -> None:
 def test_gsm8k_style_answers_split_at_the_marker_and_grade_numerically(tmp_path: Path) -> None:
     path = tmp_path / "gsm.jsonl"
     path.write_text(json.dumps({"question": "Q1?", "answer": "3 + 4 = 7\n#### 1,007"}) + "\n"
-                    + "".join(json.dumps({"question": f"Q{i}?", "answer": f"w #### {i}"}) + "\n" for i in range(2, 9)))
+                    + "".join(json.dumps({"question": f"Q{i}?",
+                                          "answer": f"w #### {i}"}) + "\n" for i in range(2, 9)))
     d = dataset(path, eval_size=1, bootstrap_size=1, solution_field=None, category_field=None)
     task = next(t for t in d.tasks.values() if t.prompt == "Q1?")
     assert task.answer == "1,007" and task.guidance == "3 + 4 = 7"
@@ -72,13 +73,15 @@ def test_gsm8k_style_answers_split_at_the_marker_and_grade_numerically(tmp_path:
     assert d.solution(task) == "3 + 4 = 7 #### 1,007" and d.grade(task, d.solution(task))
     # A task rebuilt from the store (meta carries the grader) grades the same, config-free.
     assert grade_with_meta(task, "#### 1007.0000001")
-    assert parse_number("$1,234.50") == 1234.5 and parse_number("3/4") == 0.75 and parse_number("none") is None
+    assert parse_number("$1,234.50") == 1234.5 and parse_number("3/4") == 0.75
+    assert parse_number("none") is None
 
 
 def test_exact_grader_normalises_space_and_case(tmp_path: Path) -> None:
     path = tmp_path / "cap.jsonl"
     path.write_text("".join(json.dumps({"question": f"Capital of {c}?", "answer": a}) + "\n"
-                            for c, a in [("France", "Paris"), ("Peru", "Lima"), ("Chad", "N'Djamena"), ("Mali", "Bamako")]))
+                            for c, a in [("France", "Paris"), ("Peru", "Lima"), ("Chad", "N'Djamena"),
+                                         ("Mali", "Bamako")]))
     d = dataset(path, eval_size=1, bootstrap_size=0, grader="exact", solution_field=None, category_field=None)
     task = next(t for t in d.tasks.values() if t.answer == "N'Djamena")
     assert d.grade(task, "  n'djamena. ") and not d.grade(task, "Ndjamena")
@@ -107,7 +110,8 @@ def test_splits_are_disjoint_and_difficulty_is_frozen_from_the_worked_solution()
     easy = d.make_task(0.0, rng)
     hard = d.make_task(10.0, rng)
     assert easy.difficulty == min(level.values()) and hard.meta["category"] == "two-step"
-    assert d.escalate(easy, rng).difficulty >= easy.difficulty and d.simplify(hard, rng).difficulty <= hard.difficulty
+    assert d.escalate(easy, rng).difficulty >= easy.difficulty
+    assert d.simplify(hard, rng).difficulty <= hard.difficulty
     # Items handed out or already stored are never offered again, until the pool is spent.
     offered = [d.make_task(5.0, rng).content_hash for _ in range(len(pool) - len(stats) - 4)]
     assert len(set(offered)) == len(offered) and not set(offered) & (set(stats) | ev | bo)
@@ -153,25 +157,30 @@ def test_a_file_too_small_names_the_minimum(tmp_path: Path) -> None:
 
 def test_file_difficulty_is_used_as_given(tmp_path: Path) -> None:
     path = tmp_path / "lv.jsonl"
-    path.write_text("".join(json.dumps({"question": f"{i}+{i}?", "answer": 2 * i, "level": i % 5}) + "\n" for i in range(40)))
-    d = dataset(path, difficulty_field="level", solution_field=None, category_field=None, eval_size=5, bootstrap_size=5)
+    path.write_text("".join(json.dumps({"question": f"{i}+{i}?", "answer": 2 * i,
+                                        "level": i % 5}) + "\n" for i in range(40)))
+    d = dataset(path, difficulty_field="level", solution_field=None, category_field=None, eval_size=5,
+                bootstrap_size=5)
     assert (d.min_difficulty, d.max_difficulty) == (0.0, 4.0)
     assert d.make_task(3.2, random.Random(1)).difficulty == 3.0
 
 
 def test_dataset_config_runs_end_to_end_with_eval_exam_and_training_disjoint(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    args = ["start", "--config", str(ROOT / "configs" / "dataset.toml"), "--state-dir", str(state), "--rounds", "1",
+    args = ["start", "--config", str(ROOT / "configs" / "dataset.toml"), "--state-dir", str(state),
+            "--rounds", "1",
             # A smaller learner than the shipped one: disjointness does not depend on what it learns.
             "--set", "learner.hidden_size=32", "--set", "learner.num_heads=2",
             "--set", "learner.intermediate_size=64",
             "--set", "bootstrap.num_examples=120", "--set", "synthesis.num_candidates=12",
-            "--set", "calibration.max_tokens=14", "--set", "measure.max_tokens=14", "--set", "exam.admit_per_round=6",
+            "--set", "calibration.max_tokens=14", "--set", "measure.max_tokens=14", "--set",
+            "exam.admit_per_round=6",
             "--set", "curriculum.solo_max_ratio=1.0", "--set", "curriculum.guided_min_ratio=0.0"]
     out = run_zpd(*args, timeout=500)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     s = status(state)
-    assert s["last_committed_round"] == 1 and "dataset" in s["frontier"] and s["tasks"]["by_fate"]["eval"] == 24
+    assert s["last_committed_round"] == 1 and "dataset" in s["frontier"]
+    assert s["tasks"]["by_fate"]["eval"] == 24
     conn = sqlite3.connect(state / "state.db")
     q = lambda sql: {r[0] for r in conn.execute(sql)}  # noqa: E731
     eval_ids, exam_ids = q("SELECT id FROM tasks WHERE fate = 'eval'"), q("SELECT task_id FROM exam_items")

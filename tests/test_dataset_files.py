@@ -15,7 +15,8 @@ from harness import ROOT, run_zpd
 from zpd.configs.schema import DatasetConfig
 from zpd.loop.domains.dataset_file import DatasetFileError, read_items
 
-GOOD = [{"question": f"What is {i} plus {i}?", "answer": str(2 * i), "level": i % 4, "kind": "add"} for i in range(1, 6)]
+GOOD = [{"question": f"What is {i} plus {i}?", "answer": str(2 * i), "level": i % 4,
+         "kind": "add"} for i in range(1, 6)]
 BAD_AT = 3  # the bad row goes in as the third line (after the CSV header: the fourth)
 
 
@@ -62,10 +63,12 @@ ROW_CASES = [
     ("answer-only-marker", "a.jsonl", jsonl([obj(answer="some work ####  ")]), {}, BAD_AT),
     ("not-a-number", "a.jsonl", jsonl([obj(answer="seven")]), {"grader": "numeric"}, BAD_AT),
     ("non-utf8", "a.jsonl", jsonl([b'{"question": "caf\xe9?", "answer": "1"}']), {}, BAD_AT),
-    ("conflicting-duplicate", "a.jsonl", jsonl([obj(question=GOOD[0]["question"], answer="999")]), {}, BAD_AT),
+    ("conflicting-duplicate", "a.jsonl", jsonl([obj(question=GOOD[0]["question"], answer="999")]), {},
+     BAD_AT),
     ("difficulty-missing", "a.jsonl", jsonl([obj()]), {"difficulty_field": "level"}, BAD_AT),
     ("difficulty-text", "a.jsonl", jsonl([obj(level="hard")]), {"difficulty_field": "level"}, BAD_AT),
-    ("difficulty-nan", "a.jsonl", jsonl([b'{"question": "Q?", "answer": "1", "level": NaN}']), {"difficulty_field": "level"}, BAD_AT),
+    ("difficulty-nan", "a.jsonl", jsonl([b'{"question": "Q?", "answer": "1", "level": NaN}']),
+     {"difficulty_field": "level"}, BAD_AT),
     ("difficulty-bool", "a.jsonl", jsonl([obj(level=False)]), {"difficulty_field": "level"}, BAD_AT),
     ("category-list", "a.jsonl", jsonl([obj(kind=["x"])]), {"category_field": "kind"}, BAD_AT),
     ("solution-object", "a.jsonl", jsonl([obj(work={"a": 1})]), {"solution_field": "work"}, BAD_AT),
@@ -88,7 +91,8 @@ FILE_CASES = [
 
 
 @pytest.mark.parametrize("case_id,name,content,extra,line", ROW_CASES, ids=[c[0] for c in ROW_CASES])
-def test_bad_row_rejected_naming_file_and_line_or_skipped(case_id, name, content, extra, line, tmp_path: Path) -> None:
+def test_bad_row_rejected_naming_file_and_line_or_skipped(case_id, name, content, extra, line,
+                                                          tmp_path: Path) -> None:
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(DatasetFileError) as err:
@@ -145,10 +149,12 @@ def test_zpd_start_on_a_bad_file_exits_2_naming_file_and_line_and_stores_nothing
     path.write_bytes(jsonl([b'{"question": "broken"']))
     state = tmp_path / "state"
     out = run_zpd("start", "--config", str(ROOT / "configs" / "dataset.toml"), "--state-dir", str(state),
-                  "--rounds", "0", "--set", f"domains.dataset.path={path}", "--set", "domains.dataset.eval_size=1",
+                  "--rounds", "0", "--set", f"domains.dataset.path={path}", "--set",
+                  "domains.dataset.eval_size=1",
                   "--set", "domains.dataset.bootstrap_size=0", timeout=120)
     lines = out.stderr.strip().splitlines()
-    assert out.returncode == 2 and len(lines) == 1 and f"{path}:{BAD_AT}: invalid JSON" in lines[0], out.stderr
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert f"{path}:{BAD_AT}: invalid JSON" in lines[0], out.stderr
     if (state / "state.db").exists():
         conn = sqlite3.connect(state / "state.db")
         assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0

@@ -80,7 +80,8 @@ def test_trainer_exits_nonzero_retried_then_round_fails_exit_1(tmp_path: Path) -
 def test_without_rounds_the_daemon_stays_up_and_keeps_retrying(tmp_path: Path) -> None:
     learner = corrupt_learner(tmp_path / "bad-learner")
     state = tmp_path / "state"
-    proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--set", f"learner.path={learner}",
+    proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--set",
+                     f"learner.path={learner}",
                      *USER_MODEL, "--set", "train.max_retries=0", "--set", "train.retry_backoff_seconds=0.5",
                      log=tmp_path / "d.log")
     url = wait_for(lambda: metrics_url(state), 60, what="metrics up")

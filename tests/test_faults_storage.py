@@ -40,7 +40,8 @@ def committed_state(tmp_path_factory: pytest.TempPathFactory, round0_archive: Pa
 def run_fault(seed: Path, tmp_path: Path, size: str, mode: str, *sets: str) -> dict:
     out = tmp_path / "out"
     out.mkdir()
-    args = ["unshare", "-m", "--propagation", "private", "bash", str(SCRIPT), str(seed), str(tmp_path / "mnt"),
+    args = ["unshare", "-m", "--propagation", "private", "bash", str(SCRIPT), str(seed),
+            str(tmp_path / "mnt"),
             size, mode, str(out)]
     for s in sets:
         args += ["--set", s]
@@ -58,7 +59,8 @@ def intact(res: dict) -> None:
     assert res["verify"] == {"0": [], "1": []}, res["verify"]
 
 
-def test_full_filesystem_stops_the_daemon_and_keeps_committed_rounds(committed_state: Path, tmp_path: Path) -> None:
+def test_full_filesystem_stops_the_daemon_and_keeps_committed_rounds(committed_state: Path,
+                                                                     tmp_path: Path) -> None:
     # min_free_ratio=0 switches off the pre-round free-space check, so the writes themselves hit ENOSPC.
     res = run_fault(committed_state, tmp_path, "4m", "full:300", "storage.min_free_ratio=0")
     assert res["rc"] != 0
@@ -75,7 +77,8 @@ def test_free_space_check_stops_cleanly_before_a_round(committed_state: Path, tm
     assert res["status_rc"] == 0 and json.loads(res["status"])["last_committed_round"] == 1
 
 
-def test_read_only_filesystem_stops_the_daemon_and_keeps_committed_rounds(committed_state: Path, tmp_path: Path) -> None:
+def test_read_only_filesystem_stops_the_daemon_and_keeps_committed_rounds(committed_state: Path,
+                                                                          tmp_path: Path) -> None:
     res = run_fault(committed_state, tmp_path, "64m", "ro")
     assert res["rc"] != 0
     intact(res)

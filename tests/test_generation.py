@@ -39,7 +39,8 @@ def round0(tmp_path_factory, round0_archive: Path) -> Path:
 
 class Served:
     def __init__(self, state: Path, *args: str, env: dict | None = None) -> None:
-        self.proc = subprocess.Popen([*ZPD, "serve", "--state-dir", str(state), *args], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([*ZPD, "serve", "--state-dir", str(state), *args],
+                                     stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=env or zpd_env())
         line = self.proc.stdout.readline()
         assert line, self.proc.stderr.read()
@@ -82,7 +83,8 @@ def test_serve_round_trip_with_official_openai_client(served: Served) -> None:
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "1"}])
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="zpd-learner", messages=[{"role": "user", "content": "1"}], stream=True)
+        client.chat.completions.create(model="zpd-learner", messages=[{"role": "user", "content": "1"}],
+                                       stream=True)
 
 
 def test_openai_backend_against_zpd_serve(served: Served) -> None:
@@ -125,7 +127,8 @@ def test_serve_errors_and_token(round0: Path, tmp_path: Path) -> None:
 
 # -- retries against a stand-in server ------------------------------------------------------------------
 class StandIn:
-    """A stand-in for an OpenAI-compatible server on 127.0.0.1: answers from a script, one entry per request."""
+    """A stand-in for an OpenAI-compatible server on 127.0.0.1: answers from a script, one entry per
+    request."""
 
     def __init__(self, script: list[str]) -> None:
         self.script, self.seen = list(script), 0
@@ -137,7 +140,8 @@ class StandIn:
                 step = outer.script.pop(0) if outer.script else "ok"
                 outer.seen += 1
                 if step == "ok" or step == "length":
-                    body = json.dumps({"choices": [{"message": {"content": "42"}, "finish_reason": step if step == "length" else "stop"}],
+                    body = json.dumps({"choices": [{"message": {"content": "42"},
+                                                    "finish_reason": step if step == "length" else "stop"}],
                                        "usage": {"prompt_tokens": 7, "completion_tokens": 2}}).encode()
                     self._reply(200, body)
                 elif step == "429":
@@ -255,12 +259,14 @@ def test_calibration_through_zpd_serve_survives_a_killed_server(round0: Path, tm
         wait_for(lambda: query(state, "SELECT count(*) FROM attempts WHERE round = 1")[0][0] > 0, 180,
                  what="first calibrated batch")
         server.kill()
-        assert daemon.wait(timeout=180) == 1  # the round failed (its retries spent): exit 1, nothing half-done
+        # The round failed (its retries spent): exit 1, nothing half-done.
+        assert daemon.wait(timeout=180) == 1
     finally:
         if daemon.poll() is None:
             daemon.kill()
         server.kill()
-    failed = query(state, "SELECT count(*) FROM failed_attempts WHERE round = 1 AND phase = 'calibrate'")[0][0]
+    failed = query(state,
+                   "SELECT count(*) FROM failed_attempts WHERE round = 1 AND phase = 'calibrate'")[0][0]
     assert failed > 0
     assert query(state, "SELECT count(*) FROM tasks WHERE round = 1 AND fate = 'pending'")[0][0] > 0
     assert query(state, "SELECT phase FROM rounds WHERE id = 1")[0][0] == "calibrate"
@@ -305,7 +311,8 @@ def test_spending_cap_pauses_the_teacher(round0: Path, tmp_path: Path) -> None:
     pending = query(state, "SELECT count(*) FROM tasks WHERE fate = 'pending'")[0][0]
     assert pending == t["awaiting_tasks"] > 0
     assert query(state, "SELECT count(DISTINCT task_id) FROM attempts WHERE role = 'teacher'")[0][0] <= 2
-    assert query(state, "SELECT count(*) FROM attempts WHERE role = 'teacher' AND learner_ref = ?", (str(teacher),))[0][0] > 0
+    assert query(state, "SELECT count(*) FROM attempts WHERE role = 'teacher' AND learner_ref = ?",
+                 (str(teacher),))[0][0] > 0
     log = [json.loads(x) for x in (state / "logs" / "zpd.jsonl").read_text().splitlines()]
     assert any(x["event"].startswith("teacher paused") for x in log)
     # The next round still pauses (the cap has not moved) and never spends past it.

@@ -35,7 +35,8 @@ def _reward(text: str) -> float:
 def _mean_reward(learner: Path) -> float:
     model, tok = load_learner(learner, "cpu")
     enc = encode_user_prompts(tok, PROMPTS)
-    rows = sample_rows(model, tok, [ids for ids in enc for _ in range(SAMPLES)], temperature=1.0, max_tokens=3,
+    rows = sample_rows(model, tok, [ids for ids in enc for _ in range(SAMPLES)], temperature=1.0,
+                       max_tokens=3,
                        generator=torch.Generator().manual_seed(123))
     return sum(_reward(r.text) for r in rows) / len(rows)
 
@@ -51,11 +52,13 @@ def one_thread():
 def test_embedded_grpo_raises_the_reward(tmp_path: Path, one_thread) -> None:
     create_learner(tmp_path / "base", TINY, seed=0)
     warm_up = [SFTExample(p, str(d)) for p in PROMPTS for d in range(10)]
-    train_sft(tmp_path / "base", warm_up, tmp_path / "warm", epochs=8, batch_size=20, learning_rate=1e-2, seed=0)
+    train_sft(tmp_path / "base", warm_up, tmp_path / "warm", epochs=8, batch_size=20, learning_rate=1e-2,
+              seed=0)
     base = _mean_reward(tmp_path / "warm")
     assert 0.2 <= base <= 0.8, f"the warm-up should leave the reward in the middle, got {base}"
     result = train_grpo(tmp_path / "warm", PROMPTS, lambda i, text: _reward(text), tmp_path / "grpo",
-                        num_samples=8, steps=15, prompts_per_step=10, learning_rate=3e-3, max_tokens=3, seed=0)
+                        num_samples=8, steps=15, prompts_per_step=10, learning_rate=3e-3, max_tokens=3,
+                        seed=0)
     after = _mean_reward(tmp_path / "grpo")
     assert after >= base + 0.1, f"GRPO moved the reward from {base:.3f} to {after:.3f}"
     # The on-policy reward GRPO saw rose too (its own record of the run).

@@ -20,7 +20,8 @@ from harness import SMOKE, ZPD, zpd_env
 @pytest.fixture(scope="module")
 def run_dir(round0_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     state = tmp_path_factory.mktemp("hard") / "run"
-    code, err = cli("start", "--config", SMOKE, "--state-dir", state, "--rounds", "0", "--from-snapshot", round0_archive)
+    code, err = cli("start", "--config", SMOKE, "--state-dir", state, "--rounds", "0", "--from-snapshot",
+                    round0_archive)
     assert code == 0, err
     return state
 
@@ -63,7 +64,8 @@ def test_a_stale_seed_stage_of_a_dead_pid_is_recovered(round0_archive: Path, tmp
     half = tmp_path / "h"
     (half / ".seed-999999998.tmp").mkdir(parents=True)
     (half / "rounds" / "round_000000").mkdir(parents=True)
-    code, err = cli("start", "--config", SMOKE, "--state-dir", half, "--rounds", "0", "--from-snapshot", round0_archive)
+    code, err = cli("start", "--config", SMOKE, "--state-dir", half, "--rounds", "0", "--from-snapshot",
+                    round0_archive)
     assert code == 0, err
     assert (half / "state.db").is_file() and (half / "rounds" / "round_000000" / "COMPLETE").is_file()
 
@@ -74,7 +76,8 @@ def test_a_late_refusal_leaves_nothing_and_the_corrected_retry_starts(tmp_path: 
     busy.listen()
     port = busy.getsockname()[1]
     state = tmp_path / "new" / "state"
-    code, err = cli("start", "--config", SMOKE, "--state-dir", state, "--rounds", "0", "--set", f"metrics.port={port}")
+    code, err = cli("start", "--config", SMOKE, "--state-dir", state, "--rounds", "0", "--set",
+                    f"metrics.port={port}")
     assert code == 1 and "metrics.port" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "new").exists(), "the busy port must be found before the first write"
     code, err = cli("start", "--config", SMOKE, "--state-dir", state, "--rounds", "0",
@@ -84,21 +87,25 @@ def test_a_late_refusal_leaves_nothing_and_the_corrected_retry_starts(tmp_path: 
     # An existing (zpd) directory keeps its own lock file untouched on a refusal.
     state.mkdir(parents=True)
     (state / "controller.lock").write_text("{}")
-    code, err = cli("start", "--config", SMOKE, "--state-dir", state, "--rounds", "0", "--set", "metrics.host='0.0.0.0'")
+    code, err = cli("start", "--config", SMOKE, "--state-dir", state, "--rounds", "0", "--set",
+                    "metrics.host='0.0.0.0'")
     assert code == 2 and sorted(p.name for p in state.iterdir()) == ["controller.lock"]
 
 
 def test_bool_is_not_an_int_and_huge_or_deep_values_are_one_line(tmp_path: Path) -> None:
-    for value in ["calibration.num_solo=true", "run.seed=" + "9" * 4400, "run.seed=" + "[" * 5000 + "]" * 5000]:
+    for value in ["calibration.num_solo=true", "run.seed=" + "9" * 4400,
+                  "run.seed=" + "[" * 5000 + "]" * 5000]:
         code, err = cli("start", "--config", SMOKE, "--state-dir", tmp_path / "s", "--set", value)
         assert code == 2 and len(err.strip().splitlines()) == 1, (value[:40], err)
     assert not (tmp_path / "s").exists()
-    code, err = cli("start", "--config", SMOKE, "--state-dir", tmp_path / "s", "--set", "calibration.num_solo=true")
+    code, err = cli("start", "--config", SMOKE, "--state-dir", tmp_path / "s", "--set",
+                    "calibration.num_solo=true")
     assert "calibration.num_solo" in err
 
 
 def test_status_into_a_closed_pipe_exits_quietly(run_dir: Path) -> None:
-    out = subprocess.run(f"{sys.executable} -m zpd.loop.cli status --state-dir '{run_dir}' --json | head -c 1",
+    out = subprocess.run(f"{sys.executable} -m zpd.loop.cli status --state-dir '{run_dir}' --json "
+                         "| head -c 1",
                          shell=True, capture_output=True, text=True, env=zpd_env(), timeout=60)
     assert out.stdout == "{" and "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
 
@@ -121,7 +128,8 @@ def test_a_newline_in_a_file_name_stays_on_one_line(tmp_path: Path) -> None:
 def test_an_unexpected_error_is_one_line_naming_its_traceback_file(run_dir: Path, tmp_path: Path) -> None:
     env = dict(zpd_env(), XDG_STATE_HOME=str(tmp_path / "xdg"))
     before = tree_digest(run_dir)
-    # A read-only command crashing (a monkeypatched bug in a child process): the traceback goes to XDG, not DIR.
+    # A read-only command crashing (a monkeypatched bug in a child process): the traceback goes to XDG, not
+    # DIR.
     code = ("import sys, zpd.loop.status as s\n"
             "s.collect = lambda d: 1 / 0\n"
             "from zpd.loop.cli import main\n"
@@ -195,7 +203,8 @@ def test_archive_with_an_absolute_member_or_a_lying_size_is_refused_before_extra
 
 
 def test_serve_refuses_bad_lengths_and_oversized_work(run_dir: Path) -> None:
-    proc = subprocess.Popen([*ZPD, "serve", "--state-dir", str(run_dir), "--port", "0"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*ZPD, "serve", "--state-dir", str(run_dir), "--port", "0"],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=zpd_env())
     try:
         port = int(json.loads(proc.stdout.readline())["url"].rsplit(":", 1)[1].split("/")[0])

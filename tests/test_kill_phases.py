@@ -1,6 +1,6 @@
-"""Kills in phases that used to commit only at their end. A real daemon is SIGKILLed; the same command resumes,
-and the work done before the kill is not done again: the teacher's questions already written (and paid for)
-are replayed, not asked again; MEASURE's batches already answered are not generated again."""
+"""Kills in phases that used to commit only at their end. A real daemon is SIGKILLed; the same command
+resumes, and the work done before the kill is not done again: the teacher's questions already written (and
+paid for) are replayed, not asked again; MEASURE's batches already answered are not generated again."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from harness import ROOT, SMOKE, query, run_zpd, spawn_zpd, wait_for
 from test_knowledge import TeacherDouble
 
 KNOWLEDGE_TOML = ROOT / "configs" / "knowledge.toml"
-SMALL = ["learner.hidden_size=32", "learner.num_layers=2", "learner.num_heads=2", "learner.intermediate_size=64",
+SMALL = ["learner.hidden_size=32", "learner.num_layers=2", "learner.num_heads=2",
+         "learner.intermediate_size=64",
          "bootstrap.num_examples=100", "bootstrap.epochs=1.0", "synthesis.num_candidates=8",
          "calibration.num_solo=2", "calibration.num_guided=1", "calibration.max_tokens=12",
          "measure.max_tokens=12", "domains.knowledge.eval_per_level=2", "train.epochs=1.0",
@@ -23,7 +24,8 @@ MARK = "Reply with only one JSON object"
 
 
 class SlowTeacher(TeacherDouble):
-    """The test double, slowed to 30 s a question once it has written ``fast`` of them (the kill lands there)."""
+    """The test double, slowed to 30 s a question once it has written ``fast`` of them (the kill lands
+    there)."""
 
     def __init__(self, fast: int) -> None:
         super().__init__([])
@@ -64,7 +66,8 @@ def test_teacher_questions_written_before_a_kill_are_replayed_not_asked_again(tm
     assert kept >= 3 and sum(MARK in p for p in rerun) > 0
     # Asked again, the kept questions would be among the rerun's prompts and the ledger would count only
     # those; replayed, they are counted once more (the killed phase's ledger rows were rolled back).
-    (requests,), = query(state, "SELECT sum(num_requests) FROM generation_usage WHERE round = 1 AND role = 'teacher'")
+    (requests,), = query(state, "SELECT sum(num_requests) FROM generation_usage "
+                                "WHERE round = 1 AND role = 'teacher'")
     assert requests == len(rerun) + kept
 
 

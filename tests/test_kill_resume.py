@@ -13,7 +13,8 @@ from harness import SMOKE, query, run_zpd, spawn_zpd, status, trainer_children, 
 from zpd.store.rounds import committed_on_disk, round_dir, verify_round
 
 # Small calibration batches widen the CALIBRATE window so the kill lands between two batch commits.
-ARGS = ["--set", "calibration.batch_size=4", "--set", "synthesis.num_candidates=48", "--set", "train.epochs=8"]
+ARGS = ["--set", "calibration.batch_size=4", "--set", "synthesis.num_candidates=48", "--set",
+        "train.epochs=8"]
 
 
 def start(state: Path, log: Path, archive: Path):
@@ -67,9 +68,11 @@ def test_sigkill_in_calibrate_and_in_train_then_resume(tmp_path: Path, round0_ar
     # solo success; 2 guided, in the band at the first guided success; exam hopefuls, no solo success and
     # every guided sample correct, go on to 2/2), numbered 0, 1, ... without a gap or a repeat.
     per_task = conn.execute(
-        """SELECT t.id, t.p_solo, group_concat(CASE a.mode WHEN 'solo' THEN a.sample_idx || ':' || a.correct END),
+        """SELECT t.id, t.p_solo,
+                  group_concat(CASE a.mode WHEN 'solo' THEN a.sample_idx || ':' || a.correct END),
                   group_concat(CASE a.mode WHEN 'guided' THEN a.sample_idx || ':' || a.correct END)
-           FROM tasks t LEFT JOIN (SELECT * FROM attempts ORDER BY sample_idx) a ON a.task_id = t.id AND a.round = 1
+           FROM tasks t LEFT JOIN (SELECT * FROM attempts ORDER BY sample_idx) a
+                ON a.task_id = t.id AND a.round = 1
            WHERE t.round = 1 AND t.fate != 'eval' GROUP BY t.id"""
     ).fetchall()
 
@@ -82,7 +85,8 @@ def test_sigkill_in_calibrate_and_in_train_then_resume(tmp_path: Path, round0_ar
     for _, p_solo, solo_s, guided_s in per_task:
         solo = [tuple(map(int, x.split(":"))) for x in (solo_s or "").split(",") if x]
         guided = [tuple(map(int, x.split(":"))) for x in (guided_s or "").split(",") if x]
-        assert [i for i, _ in solo] == list(range(len(solo))) and [i for i, _ in guided] == list(range(len(guided)))
+        assert [i for i, _ in solo] == list(range(len(solo)))
+        assert [i for i, _ in guided] == list(range(len(guided)))
         s_out, g_out = [c for _, c in solo], [c for _, c in guided]
         assert len(solo) == owed(s_out, True, False)
         if p_solo > 0.25:
@@ -94,7 +98,8 @@ def test_sigkill_in_calibrate_and_in_train_then_resume(tmp_path: Path, round0_ar
                        "GROUP BY 1, 2, 3, 4 HAVING count(*) > 1)").fetchone()[0]
     assert dup == 0
     # One training example per ZPD task with a correct guided attempt, the same rows as before the kill.
-    examples = conn.execute("SELECT count(*), count(DISTINCT task_id) FROM train_examples WHERE round = 1").fetchone()
+    examples = conn.execute("SELECT count(*), count(DISTINCT task_id) FROM train_examples "
+                            "WHERE round = 1").fetchone()
     zpd_with_answer = conn.execute(
         """SELECT count(*) FROM tasks t WHERE t.fate = 'zpd' AND t.fate_round = 1 AND EXISTS
            (SELECT 1 FROM attempts a WHERE a.task_id = t.id AND a.mode = 'guided' AND a.correct = 1)"""

@@ -220,10 +220,13 @@ def test_the_world_cannot_change_mid_run() -> None:
     for key, value in (("world_seed", 1), ("num_people", 31), ("num_countries", 6)):
         new = json.loads(to_json(load_config(KNOWLEDGE_TOML, [f"domains.knowledge.{key}={value}"])))
         assert immutable_changes(old, new) == [f"domains.knowledge.{key}"]
-    assert immutable_changes(old, json.loads(to_json(load_config(KNOWLEDGE_TOML, ["domains.knowledge.max_hops=5"])))) == []
+    assert immutable_changes(old,
+                             json.loads(to_json(load_config(KNOWLEDGE_TOML,
+                                                            ["domains.knowledge.max_hops=5"])))) == []
     # A domain's own keys matter only while it is enabled.
     off = json.loads(to_json(load_config(ROOT / "configs" / "default.toml", [])))
-    off_new = json.loads(to_json(load_config(ROOT / "configs" / "default.toml", ["domains.knowledge.world_seed=3"])))
+    off_new = json.loads(to_json(load_config(ROOT / "configs" / "default.toml",
+                                             ["domains.knowledge.world_seed=3"])))
     assert immutable_changes(off, off_new) == []
 
 
@@ -231,7 +234,8 @@ def test_the_world_cannot_change_mid_run() -> None:
 def test_ingestion_chunks_with_provenance_skips_bad_files_and_is_idempotent(tmp_path: Path, caplog) -> None:
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
-    (docs / "a.txt").write_text("First paragraph about Tal and Rok.\n\nSecond paragraph, about Vem and Gan.\n")
+    (docs / "a.txt").write_text("First paragraph about Tal and Rok.\n\n"
+                                "Second paragraph, about Vem and Gan.\n")
     (docs / "sub" / "b.md").write_text("# Heading\n\nSome **bold** <b>html</b> text &amp; more words here.\n")
     (docs / "c.jsonl").write_text(json.dumps({"text": "A record long enough to be a chunk."}) + "\nnot json\n"
                                   + json.dumps({"body": "no text field"}) + "\n")
@@ -243,7 +247,8 @@ def test_ingestion_chunks_with_provenance_skips_bad_files_and_is_idempotent(tmp_
     db = open_store(tmp_path / "state.db")
     with caplog.at_level(logging.WARNING, logger="zpd.corpus"):
         report = ingest(db, docs, max_chars=40)
-    assert report.skipped == {"bad-record": ["c.jsonl:2", "c.jsonl:3"], "binary": ["binary.txt"], "empty": ["empty.txt"],
+    assert report.skipped == {"bad-record": ["c.jsonl:2", "c.jsonl:3"], "binary": ["binary.txt"],
+                              "empty": ["empty.txt"],
                               "unsupported": ["image.png"], "not-utf8": ["latin1.txt"]}
     logged = {r.__dict__.get("file") for r in caplog.records}
     assert {"binary.txt", "empty.txt", "latin1.txt", "image.png"} <= logged
@@ -276,7 +281,8 @@ def test_neighbours_composite_units_and_greedy_dedup_on_constructed_vectors() ->
     found = units.composite_units(vecs, sims, idx, 0.9)
     assert sorted(found) == [(0, 1, 2), (3, 4, 5), (6, 7, 8), (9, 10, 11)]
     index = units.NearDuplicateIndex(16, threshold=0.9)
-    assert [index.admit(v) for v in vecs[[0, 1, 3, 4, 6]]] == [True, False, True, False, True] and len(index) == 3
+    assert [index.admit(v) for v in vecs[[0, 1, 3, 4, 6]]] == [True, False, True, False, True]
+    assert len(index) == 3
     labels = np.array([1, 1, 1, 0, 0, 0])
     s = np.array([0.95, 0.92, 0.80, 0.85, 0.6, 0.5])
     assert units.precision_recall(s, labels, 0.9) == (1.0, 2 / 3)
@@ -307,8 +313,9 @@ def _store_with_review_tasks(state: Path) -> list[int]:
     ids = []
     for i in range(3):
         cur = db.execute(
-            """INSERT INTO tasks (domain, difficulty, prompt, answer, guidance, canonical, content_hash, round, fate,
-                   fate_round, p_solo, p_guided) VALUES ('knowledge', 2, ?, 'Old', '', ?, ?, 1, 'review', 1, 0, 0)""",
+            """INSERT INTO tasks (domain, difficulty, prompt, answer, guidance, canonical, content_hash,
+                   round, fate, fate_round, p_solo, p_guided)
+                   VALUES ('knowledge', 2, ?, 'Old', '', ?, ?, 1, 'review', 1, 0, 0)""",
             [f"q{i}?", f"c{i}", f"h{i}"])
         ids.append(cur.lastrowid)
     db.conn.close()
@@ -329,7 +336,8 @@ def test_review_import_keeps_with_corrected_answer_drops_and_is_idempotent(tmp_p
     rows = dict((r[0], r[1:]) for r in query(state, "SELECT id, fate, answer, p_solo, fate_round FROM tasks"))
     assert rows[ids[0]] == ("pending", "Vem", None, None) and rows[ids[1]][0] == "dropped"
     assert rows[ids[2]][0] == "review"
-    assert query(state, "SELECT task_id, verdict, old_answer, new_answer FROM review_verdicts ORDER BY id") == [
+    assert query(state,
+                 "SELECT task_id, verdict, old_answer, new_answer FROM review_verdicts ORDER BY id") == [
         (ids[0], "keep", "Old", "Vem"), (ids[1], "drop", "Old", None)]
     assert import_verdicts(state, verdicts) == {"kept": 0, "dropped": 0, "not_in_review": 3}
 
@@ -338,7 +346,8 @@ def test_review_rejects_bad_rows_and_a_running_daemon(tmp_path: Path) -> None:
     state = tmp_path / "state"
     ids = _store_with_review_tasks(state)
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"task_id": ids[0], "verdict": "keep"}) + "\n" + json.dumps({"task_id": ids[1]}) + "\n")
+    bad.write_text(json.dumps({"task_id": ids[0],
+                               "verdict": "keep"}) + "\n" + json.dumps({"task_id": ids[1]}) + "\n")
     out = run_zpd("review", "--state-dir", str(state), "--import", str(bad), timeout=120)
     assert out.returncode == 2 and "row 2" in out.stderr and "verdict" in out.stderr
     assert query(state, "SELECT count(*) FROM tasks WHERE fate = 'review'") == [(3,)]
@@ -358,7 +367,8 @@ def test_review_rejects_bad_rows_and_a_running_daemon(tmp_path: Path) -> None:
 # -- the daemon end to end ----------------------------------------------------------------------------
 def test_daemon_runs_the_knowledge_domain_and_stores_yield(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    small = ["learner.hidden_size=32", "learner.num_layers=2", "learner.num_heads=2", "learner.intermediate_size=64",
+    small = ["learner.hidden_size=32", "learner.num_layers=2", "learner.num_heads=2",
+             "learner.intermediate_size=64",
              "bootstrap.num_examples=200", "bootstrap.epochs=1.0", "synthesis.num_candidates=12",
              "calibration.num_solo=2", "calibration.num_guided=2", "calibration.max_tokens=12",
              "measure.max_tokens=12", "domains.knowledge.eval_per_level=2", "train.epochs=1.0",
@@ -376,13 +386,15 @@ def test_daemon_runs_the_knowledge_domain_and_stores_yield(tmp_path: Path) -> No
     # binary file, which is also named in the log.
     reports = {int(k.split(":")[1]): json.loads(v) for k, v in query(
         state, "SELECT key, value FROM meta WHERE key LIKE 'corpus_ingest:%'")}
-    assert reports[0]["chunks_added"] == 1 and reports[1]["chunks_added"] == 0 and reports[1]["files_already"] == 1
+    assert reports[0]["chunks_added"] == 1 and reports[1]["chunks_added"] == 0
+    assert reports[1]["files_already"] == 1
     assert reports[0]["skipped_files"] == reports[1]["skipped_files"] == {"binary": ["blob.txt"]}
     assert query(state, "SELECT source FROM corpus_chunks") == [("notes.md",)]
     assert '"file": "blob.txt"' in (state / "logs" / "zpd.jsonl").read_text()
     fates = dict(query(state, "SELECT fate, count(*) FROM tasks WHERE domain = 'knowledge' GROUP BY fate"))
     assert fates["eval"] == 8 and sum(v for k, v in fates.items() if k != "eval") >= 12
-    (yield_ratio, calibrated), = query(state, "SELECT yield_ratio, (SELECT count(*) FROM tasks WHERE fate_round = 1 "
+    (yield_ratio, calibrated), = query(state,
+                                       "SELECT yield_ratio, (SELECT count(*) FROM tasks WHERE fate_round = 1 "
                                               "AND round = 1) FROM rounds WHERE id = 1")
     assert calibrated >= 12 and yield_ratio is not None and 0.0 <= yield_ratio <= 1.0
 
@@ -437,7 +449,8 @@ class TeacherDouble:
         if not facts:
             return "I cannot help with that."
         subject, rel, obj = facts[-1]
-        return json.dumps({"question": f"Which is the {rel} of {subject}, going by the notes?", "answer": obj})
+        return json.dumps({"question": f"Which is the {rel} of {subject}, going by the notes?",
+                           "answer": obj})
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -447,7 +460,8 @@ class TeacherDouble:
 def test_teacher_writes_the_candidates_of_a_daemon_round(tmp_path: Path, minilm) -> None:
     server = TeacherDouble(["not JSON"] * 3)  # the round's first question: dropped after 2 retries
     state = tmp_path / "state"
-    small = ["learner.hidden_size=32", "learner.num_layers=2", "learner.num_heads=2", "learner.intermediate_size=64",
+    small = ["learner.hidden_size=32", "learner.num_layers=2", "learner.num_heads=2",
+             "learner.intermediate_size=64",
              "bootstrap.num_examples=100", "bootstrap.epochs=1.0", "synthesis.num_candidates=8",
              "calibration.num_solo=2", "calibration.num_guided=1", "calibration.max_tokens=12",
              "measure.max_tokens=12", "domains.knowledge.eval_per_level=2", "train.epochs=1.0",
@@ -460,7 +474,9 @@ def test_teacher_writes_the_candidates_of_a_daemon_round(tmp_path: Path, minilm)
         server.close()
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     rows = query(state, "SELECT prompt, answer, guidance, meta_json FROM tasks WHERE round = 1")
-    assert rows and all("going by the notes?" in p and json.loads(m)["generator"] == "teacher" for p, _a, _g, m in rows)
+    assert rows
+    assert all("going by the notes?" in p and json.loads(m)["generator"] == "teacher"
+               for p, _a, _g, m in rows)
     assert all(a in g for _p, a, g, _m in rows)  # the answer is in the documents the guided side reads
     evals = query(state, "SELECT prompt FROM tasks WHERE fate = 'eval'")
     assert len(evals) == 8 and not any("notes" in p for (p,) in evals)  # the eval set stays offline
@@ -486,7 +502,8 @@ def test_teacher_generator_writes_and_escalates_questions_over_an_openai_endpoin
         "{}", '{"question": ""}', "[1, 2]",                                  # three bad replies: dropped
     ])
     gen = build_generator("openai", model="teacher-double",
-                          settings=OpenAIEndpointConfig(base_url=server.url, model="teacher-double", max_retries=0))
+                          settings=OpenAIEndpointConfig(base_url=server.url, model="teacher-double",
+                                                        max_retries=0))
     try:
         d = TeacherKnowledge(KnowledgeConfig(enabled=True, generator="teacher", teacher_retries=2,
                                              operators=["computational-formulation"]))

@@ -66,7 +66,9 @@ def test_report_of_a_smoke_run_while_and_after_the_daemon_runs(tmp_path: Path, r
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp file left behind
 
     # report.md: a row per committed round, with the store's eval accuracy and fates.
-    committed = query(state, "SELECT id, eval_accuracy, exam_items FROM rounds WHERE status = 'committed' ORDER BY id")
+    committed = query(state,
+                      "SELECT id, eval_accuracy, exam_items FROM rounds WHERE status = 'committed' ORDER BY "
+                      "id")
     assert [r[0] for r in committed] == [0, 1, 2]
     md = (out / "report.md").read_text()
     for name in PLOTS.values():
@@ -147,7 +149,8 @@ def _optional_columns(state: Path, tmp_path: Path) -> None:
 
 
 def _report(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*ZPD, "report", *args], capture_output=True, text=True, timeout=120, env=env or zpd_env())
+    return subprocess.run([*ZPD, "report", *args], capture_output=True, text=True, timeout=120,
+                          env=env or zpd_env())
 
 
 def test_report_bad_input_one_line_exit_2_nothing_written(tmp_path: Path) -> None:

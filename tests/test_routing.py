@@ -16,11 +16,13 @@ from zpd.store.ledger_exam import version_items
 
 def test_zpd_band_routes_as_agentfrontier() -> None:
     cfg = CurriculumConfig()
-    assert curriculum.band_fate(cfg, 1.0, None) == "mastered"  # the learner solves it alone -> pre-training pool
+    assert curriculum.band_fate(cfg, 1.0,
+                                None) == "mastered"  # the learner solves it alone -> pre-training pool
     assert curriculum.band_fate(cfg, 0.0, 1 / 3) == "zpd"  # fails alone, 1 of 3 guided -> training
     assert curriculum.band_fate(cfg, 0.25, 0.5) == "zpd"
     assert curriculum.band_fate(cfg, 0.0, 0.0) == "beyond"
-    assert curriculum.band_fate(CurriculumConfig(beyond_fate="review"), 0.0, 0.0) == "review"  # the paper's D_human
+    assert curriculum.band_fate(CurriculumConfig(beyond_fate="review"), 0.0,
+                                0.0) == "review"  # the paper's D_human
     assert curriculum.band_fate(CurriculumConfig(solo_max_ratio=0.0), 0.25, 1.0) == "mastered"
     assert not curriculum.needs_guided(cfg, 0.5) and curriculum.needs_guided(cfg, 0.0)
 
@@ -35,7 +37,8 @@ def test_exam_admission_is_stricter_than_the_band() -> None:
 def test_exam_versions_rebuild_from_the_store(tmp_path: Path) -> None:
     db = open_store(tmp_path / "state.db")
     for i in range(1, 5):
-        db.execute("INSERT INTO tasks (id, domain, difficulty, prompt, answer, guidance, canonical, content_hash, round, fate)"
+        db.execute("INSERT INTO tasks (id, domain, difficulty, prompt, answer, guidance, canonical, "
+                   "content_hash, round, fate)"
                    " VALUES (?, 'd', 1, 'p', 'a', 'g', 'c', ?, 1, 'exam')", [i, f"h{i}"])
     db.execute("INSERT INTO exam_items VALUES (1, 'd', 1, 2)")  # admitted in 1, graduated in 2
     db.execute("INSERT INTO exam_items VALUES (2, 'd', 1, NULL)")

@@ -94,12 +94,14 @@ time.sleep(60)
     assert r.timed_out  # the parent slept on; the group was killed at the limit
     import psutil
 
-    assert not [p for p in psutil.process_iter(["cmdline"]) if "time.sleep(60)" in " ".join(p.info["cmdline"] or [])]
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if "time.sleep(60)" in " ".join(p.info["cmdline"] or [])]
 
 
 @needs_bwrap
 def test_output_is_capped() -> None:
-    r = run_python("import sys\nsys.stdout.write('x' * 10_000_000)", limits=SandboxLimits(max_output_bytes=100_000))
+    r = run_python("import sys\nsys.stdout.write('x' * 10_000_000)",
+                   limits=SandboxLimits(max_output_bytes=100_000))
     assert len(r.stdout) <= 100_000 and not r.ok
 
 

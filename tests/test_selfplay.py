@@ -30,7 +30,8 @@ def test_parse_accepts_expressions_of_the_domain_and_rejects_the_rest() -> None:
     assert wide.parse("3+4+5").difficulty == 2.0
     assert wide.parse("9-10") is None  # negative results are not tasks of the domain
     assert wide.parse("1+2+3+4") is None  # more operands than max_operands
-    assert Arithmetic(ArithmeticConfig(min_difficulty=2, max_difficulty=4)).parse("3+4") is None  # below the range
+    assert Arithmetic(ArithmeticConfig(min_difficulty=2,
+                                       max_difficulty=4)).parse("3+4") is None  # below the range
     rng = random.Random(0)
     for level in (1, 2, 3, 4):  # everything the domain makes parses back to the same task
         made = wide.make_task(level, rng)
@@ -87,18 +88,21 @@ def test_grpo_on_fixed_groups_moves_towards_the_rewarded_sample(tmp_path: Path) 
 
     def logp(path: Path, response: str) -> float:
         model, tok = load_learner(path, "cpu")
-        ids, mask, labels = collate(encode_examples(tok, [SFTExample("propose:1", response)]), tok.pad_token_id)
+        ids, mask, labels = collate(encode_examples(tok, [SFTExample("propose:1", response)]),
+                                    tok.pad_token_id)
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         target = labels[:, 1:]
         lp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         return float((lp * (target != -100)).sum())
 
-    groups = [[("propose:1", "2+3", True, 0.5), ("propose:1", "x9", True, -1.0), ("propose:1", "4+4", False, 0.0)],
+    groups = [[("propose:1", "2+3", True, 0.5), ("propose:1", "x9", True, -1.0),
+               ("propose:1", "4+4", False, 0.0)],
               [("propose:2", "12+30", True, 0.0), ("propose:2", "12+31", True, 0.0)]]  # no variance: skipped
     result = train_grpo_groups(tmp_path / "base", groups, tmp_path / "out", steps=3, learning_rate=1e-2)
     assert result.num_steps == 3 and result.num_tokens > 0
-    assert abs(result.loss_history[0] - (0.5 - 1.0 + 0.0 + 0.0 + 0.0) / 5) < 1e-9  # mean reward of every sample
+    # The mean reward of every sample.
+    assert abs(result.loss_history[0] - (0.5 - 1.0 + 0.0 + 0.0 + 0.0) / 5) < 1e-9
     assert logp(tmp_path / "out", "2+3") > logp(tmp_path / "base", "2+3")
     assert logp(tmp_path / "out", "x9") < logp(tmp_path / "base", "x9")
 
@@ -113,7 +117,8 @@ def _rows(db: Path, sql: str) -> list[tuple]:
 
 def test_self_play_smoke_run_proposes_trains_the_proposer_and_replays_exactly(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    args = ("start", "--config", str(SMOKE), "--state-dir", str(state), "--set", 'curriculum.policy="self-play"')
+    args = ("start", "--config", str(SMOKE), "--state-dir", str(state), "--set",
+            'curriculum.policy="self-play"')
     out = run_zpd(*args, "--rounds", "2", "--log-format", "json", timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     db = state / "state.db"
@@ -150,21 +155,26 @@ def test_self_play_smoke_run_proposes_trains_the_proposer_and_replays_exactly(tm
     # Round 0 under self-play taught the format: the bootstrap learner proposes mostly valid expressions.
     assert figures[0][1] >= 0.5
     # Deterministic for (seed, round, domain): round 2 re-run after a rollback makes the same proposals.
-    before = _rows(db, "SELECT group_id, sample_idx, prompt, output, valid, reward FROM proposals WHERE round = 2 "
+    before = _rows(db,
+                   "SELECT group_id, sample_idx, prompt, output, valid, reward FROM proposals WHERE round = "
+                   "2 "
                        "ORDER BY group_id, sample_idx")
     assert run_zpd("rollback", "--state-dir", str(state), "--round", "1").returncode == 0
     assert _rows(db, "SELECT count(*) FROM proposals WHERE round = 2") == [(0,)]
     again = run_zpd(*args, "--rounds", "2", timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert _rows(db, "SELECT group_id, sample_idx, prompt, output, valid, reward FROM proposals WHERE round = 2 "
+    assert _rows(db,
+                 "SELECT group_id, sample_idx, prompt, output, valid, reward FROM proposals WHERE round = 2 "
                      "ORDER BY group_id, sample_idx") == before
 
 
 def test_cold_start_from_a_round_0_that_was_not_self_play_learns_the_format(tmp_path: Path,
                                                                             round0_archive: Path) -> None:
-    """The shared (zpd-band) round 0 never saw ``propose:``; the proposer step's format lesson repairs that."""
+    """The shared (zpd-band) round 0 never saw ``propose:``; the proposer step's format lesson repairs
+    that."""
     state = tmp_path / "state"
-    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--from-snapshot", str(round0_archive),
+    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--from-snapshot",
+                  str(round0_archive),
                   "--set", 'curriculum.policy="self-play"', "--rounds", "2", "--log-format", "json",
                   timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -51,7 +51,8 @@ def _gone(pid: int) -> bool:
 def _fates(state: Path) -> list[tuple]:
     conn = sqlite3.connect(state / "state.db")
     try:
-        return conn.execute("SELECT id, prompt, fate, p_solo, p_guided FROM tasks WHERE round = 1 ORDER BY id").fetchall()
+        return conn.execute("SELECT id, prompt, fate, p_solo, p_guided FROM tasks WHERE round = 1 "
+                            "ORDER BY id").fetchall()
     finally:
         conn.close()
 
@@ -108,7 +109,8 @@ def test_a_replica_sigkilled_mid_calibrate_the_round_commits_with_the_same_fates
     daemon = _start(state, round0_archive, tmp_path / "daemon.log")
     try:
         # Mid-CALIBRATE: the replicas are up and the first batch of attempts is committed.
-        wait_for(lambda: len(_registry(state)) == 2 and query(state, "SELECT 1 FROM attempts WHERE round = 1"),
+        wait_for(lambda: len(_registry(state)) == 2 and query(state,
+                                                              "SELECT 1 FROM attempts WHERE round = 1"),
                  600, 0.05, "calibration in progress on 2 replicas")
         victim = _registry(state)[0]["pid"]
         os.kill(victim, signal.SIGKILL)
@@ -129,7 +131,8 @@ def test_a_daemon_sigkilled_mid_calibrate_leaves_no_replica_and_restarts_fresh_o
         wait_for(lambda: len(_registry(state)) == 2 and query(state, "SELECT phase FROM rounds WHERE id = 1")
                  == [("calibrate",)], 600, 0.05, "replicas up in CALIBRATE")
         pids = [r["pid"] for r in _registry(state)]
-        trees = [pid for p in pids for pid in [p, *(c.pid for c in psutil.Process(p).children(recursive=True))]]
+        trees = [pid for p in pids for pid in [p,
+                                               *(c.pid for c in psutil.Process(p).children(recursive=True))]]
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(timeout=30)
     finally:
@@ -179,7 +182,8 @@ def test_requests_spread_over_replicas_deterministic_per_seed_and_metered(tmp_pa
         tokens = [reg.get_sample_value("zpd_replica_generated_tokens_total", {"replica": s}) for s in "01"]
         assert all(t > 0 for t in tokens), tokens  # both replicas served
         assert reg.get_sample_value("zpd_replicas_up") == 2
-        assert [reg.get_sample_value("zpd_replica_requests_in_flight", {"replica": s}) for s in "01"] == [0, 0]
+        assert [reg.get_sample_value("zpd_replica_requests_in_flight",
+                                     {"replica": s}) for s in "01"] == [0, 0]
         # No restarts allowed and both replicas killed: every sample fails, none hangs.
         for r in list(gen.pool.replicas.values()):
             os.kill(r.pid, signal.SIGKILL)
@@ -225,7 +229,8 @@ def _adapter(base: Path, out: Path, seed: int) -> Path:
 
     model, _ = load_learner(base, "cpu")
     torch.manual_seed(seed)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"],
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=32,
+                                            target_modules=["q_proj", "v_proj", "down_proj"],
                                             init_lora_weights=False))
     peft.save_pretrained(out)
     cfg = json.loads((out / "adapter_config.json").read_text())
@@ -265,7 +270,8 @@ def test_lora_learners_reload_into_the_running_replicas(tmp_path, tiny):
         again = httpx.post(url + "/v1/load_lora_adapter", headers=gen.pool.headers,
                            json={"lora_name": gen.pool.model, "lora_path": str(b)})
         assert again.status_code == 400 and "already been loaded" in again.text  # vLLM's answer
-        gone = httpx.post(url + "/v1/unload_lora_adapter", headers=gen.pool.headers, json={"lora_name": "nope"})
+        gone = httpx.post(url + "/v1/unload_lora_adapter", headers=gen.pool.headers,
+                          json={"lora_name": "nope"})
         assert gone.status_code == 404
         gen.close()
     finally:
@@ -275,7 +281,7 @@ def test_lora_learners_reload_into_the_running_replicas(tmp_path, tiny):
 
 # -- Ray placement: one job per replica on a local CPU cluster ----------------------------------------------
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(ray_head_slot):
     if os.environ.get("ZPD_REQUIRE_VERL") != "1":
         pytest.importorskip("ray")
     from test_verl_backend import _free_port

@@ -43,19 +43,23 @@ def test_snapshot_then_start_from_it_continues_after_its_round(state: Path, tmp_
     assert json.loads(out.stdout)["round"] == 3
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-    assert "SNAPSHOT.json" in names and "round_000003/state.db" in names and "round_000003/learner/config.json" in names
+    assert "SNAPSHOT.json" in names and "round_000003/state.db" in names
+    assert "round_000003/learner/config.json" in names
 
     fresh = tmp_path / "fresh"
-    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(fresh), "--rounds", "4", "--from-snapshot", str(archive))
+    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(fresh), "--rounds", "4",
+                  "--from-snapshot", str(archive))
     assert out.returncode == 0, out.stderr[-3000:]
     s = status(fresh)
     assert s["last_committed_round"] == 4 and s["committed_rounds"] == 4
     assert tree_digest(round_dir(fresh, 3) / "learner") == tree_digest(round_dir(state, 3) / "learner")
     # Same command again: the directory was seeded by that archive, so the flag is ignored.
-    again = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(fresh), "--rounds", "4", "--from-snapshot", str(archive))
+    again = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(fresh), "--rounds", "4",
+                    "--from-snapshot", str(archive))
     assert again.returncode == 0
     # A non-empty directory it did not seed is refused, untouched.
-    refused = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "4", "--from-snapshot", str(archive))
+    refused = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "4",
+                      "--from-snapshot", str(archive))
     assert refused.returncode == 2 and "not empty" in refused.stderr
     assert status(state)["last_committed_round"] == 3
 
@@ -66,7 +70,8 @@ def test_truncated_or_altered_archive_is_refused_and_writes_nothing(state: Path,
     truncated = tmp_path / "truncated.tar"
     truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     target = tmp_path / "t1"
-    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(target), "--rounds", "4", "--from-snapshot", str(truncated))
+    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(target), "--rounds", "4",
+                  "--from-snapshot", str(truncated))
     assert out.returncode == 2 and "truncated" in out.stderr, out.stderr
     assert not target.exists()  # refused from the index alone, before the lock: nothing created
 
@@ -81,7 +86,8 @@ def test_truncated_or_altered_archive_is_refused_and_writes_nothing(state: Path,
 
             dst.addfile(member, io.BytesIO(data))
     target = tmp_path / "t2"
-    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(target), "--rounds", "4", "--from-snapshot", str(altered))
+    out = run_zpd("start", "--config", str(SMOKE), "--state-dir", str(target), "--rounds", "4",
+                  "--from-snapshot", str(altered))
     assert out.returncode == 2 and "sha256" in out.stderr, out.stderr
     assert not (target / "state.db").exists() and not (target / "rounds").exists()
 
@@ -134,7 +140,8 @@ def test_export_sets_in_verl_messages_schema(state: Path, tmp_path: Path) -> Non
     for what in ("train", "exam", "pretrain", "review"):
         for fmt in ("parquet", "jsonl"):
             out = tmp_path / f"{what}.{fmt}"
-            res = run_zpd("export", "--state-dir", str(state), "--round", "3", "--what", what, "--format", fmt, "--out", str(out))
+            res = run_zpd("export", "--state-dir", str(state), "--round", "3", "--what", what, "--format",
+                          fmt, "--out", str(out))
             assert res.returncode == 0, res.stderr
             assert out.is_file()
     rows = [json.loads(x) for x in (tmp_path / "train.jsonl").read_text().splitlines()]

@@ -27,7 +27,8 @@ from zpd.store.rounds import (
 def test_open_store_migrates_with_wal_and_is_idempotent(tmp_path: Path) -> None:
     db = open_store(tmp_path / "state.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert {"rounds", "tasks", "attempts", "exam_items", "train_examples", "measurements"} <= set(db.table_names())
+    assert {"rounds", "tasks", "attempts", "exam_items", "train_examples",
+            "measurements"} <= set(db.table_names())
     applied = [r[0] for r in db.execute("SELECT name FROM _sqlite_migrations").fetchall()]
     db.conn.close()
     db = open_store(tmp_path / "state.db")  # again: nothing re-applied
@@ -36,7 +37,8 @@ def test_open_store_migrates_with_wal_and_is_idempotent(tmp_path: Path) -> None:
 
 def test_attempts_are_unique_per_task_round_mode_sample(tmp_path: Path) -> None:
     db = open_store(tmp_path / "state.db")
-    db.execute("INSERT INTO tasks (domain, difficulty, prompt, answer, guidance, canonical, content_hash, round, fate) "
+    db.execute("INSERT INTO tasks (domain, difficulty, prompt, answer, guidance, canonical, content_hash, "
+               "round, fate) "
                "VALUES ('d', 1, 'p', 'a', 'g', 'c', 'h', 1, 'pending')")
     row = dict(task_id=1, round=1, learner_ref="0", mode="solo", sample_idx=0, output="x", correct=0,
                num_tokens=1, latency_seconds=0.1, finish_reason="stop")
@@ -125,7 +127,8 @@ def test_half_built_round_is_not_committed(tmp_path: Path) -> None:
 
 def test_retention_keeps_last_every_and_protected() -> None:
     committed = list(range(10))
-    assert rounds_to_prune(committed, keep_last=2, keep_every=0, keep_all=False, protect=set()) == list(range(8))
+    assert rounds_to_prune(committed, keep_last=2, keep_every=0, keep_all=False,
+                           protect=set()) == list(range(8))
     assert rounds_to_prune(committed, keep_last=3, keep_every=4, keep_all=False, protect={1}) == [2, 3, 5, 6]
     assert rounds_to_prune(committed, keep_last=2, keep_every=0, keep_all=True, protect=set()) == []
 
@@ -150,7 +153,8 @@ def test_lock_refuses_second_holder_and_names_pid(tmp_path: Path) -> None:
         assert holder_if_running(tmp_path) is not None
         code = (
             "import sys; from zpd.store.lock import ControllerLock, LockHeld\n"
-            f"try:\n    ControllerLock({str(tmp_path)!r}).acquire()\nexcept LockHeld as e:\n    print(e.pid); sys.exit(3)\n"
+            f"try:\n    ControllerLock({str(tmp_path)!r}).acquire()\nexcept LockHeld as e:\n    "
+            f"print(e.pid); sys.exit(3)\n"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert out.returncode == 3

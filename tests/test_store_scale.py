@@ -25,8 +25,9 @@ from zpd.store.db import StoreError, open_store, start_up_check
 from zpd.store.readmodel import FATES, store_facts
 
 ROOT = Path(__file__).resolve().parents[1]
-TASK_SQL = """INSERT INTO tasks (id, domain, difficulty, prompt, answer, guidance, canonical, content_hash, round, fate,
-              fate_round, p_solo, p_guided, selected) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?)"""
+TASK_SQL = """INSERT INTO tasks (id, domain, difficulty, prompt, answer, guidance, canonical, content_hash,
+              round, fate, fate_round, p_solo, p_guided, selected)
+              VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?)"""
 
 
 def _tasks(db, rng: random.Random, num_rounds: int, per_round: int, domains=("a", "b")) -> list[tuple]:
@@ -99,9 +100,12 @@ def test_solo_totals_equal_the_join_over_every_attempt(tmp_path: Path) -> None:
     def joined(domain: str) -> dict[str, tuple[int, int]]:  # solo_stats as it was: a join over every answer
         expected: dict[str, tuple[int, int]] = {}
         for sql in (
-            """SELECT t.content_hash, sum(a.correct), count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id
-                       WHERE t.domain = ? AND a.mode = 'solo' AND a.role = 'learner' GROUP BY t.content_hash""",
-            """SELECT t.content_hash, sum(m.correct), count(*) FROM measurements m JOIN tasks t ON t.id = m.task_id
+            """SELECT t.content_hash, sum(a.correct), count(*)
+                       FROM attempts a JOIN tasks t ON t.id = a.task_id
+                       WHERE t.domain = ? AND a.mode = 'solo' AND a.role = 'learner'
+                       GROUP BY t.content_hash""",
+            """SELECT t.content_hash, sum(m.correct), count(*)
+                       FROM measurements m JOIN tasks t ON t.id = m.task_id
                        WHERE t.domain = ? GROUP BY t.content_hash""",
         ):
             for h, s, n in db.execute(sql, [domain]).fetchall():
@@ -116,7 +120,8 @@ def test_solo_totals_equal_the_join_over_every_attempt(tmp_path: Path) -> None:
     with db.atomic():
         stats.insert_attempts(db, [_attempt(t[0], 10, "solo", 0, True) for t in tasks[::4]])
         db.execute(
-            "INSERT INTO measurements (round, kind, task_id, sample_idx, output, correct) VALUES (11, 'exam', ?, 0, "
+            "INSERT INTO measurements (round, kind, task_id, sample_idx, output, correct) VALUES (11, "
+            "'exam', ?, 0, "
             "'x', 1)",
             [tasks[1][0]],
         )
@@ -199,7 +204,8 @@ def test_bandit_values_follow_every_change_to_the_tasks(tmp_path: Path) -> None:
         for _, arm, reward in db.execute(
             """SELECT fate_round, CAST(difficulty AS INTEGER), avg(2 * p_solo * (1 - p_solo)) FROM tasks
                    WHERE domain = 'arithmetic' AND fate_round BETWEEN 1 AND ? AND p_solo IS NOT NULL
-                   AND round = fate_round GROUP BY fate_round, CAST(difficulty AS INTEGER) ORDER BY fate_round""",
+                   AND round = fate_round GROUP BY fate_round, CAST(difficulty AS INTEGER)
+                   ORDER BY fate_round""",
             [round_n - 1],
         ).fetchall():
             if arm in q:
@@ -226,12 +232,14 @@ def test_training_set_is_the_sample_the_whole_history_gives(tmp_path: Path) -> N
         for t in tasks:
             if t[8] == "zpd":
                 db.execute(
-                    "INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (?, ?, 'sft', ?, ?)",
+                    "INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (?, ?, "
+                    "'sft', ?, ?)",
                     [t[7], t[0], t[3], f"r{t[0]}"],
                 )
             if t[0] % 7 == 0:  # another kind in between: a round's sft ids are not contiguous
                 db.execute(
-                    "INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (?, ?, 'rl', ?, ?)",
+                    "INSERT INTO train_examples (round, task_id, kind, prompt, response) VALUES (?, ?, 'rl', "
+                    "?, ?)",
                     [t[7], t[0], t[3], t[4]],
                 )
     ctx = _ctx(tmp_path, db, "train.replay_ratio=3.0")
@@ -251,7 +259,8 @@ def test_training_set_is_the_sample_the_whole_history_gives(tmp_path: Path) -> N
                 }
                 for r in db.query(
                     f"""SELECT e.prompt AS eprompt, e.response, t.* FROM train_examples e
-                                           JOIN tasks t ON t.id = e.task_id WHERE e.round {where} ? AND e.kind = 'sft'
+                                           JOIN tasks t ON t.id = e.task_id
+                                           WHERE e.round {where} ? AND e.kind = 'sft'
                                            ORDER BY e.id""",
                     [round_n],
                 )
@@ -340,7 +349,8 @@ def test_status_imports_neither_sqlite_utils_pandas_torch_nor_the_daemon(tmp_pat
         "import json, sys\n"
         "from zpd.loop.cli import main\n"
         f"code = main(['status', '--state-dir', {str(state)!r}] + sys.argv[1:])\n"
-        "heavy = ['sqlite_utils', 'pandas', 'numpy', 'torch', 'transformers', 'zpd.loop.daemon', 'pydantic']\n"
+        "heavy = ['sqlite_utils', 'pandas', 'numpy', 'torch', 'transformers', 'zpd.loop.daemon', "
+        "'pydantic']\n"
         "print(json.dumps({'code': code, 'loaded': [m for m in heavy if m in sys.modules]}))\n"
     )
     for extra in ([], ["--json"]):

@@ -28,7 +28,8 @@ def _sft_job(tmp_path: Path, name: str) -> TrainJob:
     data.write_text("".join(json.dumps({"prompt": f"{i}+{i % 7}", "response": str(i + i % 7)}) + "\n"
                             for i in range(24)))
     return TrainJob("embedded-sft", str(tmp_path / "learner"), str(tmp_path / name / "out"), str(data),
-                    SFTParams(epochs=1, batch_size=2, learning_rate=3e-3, seed=5), str(tmp_path / name / "r.json"),
+                    SFTParams(epochs=1, batch_size=2, learning_rate=3e-3, seed=5),
+                    str(tmp_path / name / "r.json"),
                     threads=1, checkpoint_dir=str(tmp_path / name / "ckpt"), checkpoint_seconds=1e-9)
 
 
@@ -37,7 +38,8 @@ def _grpo_job(tmp_path: Path, name: str) -> TrainJob:
     for i in range(4):
         task = {"domain": "arithmetic", "difficulty": 1.0, "prompt": f"{i}+1", "answer": str(i + 1),
                 "guidance": "", "canonical": f"{i}+1", "meta": {}}
-        rows.append({"prompt": f"{i}+1", "answer": str(i + 1), "domain": "arithmetic", "task_json": json.dumps(task)})
+        rows.append({"prompt": f"{i}+1", "answer": str(i + 1), "domain": "arithmetic",
+                     "task_json": json.dumps(task)})
     data = tmp_path / "grpo.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return TrainJob("embedded-grpo", str(tmp_path / "learner"), str(tmp_path / name / "out"), str(data),

@@ -39,7 +39,8 @@ def test_create_is_deterministic_and_loads(tmp_path: Path) -> None:
     create_learner(tmp_path / "a", TINY, seed=3)
     create_learner(tmp_path / "b", TINY, seed=3)
     create_learner(tmp_path / "llama", TINY.model_copy(update={"architecture": "llama"}), seed=3)
-    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    a, b = (tmp_path / "a" / "model.safetensors"), (tmp_path / "b" / "model.safetensors")
+    assert a.read_bytes() == b.read_bytes()
     model, tok = load_learner(tmp_path / "a", "cpu")
     assert num_parameters(tmp_path / "a") == sum(p.numel() for p in model.parameters())
     assert model.config.vocab_size == len(tok)
@@ -76,11 +77,14 @@ def test_generation_respects_n_max_tokens_stop_and_seed(tiny: Path) -> None:
 
 def test_sft_lowers_loss_and_model_answers_a_memorised_prompt(tmp_path: Path) -> None:
     # hidden 32 plateaus on these four (it cannot tell the prompts apart 13 template tokens later).
-    create_learner(tmp_path / "small", TINY.model_copy(update={"hidden_size": 64, "intermediate_size": 128}), 0)
+    create_learner(tmp_path / "small", TINY.model_copy(update={"hidden_size": 64, "intermediate_size": 128}),
+                   0)
     EPOCHS = 80  # noqa: N806  (40 left "2+3" unlearnt with the llama default, one batch a step)
-    examples = [SFTExample("2+3", "5"), SFTExample("4+4", "8"), SFTExample("7+1", "8"), SFTExample("6+3", "9")]
+    examples = [SFTExample("2+3", "5"), SFTExample("4+4", "8"), SFTExample("7+1", "8"),
+                SFTExample("6+3", "9")]
     steps: list[tuple[int, int, float, int]] = []
-    result = train_sft(tmp_path / "small", examples, tmp_path / "out", epochs=EPOCHS, batch_size=4, learning_rate=1e-2,
+    result = train_sft(tmp_path / "small", examples, tmp_path / "out", epochs=EPOCHS, batch_size=4,
+                       learning_rate=1e-2,
                        seed=0, on_step=lambda *a: steps.append(a))
     assert result.num_steps == EPOCHS == len(steps) == len(result.loss_history)
     assert result.loss < 0.1 * result.loss_history[0]

@@ -36,7 +36,8 @@ def _hanging_job(tmp_path: Path) -> TrainJob:
 def test_sft_job_succeeds_and_streams_steps(tmp_path: Path) -> None:
     create_learner(tmp_path / "learner", TINY, seed=0)
     data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"{i}+1", "response": str(i + 1)}) + "\n" for i in range(8)))
+    data.write_text("".join(json.dumps({"prompt": f"{i}+1",
+                                        "response": str(i + 1)}) + "\n" for i in range(8)))
     job = TrainJob("embedded-sft", str(tmp_path / "learner"), str(tmp_path / "out"), str(data),
                    SFTParams(epochs=2, batch_size=4, learning_rate=1e-3, seed=1), str(tmp_path / "r.json"))
     events: list[dict] = []

@@ -36,9 +36,11 @@ def _gone(pid: int) -> bool:
 
 def _job(tmp_path: Path, name: str, n: int = 8, **kw) -> TrainJob:
     data = tmp_path / f"{name}.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"{i}+1", "response": str(i + 1)}) + "\n" for i in range(n)))
+    data.write_text("".join(json.dumps({"prompt": f"{i}+1",
+                                        "response": str(i + 1)}) + "\n" for i in range(n)))
     return TrainJob("embedded-sft", str(tmp_path / "learner"), str(tmp_path / name / "out"), str(data),
-                    SFTParams(epochs=1, batch_size=2, learning_rate=1e-3, seed=1), str(tmp_path / name / "r.json"),
+                    SFTParams(epochs=1, batch_size=2, learning_rate=1e-3, seed=1),
+                    str(tmp_path / name / "r.json"),
                     threads=1, **kw)
 
 
@@ -124,8 +126,8 @@ def test_stop_kills_the_worker_tree(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("module", ["zpd.trainer.job", "zpd.trainer.worker"])
-def test_a_zpd_folder_in_the_working_directory_cannot_shadow_the_trainer(tmp_path: Path, module: str,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_zpd_folder_in_the_working_directory_cannot_shadow_the_trainer(
+        tmp_path: Path, module: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """zpd installed without -e and started from a checkout: ``python -m`` would import the checkout's
     ``zpd/`` folder (here: a package that refuses to import) instead of the installed package."""
     fake = tmp_path / "checkout"

@@ -28,7 +28,12 @@ else:
 from zpd.configs.schema import LearnerConfig, ZpdConfig  # noqa: E402
 from zpd.trainer.job import TrainJobFailed, TrainJobStopped  # noqa: E402
 from zpd.trainer.model import create_learner  # noqa: E402
-from zpd.trainer.verl import build_grpo_overrides, build_sft_overrides, preflight, train_with_verl  # noqa: E402
+from zpd.trainer.verl import (  # noqa: E402
+    build_grpo_overrides,
+    build_sft_overrides,
+    preflight,
+    train_with_verl,
+)
 from zpd.trainer.verl import data as verl_data  # noqa: E402
 from zpd.trainer.verl.overrides import RoundPaths  # noqa: E402
 from zpd.trainer.verl.run import stage_tokenizer  # noqa: E402
@@ -76,7 +81,8 @@ def test_sft_overrides_compose_and_validate(tmp_path: Path, learner: Path):
     cfg = ZpdConfig()
     cfg.verl.learning_rate = 2e-5
     for resume in (False, True):
-        c = _compose("sft_trainer_engine", build_sft_overrides(cfg, _paths(tmp_path, learner), num_rows=len(ROWS),
+        c = _compose("sft_trainer_engine", build_sft_overrides(cfg, _paths(tmp_path, learner),
+                                                               num_rows=len(ROWS),
                                                                round_n=3, resume=resume))
         assert c.trainer.resume_mode == ("auto" if resume else "disable")
     assert c.optim.lr == 2e-5 and "hf_model" in c.checkpoint.save_contents
@@ -122,7 +128,8 @@ def test_sft_parquet_loads_with_multiturn_dataset(tmp_path: Path, learner: Path)
     from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
     path = verl_data.write_sft_parquet(ROWS, tmp_path / "train.parquet")
-    tok = hf_tokenizer(str(stage_tokenizer(learner, tmp_path / "tok") or learner))  # what verl's model config loads
+    tok = hf_tokenizer(str(stage_tokenizer(learner,
+                                           tmp_path / "tok") or learner))  # what verl's model config loads
     ds = MultiTurnSFTDataset(str(path), tok, OmegaConf.create({"max_length": 64, "pad_mode": "no_padding",
                                                                "truncation": "error"}))
     assert len(ds) == len(ROWS)
@@ -142,7 +149,8 @@ def test_rl_parquet_loads_with_rlhf_dataset(tmp_path: Path, learner: Path):
     path = verl_data.write_rl_parquet(ROWS, tmp_path / "rl.parquet")
     tok = hf_tokenizer(str(stage_tokenizer(learner, tmp_path / "tok") or learner))
     ds = RLHFDataset(str(path), tok, OmegaConf.create({"prompt_key": "prompt", "max_prompt_length": 32,
-                                                       "filter_overlong_prompts": False, "truncation": "error"}))
+                                                       "filter_overlong_prompts": False,
+                                                       "truncation": "error"}))
     assert len(ds) == len(ROWS)
     item = ds[1]
     assert item["data_source"] == "zpd/arithmetic" and item["reward_model"]["ground_truth"] == "7"
@@ -196,7 +204,8 @@ def test_reward_grades_dataset_and_knowledge_tasks_as_calibration_does(tmp_path:
     path = verl_data.write_rl_parquet(rows, tmp_path / "rl.parquet")
     tok = hf_tokenizer(str(stage_tokenizer(learner, tmp_path / "tok") or learner))
     items = RLHFDataset(str(path), tok, OmegaConf.create({"prompt_key": "prompt", "max_prompt_length": 512,
-                                                          "filter_overlong_prompts": False, "truncation": "right"}))
+                                                          "filter_overlong_prompts": False,
+                                                          "truncation": "right"}))
     fn = _reward_fn()
 
     def score(i: int, text: str) -> float:
@@ -218,7 +227,8 @@ def test_a_bad_override_fails_with_verls_log_tail(tmp_path: Path, learner: Path)
     cfg.verl.command = [sys.executable, "-m", "verl.trainer.sft_trainer"]
     with pytest.raises(TrainJobFailed) as err:
         train_with_verl(cfg, backend="verl-sft", learner_dir=learner, rows=ROWS, out_dir=tmp_path / "out",
-                        work_dir=tmp_path / "work", round_n=1, on_progress=None, should_stop=None, resume=False)
+                        work_dir=tmp_path / "work", round_n=1, on_progress=None, should_stop=None,
+                        resume=False)
     assert "exited with status" in str(err.value)
     assert "promt_key" in err.value.log_tail
     assert (tmp_path / "work" / "verl" / "verl.log").is_file()
@@ -247,7 +257,8 @@ STANDIN = textwrap.dedent('''
         if grpo:
             print(f"step:{step} - actor/pg_loss:{1.0 / step} - perf/total_num_tokens:100", flush=True)
         else:
-            print(f"step:{step} - train/loss:{1.0 / step} - train/global_tokens:100 - train/lr:0.1", flush=True)
+            print(f"step:{step} - train/loss:{1.0 / step} - train/global_tokens:100 - train/lr:0.1",
+                  flush=True)
     if mode == "fail":
         print("RuntimeError: stand-in failure for the test", flush=True)
         sys.exit(1)
@@ -270,7 +281,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
+def ray_cluster(tmp_path_factory, ray_head_slot):
     """A one-CPU Ray head on loopback, started (and ended, as a process tree) by this test module."""
     from zpd.trainer.job import kill_tree
 
@@ -320,8 +331,10 @@ def test_ray_job_trains_streams_and_ingests(tmp_path: Path, learner: Path, ray_c
     standin.write_text(STANDIN)
     cfg = _ray_cfg(ray_cluster, tmp_path / "shared", standin)
     events: list[dict] = []
-    result = train_with_verl(cfg, backend="verl-sft", learner_dir=learner, rows=ROWS, out_dir=tmp_path / "out",
-                             work_dir=tmp_path / "work", round_n=7, on_progress=events.append, should_stop=None,
+    result = train_with_verl(cfg, backend="verl-sft", learner_dir=learner, rows=ROWS,
+                             out_dir=tmp_path / "out",
+                             work_dir=tmp_path / "work", round_n=7, on_progress=events.append,
+                             should_stop=None,
                              resume=False)
     assert [e["step"] for e in events] == [1, 2, 3] and events[-1]["total"] == 3
     assert events[-1]["tokens"] == 300 and result.num_tokens == 300 and result.num_steps == 3
@@ -347,10 +360,13 @@ def test_ray_grpo_job_finds_the_reward_on_shared_storage(tmp_path: Path, learner
     cfg = _ray_cfg(ray_cluster, tmp_path / "shared", standin)
     cfg.train.backend = "verl-grpo"
     cfg.train.grpo_steps, cfg.train.grpo_prompts_per_step = 2, 2
-    rows = [dict(r, task_json=json.dumps(asdict(Task("arithmetic", 1.0, r["prompt"], r["answer"], "", r["prompt"]))))
+    rows = [dict(r, task_json=json.dumps(asdict(Task("arithmetic", 1.0, r["prompt"], r["answer"], "",
+                                                     r["prompt"]))))
             for r in ROWS]
-    result = train_with_verl(cfg, backend="verl-grpo", learner_dir=learner, rows=rows, out_dir=tmp_path / "out",
-                             work_dir=tmp_path / "work", round_n=4, on_progress=None, should_stop=None, resume=False)
+    result = train_with_verl(cfg, backend="verl-grpo", learner_dir=learner, rows=rows,
+                             out_dir=tmp_path / "out",
+                             work_dir=tmp_path / "work", round_n=4, on_progress=None, should_stop=None,
+                             resume=False)
     rdir = tmp_path / "shared" / "verl" / "round_000004"
     log = (rdir / "verl.log").read_text()
     assert "reward of row 0's answer: 1.0" in log and result.num_steps == 2
@@ -378,7 +394,9 @@ def test_ray_job_failure_and_stop(tmp_path: Path, learner: Path, ray_cluster: st
     with pytest.raises(TrainJobStopped):
         train_with_verl(cfg, out_dir=tmp_path / "o2", round_n=2, should_stop=lambda: len(seen) >= 3, **kwargs)
     client = RayJobs(ray_cluster)
-    jobs = [j for j in client._call("GET", "/api/jobs/") if str(j.get("submission_id", "")).startswith("zpd-r000002")]
+    jobs = [j for j in client._call("GET",
+                                    "/api/jobs/") if str(j.get("submission_id",
+                                                               "")).startswith("zpd-r000002")]
     assert jobs and all(j["status"] == "STOPPED" for j in jobs)
 
 

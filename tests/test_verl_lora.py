@@ -47,7 +47,8 @@ SAVE = textwrap.dedent('''
     from verl.utils.fsdp_utils import apply_fsdp2
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
-                           LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", task_type="CAUSAL_LM"))
+                           LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear",
+                                      task_type="CAUSAL_LM"))
     for name, p in model.named_parameters():
         if "lora_B" in name:  # a trained adapter (PEFT starts B at zero, which would merge to the base)
             torch.nn.init.normal_(p, std=0.5)
@@ -63,7 +64,8 @@ SAVE = textwrap.dedent('''
     for contents in sys.argv[5:]:
         ckpt = work / contents.replace(",", "-")
         manager = FSDPCheckpointManager(model=model, optimizer=opt, lr_scheduler=None, processing_class=tok,
-                                        checkpoint_config=OmegaConf.create({"save_contents": contents.split(",")}))
+                                        checkpoint_config=OmegaConf.create(
+                                            {"save_contents": contents.split(",")}))
         manager.save_checkpoint(local_path=str(ckpt / "global_step_3"), global_step=3)
         (ckpt / "latest_checkpointed_iteration.txt").write_text("3")  # as verl's CheckpointHandler does
     print("saved", flush=True)

@@ -93,11 +93,13 @@ def test_grpo_batch_that_does_not_divide_by_the_gpus_exits_2_before_anything(tmp
     sets = ["train.grpo_num_samples=3", "train.grpo_prompts_per_step=3"]  # 9 samples on 8 GPUs
     with pytest.raises(ConfigError, match=r"grpo_prompts_per_step: 3 prompts x train.grpo_num_samples 3 = 9"):
         load_config(ROOT / "configs" / "verl-grpo.toml", sets)
-    load_config(ROOT / "configs" / "verl-grpo.toml", ["train.grpo_num_samples=4", "train.grpo_prompts_per_step=2"])
+    load_config(ROOT / "configs" / "verl-grpo.toml",
+                ["train.grpo_num_samples=4", "train.grpo_prompts_per_step=2"])
     state = tmp_path / "state"
     out = run_zpd("start", "--config", str(ROOT / "configs" / "verl-grpo.toml"), "--state-dir", str(state),
                   "--rounds", "1", *[a for s in sets for a in ("--set", s)], timeout=240)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "verl.nnodes * verl.n_gpus_per_node = 8" in lines[0] and "verl-grpo.toml" in lines[0]
+    assert len(lines) == 1 and "verl.nnodes * verl.n_gpus_per_node = 8" in lines[0]
+    assert "verl-grpo.toml" in lines[0]
     assert not state.exists()

@@ -86,8 +86,9 @@ def test_sft_batches_split_into_verls_micro_batches_for_every_row_count():
                 assert per_gpu * world == s.batch_size <= num_rows
                 # verl's own micro-batch preparation (the meta_info its SFT trainer attaches to each batch).
                 data = tu.get_tensordict(tensor_dict={"input_ids": torch.zeros(per_gpu, 1, dtype=torch.long)},
-                                         non_tensor_dict={"use_dynamic_bsz": False,
-                                                          "micro_batch_size_per_gpu": s.micro_batch_size_per_gpu})
+                                         non_tensor_dict={
+                                             "use_dynamic_bsz": False,
+                                             "micro_batch_size_per_gpu": s.micro_batch_size_per_gpu})
                 micro_batches, _ = prepare_micro_batches(data)
                 assert sum(len(m) for m in micro_batches) == per_gpu
                 # verl's loop (total_epochs passes over the loader) reaches the last step, where it saves.
@@ -96,8 +97,10 @@ def test_sft_batches_split_into_verls_micro_batches_for_every_row_count():
     assert checked == 2 * (300 + 299 + 293)
 
 
-@pytest.mark.parametrize(("gpus", "n", "prompts", "rows"), [(8, 3, 32, 13), (8, 8, 32, 5), (2, 3, 5, 5), (4, 2, 8, 3)])
-def test_grpo_batch_passes_verls_checks_with_few_prompts(tmp_path: Path, gpus: int, n: int, prompts: int, rows: int):
+@pytest.mark.parametrize(("gpus", "n", "prompts", "rows"),
+                         [(8, 3, 32, 13), (8, 8, 32, 5), (2, 3, 5, 5), (4, 2, 8, 3)])
+def test_grpo_batch_passes_verls_checks_with_few_prompts(tmp_path: Path, gpus: int, n: int, prompts: int,
+                                                         rows: int):
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
@@ -105,7 +108,8 @@ def test_grpo_batch_passes_verls_checks_with_few_prompts(tmp_path: Path, gpus: i
     cfg.train.backend = "verl-grpo"
     cfg.verl.n_gpus_per_node, cfg.train.grpo_num_samples, cfg.train.grpo_prompts_per_step = gpus, n, prompts
     sched = grpo_schedule(cfg, rows)
-    c = _compose("ppo_trainer", build_grpo_overrides(cfg, _paths(tmp_path), num_rows=rows, round_n=1, resume=False))
+    c = _compose("ppo_trainer", build_grpo_overrides(cfg, _paths(tmp_path), num_rows=rows, round_n=1,
+                                                     resume=False))
     validate_config(c, use_reference_policy=need_reference_policy(c), use_critic=need_critic(c))
     assert c.data.train_batch_size == sched.batch_size <= rows
     per_gpu = sched.batch_size * n // gpus
@@ -133,7 +137,8 @@ def _saved_steps(test: ast.Expression, names: dict, total: int, freq: int) -> li
     out = []
     for step in range(1, total + 1):
         cfg = SimpleNamespace(trainer=SimpleNamespace(save_freq=freq))
-        env = {"self": SimpleNamespace(config=cfg, global_steps=step, save_freq=freq), "is_last_step": step >= total,
+        env = {"self": SimpleNamespace(config=cfg, global_steps=step, save_freq=freq),
+               "is_last_step": step >= total,
                "global_step": step, "is_save_step": freq > 0 and step % freq == 0, **names}
         if eval(code, {}, env):
             out.append(step)
@@ -147,7 +152,8 @@ def test_grpo_and_sft_save_at_the_last_step_and_within_the_interval(tmp_path: Pa
     cfg = ZpdConfig()
     cfg.train.backend = "verl-grpo"
     cfg.train.grpo_steps, cfg.train.timeout_seconds, cfg.verl.checkpoint_interval_minutes = 40, 3600.0, 10.0
-    c = _compose("ppo_trainer", build_grpo_overrides(cfg, _paths(tmp_path), num_rows=64, round_n=1, resume=False))
+    c = _compose("ppo_trainer", build_grpo_overrides(cfg, _paths(tmp_path), num_rows=64, round_n=1,
+                                                     resume=False))
     freq = c.trainer.save_freq
     assert freq == save_freq(cfg, 40) == 6  # 40 steps in at most 60 min: 6 steps take at most 9 min
     saved = _saved_steps(_save_test(PPOTrainer, "fit"), {}, 40, freq)

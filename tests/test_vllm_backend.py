@@ -25,7 +25,8 @@ from generation_doubles import FakeSamplingParams, FakeVllmLLM
 from zpd.configs.schema import LearnerConfig, VllmBackendConfig
 from zpd.trainer.vllm_backend import VllmGenerator, engine_kwargs, run_generate
 
-DOUBLE = dict(llm_class="generation_doubles:FakeVllmLLM", sampling_class="generation_doubles:FakeSamplingParams")
+DOUBLE = dict(llm_class="generation_doubles:FakeVllmLLM",
+              sampling_class="generation_doubles:FakeSamplingParams")
 TESTS = Path(__file__).resolve().parent
 
 
@@ -61,16 +62,19 @@ def gpu(tmp_path: Path, monkeypatch) -> Path:
 
 def test_vllm_parameter_mapping_with_test_double(tmp_path: Path, gpu: Path) -> None:
     llm = FakeVllmLLM(model="m")
-    outs = run_generate(llm, FakeSamplingParams, ["a", "bb"], n=3, temperature=0.7, max_tokens=24, seed=5, stop=["\n"])
+    outs = run_generate(llm, FakeSamplingParams, ["a", "bb"], n=3, temperature=0.7, max_tokens=24, seed=5,
+                        stop=["\n"])
     (convos, sp, kw), = llm.calls
     assert convos == [[{"role": "user", "content": "a"}], [{"role": "user", "content": "bb"}]]
     assert (sp.n, sp.temperature, sp.max_tokens, sp.seed, sp.stop, sp.top_p) == (3, 0.7, 24, 5, ["\n"], 1.0)
     assert [[c.text for c in o] for o in outs] == [["a#0", "a#1", "a#2"], ["bb#0", "bb#1", "bb#2"]]
     assert outs[1][0].prompt_tokens == 2 and outs[0][0].num_tokens == 3 and outs[0][0].finish_reason == "stop"
-    short = run_generate(llm, FakeSamplingParams, ["a"], n=1, temperature=0.0, max_tokens=2, seed=0, stop=None)
+    short = run_generate(llm, FakeSamplingParams, ["a"], n=1, temperature=0.0, max_tokens=2, seed=0,
+                         stop=None)
     assert short[0][0].finish_reason == "length" and llm.calls[-1][1].stop is None
     settings = VllmBackendConfig(max_model_len=512, gpu_memory_utilization=0.5)
-    assert engine_kwargs("/m", settings, seed=1) == dict(model="/m", tensor_parallel_size=1, dtype="auto", seed=1,
+    assert engine_kwargs("/m", settings, seed=1) == dict(model="/m", tensor_parallel_size=1, dtype="auto",
+                                                         seed=1,
                                                           gpu_memory_utilization=0.5, enforce_eager=False,
                                                           max_model_len=512)
 
@@ -79,10 +83,12 @@ def test_greedy_with_several_samples_is_one_request_repeated(gpu: Path) -> None:
     with pytest.raises(ValueError, match="greedy"):  # what vLLM's SamplingParams does
         FakeSamplingParams(n=3, temperature=0.0)
     llm = FakeVllmLLM(model="m")
-    outs = run_generate(llm, FakeSamplingParams, ["a", "b"], n=3, temperature=0.0, max_tokens=8, seed=0, stop=None)
+    outs = run_generate(llm, FakeSamplingParams, ["a", "b"], n=3, temperature=0.0, max_tokens=8, seed=0,
+                        stop=None)
     assert [[c.text for c in o] for o in outs] == [["a#0"] * 3, ["b#0"] * 3]
     assert all(call[1].n == 1 for call in llm.calls)
-    seeded = run_generate(llm, FakeSamplingParams, ["a"], n=2, temperature=0.0, max_tokens=8, seed=0, stop=None,
+    seeded = run_generate(llm, FakeSamplingParams, ["a"], n=2, temperature=0.0, max_tokens=8, seed=0,
+                          stop=None,
                           sample_seeds=[[4, 5]])
     assert [c.text for c in seeded[0]] == ["a#0", "a#0"]
 
