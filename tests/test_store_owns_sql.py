@@ -19,13 +19,6 @@ FORBIDDEN_CALLS = {"execute", "executemany", "executescript", "query", "insert_a
 DB_NAMES = {"db", "conn", "database", "store"}
 """A subscript of a name (or attribute) called so is taken for a subscript of a Database."""
 
-TEMPORARY_EXCEPTIONS = {
-    "train.py", "bootstrap.py", "selfplay.py", "curriculum.py", "pretrain.py", "allocation.py",
-    "snapshot.py", "rollback.py",
-}
-"""TEMPORARY (issue 16): files other helpers are moving to the store in parallel; the lead empties this set,
-and the ``domains/`` exception below, at merge."""
-TEMPORARY_EXCEPTION_DIRS = ("domains",)
 
 
 def violations(source: str, name: str = "<string>") -> list[str]:
@@ -50,13 +43,8 @@ def violations(source: str, name: str = "<string>") -> list[str]:
 
 
 def _checked_files() -> list[Path]:
-    out = []
-    for path in sorted(LOOP.rglob("*.py")):
-        rel = path.relative_to(LOOP)
-        if rel.parts[0] in TEMPORARY_EXCEPTION_DIRS or str(rel) in TEMPORARY_EXCEPTIONS:
-            continue
-        out.append(path)
-    return out
+    """Every module under loop/, domains included: no exceptions."""
+    return sorted(LOOP.rglob("*.py"))
 
 
 def test_no_module_under_loop_runs_sql() -> None:
@@ -64,11 +52,6 @@ def test_no_module_under_loop_runs_sql() -> None:
     assert len(files) > 20  # the walk found the package
     found = [v for path in files for v in violations(path.read_text(), str(path.relative_to(LOOP.parent)))]
     assert found == [], "SQL outside store/ (move it into a store/ledger_*.py function):\n" + "\n".join(found)
-
-
-def test_temporary_exceptions_name_existing_files() -> None:
-    """An exception for a file that no longer exists is stale: it must be dropped, not kept."""
-    assert all((LOOP / name).is_file() for name in TEMPORARY_EXCEPTIONS)
 
 
 @pytest.mark.parametrize(
