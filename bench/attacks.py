@@ -28,9 +28,10 @@ from attacks_live import kill_race_cases, sandbox_cases, serve_cases  # noqa: E4
 def _archive(work: Path) -> Path:
     state, out = work / "round0", work / "round0.tar"
     zpd = [sys.executable, "-m", "zpd.loop.cli"]
-    subprocess.run([*zpd, "start", "--config", str(ROOT / "configs" / "smoke.toml"), "--state-dir", str(state),
-                    "--rounds", "0"], check=True, capture_output=True)
-    subprocess.run([*zpd, "snapshot", "--state-dir", str(state), "--out", str(out)], check=True, capture_output=True)
+    subprocess.run([*zpd, "start", "--config", str(ROOT / "configs" / "smoke.toml"),
+                    "--state-dir", str(state), "--rounds", "0"], check=True, capture_output=True)
+    subprocess.run([*zpd, "snapshot", "--state-dir", str(state), "--out", str(out)],
+                   check=True, capture_output=True)
     return out
 
 
@@ -46,8 +47,8 @@ def main() -> int:
         work = Path(tmp)
         archive = args.archive or _archive(work)
         state = work / "state"
-        code, err = cli("start", "--config", ROOT / "configs" / "smoke.toml", "--state-dir", state, "--rounds", "0",
-                        "--from-snapshot", archive)
+        code, err = cli("start", "--config", ROOT / "configs" / "smoke.toml", "--state-dir", state,
+                        "--rounds", "0", "--from-snapshot", archive)
         assert code == 0, err
         learner = sorted((state / "rounds").iterdir())[-1] / "learner"
         srv = LearnerServer(lambda: (0, learner), None, limits=ServeLimits(connection_timeout_seconds=1.0,
@@ -76,10 +77,14 @@ def main() -> int:
                   f"({table[category][2]:.1f} s)", flush=True)
         srv.shutdown()
     lines = ["# Attack suite: tried and handled per category", "",
-             f"`python bench/attacks.py --seed {args.seed}` (the cases of tests/test_attacks_*.py). Handled: one",
-             "line, exit 2 or 4 (serve: a 4xx, or 200/503 under a flood, never a reset), no traceback, not one",
-             "byte of the state directory changed, memory under twice the baseline; sandbox: contained within its",
-             "caps; kills: the next start recovers, nothing half-written. Measured on the shared 2-core machine",
+             f"`python bench/attacks.py --seed {args.seed}` (the cases of tests/test_attacks_*.py). "
+             "Handled: one",
+             "line, exit 2 or 4 (serve: a 4xx, or 200/503 under a flood, never a reset), "
+             "no traceback, not one",
+             "byte of the state directory changed, memory under twice the baseline; "
+             "sandbox: contained within its",
+             "caps; kills: the next start recovers, nothing half-written. "
+             "Measured on the shared 2-core machine",
              "(other jobs running: times are upper bounds).", "",
              "| category | tried | handled | seconds |", "|---|---|---|---|"]
     lines += [f"| {c} | {t} | {h} | {s:.1f} |" for c, (t, h, s) in table.items()]

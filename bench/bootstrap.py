@@ -105,7 +105,8 @@ def run_variant(v: Variant, workdir: Path, seed: int = 0) -> dict:
                                                    num_heads=v.heads, intermediate_size=v.mlp), seed)
     boot_cfg = BootstrapConfig(num_examples=v.num_examples, max_solo_difficulty=1.0,
                                max_guided_difficulty=v.max_guided, guided_fraction=1.0 - v.solo_fraction)
-    boot = [SFTExample(r["prompt"], r["response"]) for r in bootstrap_set({"arithmetic": domain}, boot_cfg, seed, set())]
+    boot = [SFTExample(r["prompt"], r["response"])
+            for r in bootstrap_set({"arithmetic": domain}, boot_cfg, seed, set())]
     res = train_sft(learner / "init", boot, learner / "model", epochs=v.epochs, batch_size=v.batch_size,
                     learning_rate=v.lr, seed=seed)
     current = learner / "model"
@@ -163,7 +164,8 @@ def run_variant(v: Variant, workdir: Path, seed: int = 0) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1000 examples, 1 round: a smoke run")
-    parser.add_argument("--variants", default="digits-g4-e6,columns-g4", help=f"comma list of {list(VARIANTS)}")
+    parser.add_argument("--variants", default="digits-g4-e6,columns-g4",
+                        help=f"comma list of {list(VARIANTS)}")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="append each variant's report as a JSON line here")
     args = parser.parse_args()

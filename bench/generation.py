@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rng = random.Random(0)
-    prompts = [f"{rng.randrange(10**rng.randint(1, 4))}+{rng.randrange(10**rng.randint(1, 4))}" for _ in range(args.prompts)]
+    prompts = [f"{rng.randrange(10**rng.randint(1, 4))}+{rng.randrange(10**rng.randint(1, 4))}"
+               for _ in range(args.prompts)]
     with tempfile.TemporaryDirectory() as tmp:
         learner = Path(tmp) / "learner"
         cfg = LearnerConfig(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
@@ -62,13 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         gen = build_generator("embedded", model=learner, device=args.device, batch_size=args.batch_size)
         run(gen, prompts[:2], 1, 4, True)  # warm-up
         print(f"learner: {num_parameters(learner):,} parameters, device {args.device}, torch threads "
-              f"{torch.get_num_threads()}; {args.prompts} prompts x {args.samples} samples, max {args.max_tokens} "
+              f"{torch.get_num_threads()}; {args.prompts} prompts x {args.samples} samples, "
+              f"max {args.max_tokens} "
               f"tokens, batch size {args.batch_size}")
         rates = {}
         for name, batched in (("batched", True), ("one prompt at a time", False)):
             seconds, attempts, tokens = run(gen, prompts, args.samples, args.max_tokens, batched)
             rates[name] = (attempts / seconds, tokens / seconds)
-            print(f"{name:>22}: {seconds:7.2f} s  {attempts / seconds:8.1f} attempts/s  {tokens / seconds:9.1f} tokens/s")
+            print(f"{name:>22}: {seconds:7.2f} s  {attempts / seconds:8.1f} attempts/s  "
+                  f"{tokens / seconds:9.1f} tokens/s")
         gen.close()
     b, s = rates["batched"], rates["one prompt at a time"]
     print(f"{'ratio batched/one':>22}: {b[0] / s[0]:.2f}x attempts/s, {b[1] / s[1]:.2f}x tokens/s")

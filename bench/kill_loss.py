@@ -113,7 +113,8 @@ def main() -> int:
     rows = [one_phase(args.config, p, args.kill_after, archive, workdir, args.overrides) for p in phases]
     print(f"config {args.config.name}, kill {args.kill_after:g} s into the phase (or at its end), "
           f"overrides {args.overrides or '-'}, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'phase':>10} {'into_s':>7} {'lost_s':>7} {'resumed_saved_s':>15} {'rerun_s':>8} {'committed':>9}")
+    print(f"{'phase':>10} {'into_s':>7} {'lost_s':>7} {'resumed_saved_s':>15} {'rerun_s':>8} "
+          f"{'committed':>9}")
     for r in rows:
         if "error" in r:
             print(f"{r['phase']:>10} {r['error']}")

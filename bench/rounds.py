@@ -31,21 +31,23 @@ def report(state_dir: Path) -> str:
     rounds = conn.execute("SELECT * FROM rounds WHERE status = 'committed' ORDER BY id").fetchall()
     levels: dict[int, dict[float, list[int]]] = defaultdict(lambda: defaultdict(list))
     for r in conn.execute(
-        "SELECT m.round, t.difficulty, m.correct FROM measurements m JOIN tasks t ON t.id = m.task_id WHERE m.kind = 'eval'"
+        "SELECT m.round, t.difficulty, m.correct FROM measurements m JOIN tasks t ON t.id = m.task_id "
+        "WHERE m.kind = 'eval'"
     ):
         levels[r["round"]][r["difficulty"]].append(r["correct"])
     all_levels = sorted({lvl for per in levels.values() for lvl in per})
     head = (f"{'round':>5} {'wall_s':>7} {'eval':>6} {'exam v/items/acc':>17} {'frontier':>8} "
-            f"{'cand':>5} {'mast':>5} {'zpd':>4} {'beyond':>6} {'exam+':>5} {'train_ex':>8} {'loss':>7} {'promo':>5}  "
+            f"{'cand':>5} {'mast':>5} {'zpd':>4} {'beyond':>6} {'exam+':>5} {'train_ex':>8} {'loss':>7} "
+            f"{'promo':>5}  "
             + " ".join(f"L{int(lvl)}" .rjust(5) for lvl in all_levels))
     lines = [head]
     for r in rounds:
         n = r["id"]
         timings = json.loads(r["timings_json"] or "{}")
-        fates = dict(conn.execute("SELECT fate, count(*) FROM tasks WHERE fate_round = ? AND round = ? GROUP BY fate",
-                                  (n, n)).fetchall())
-        frontier = conn.execute("SELECT group_concat(printf('%.2f', value), '/') FROM frontier WHERE round = ?",
-                                (n,)).fetchone()[0]
+        fates = dict(conn.execute("SELECT fate, count(*) FROM tasks WHERE fate_round = ? AND round = ? "
+                                  "GROUP BY fate", (n, n)).fetchall())
+        frontier = conn.execute("SELECT group_concat(printf('%.2f', value), '/') FROM frontier "
+                                "WHERE round = ?", (n,)).fetchone()[0]
         per_level = " ".join(
             (f"{sum(levels[n][lvl]) / len(levels[n][lvl]):.2f}" if levels[n].get(lvl) else "-").rjust(5)
             for lvl in all_levels
@@ -57,12 +59,14 @@ def report(state_dir: Path) -> str:
             f"{exam:>17} {frontier or '-':>8} "
             f"{r['num_candidates'] or 0:>5} {fates.get('mastered', 0):>5} {fates.get('zpd', 0):>4} "
             f"{fates.get('beyond', 0) + fates.get('review', 0):>6} {fates.get('exam', 0):>5} "
-            f"{r['num_train_examples'] or 0:>8} {loss:>7} {r['promoted'] if r['promoted'] is not None else '-':>5}  {per_level}"
+            f"{r['num_train_examples'] or 0:>8} {loss:>7} "
+            f"{r['promoted'] if r['promoted'] is not None else '-':>5}  {per_level}"
         )
     if rounds:
         walls = [sum(json.loads(r["timings_json"] or "{}").values()) for r in rounds[1:]]
         if walls:
-            lines.append(f"\nrounds >= 1: {len(walls)}, wall time per round: mean {sum(walls) / len(walls):.1f} s, "
+            lines.append(f"\nrounds >= 1: {len(walls)}, wall time per round: "
+                         f"mean {sum(walls) / len(walls):.1f} s, "
                          f"min {min(walls):.1f} s, max {max(walls):.1f} s; round 0 (bootstrap): "
                          f"{sum(json.loads(rounds[0]['timings_json'] or '{}').values()):.1f} s")
         phase_tot: dict[str, float] = defaultdict(float)
@@ -71,7 +75,8 @@ def report(state_dir: Path) -> str:
                 phase_tot[phase] += secs
         if phase_tot:
             lines.append("phase share of rounds >= 1: " + ", ".join(
-                f"{p} {100 * s / sum(phase_tot.values()):.0f}%" for p, s in sorted(phase_tot.items(), key=lambda x: -x[1])))
+                f"{p} {100 * s / sum(phase_tot.values()):.0f}%"
+                for p, s in sorted(phase_tot.items(), key=lambda x: -x[1])))
     conn.close()
     return "\n".join(lines)
 
@@ -86,7 +91,8 @@ def main() -> int:
     args = ap.parse_args()
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="zpd-bench-")) / "state"
     if not args.report_only:
-        cmd = [sys.executable, "-m", "zpd.loop.cli", "start", "--config", str(args.config), "--state-dir", str(state_dir),
+        cmd = [sys.executable, "-m", "zpd.loop.cli", "start", "--config", str(args.config),
+               "--state-dir", str(state_dir),
                "--set", f"run.max_wall_seconds={args.minutes * 60}", "--set", "metrics.port=0"]
         for o in args.overrides:
             cmd += ["--set", o]

@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [domain.make_task(rng.choice([1.0, 2.0, 3.0]), rng).prompt for _ in range(args.prompts)]
     with tempfile.TemporaryDirectory() as tmp:
         learner = Path(tmp) / "learner"
-        create_learner(learner, LearnerConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
-                                              max_positions=128), seed=0)
-        print(f"learner: {num_parameters(learner):,} parameters; {args.prompts} prompts x {args.samples} samples, "
-              f"max {args.max_tokens} tokens; cpus: {os.cpu_count()}, OMP_NUM_THREADS="
+        create_learner(learner, LearnerConfig(hidden_size=64, num_layers=2, num_heads=4,
+                                              intermediate_size=128, max_positions=128), seed=0)
+        print(f"learner: {num_parameters(learner):,} parameters; {args.prompts} prompts x {args.samples} "
+              f"samples, max {args.max_tokens} tokens; cpus: {os.cpu_count()}, OMP_NUM_THREADS="
               f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; load average {os.getloadavg()[0]:.1f}")
         rows, texts = [], {}
         emb = EmbeddedGenerator(learner, batch_size=64)

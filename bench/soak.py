@@ -77,8 +77,10 @@ def live_phase(state: Path) -> str | None:
 def round_fingerprint(conn: sqlite3.Connection, r: int) -> tuple:
     """What a committed round owns; it must never change once committed."""
     q = lambda sql: conn.execute(sql, [r]).fetchone()[0]  # noqa: E731
-    return (q("SELECT count(*) FROM attempts WHERE round = ?"), q("SELECT count(*) FROM train_examples WHERE round = ?"),
-            q("SELECT count(*) FROM tasks WHERE round = ?"), q("SELECT count(*) FROM measurements WHERE round = ?"))
+    return (q("SELECT count(*) FROM attempts WHERE round = ?"),
+            q("SELECT count(*) FROM train_examples WHERE round = ?"),
+            q("SELECT count(*) FROM tasks WHERE round = ?"),
+            q("SELECT count(*) FROM measurements WHERE round = ?"))
 
 
 def sequential_owed(outcomes: list[int], k: int, need: int) -> int:
@@ -116,7 +118,8 @@ def check_state(state: Path, seen: dict[int, tuple], num_solo: int = 2, num_guid
                 problems.append(f"round {r}: {bad[:3]}")
         for r in sorted(set(seen) - (in_db | on_disk)):
             problems.append(f"committed round {r} lost")
-        dup = conn.execute("SELECT count(*) FROM (SELECT task_id FROM train_examples GROUP BY round, task_id, kind "
+        dup = conn.execute("SELECT count(*) FROM (SELECT task_id FROM train_examples "
+                           "GROUP BY round, task_id, kind "
                            "HAVING count(*) > 1)").fetchone()[0]
         if dup:
             problems.append(f"{dup} duplicated training examples")
@@ -136,7 +139,8 @@ def check_state(state: Path, seen: dict[int, tuple], num_solo: int = 2, num_guid
             hopeful = not any(solo) and bool(guided) and all(guided)  # an exam candidate: sampled to k/k
             want_solo = num_solo if hopeful else sequential_owed(solo, num_solo, need_solo)
             want_guided = 0 if p_solo > solo_max_ratio else (
-                num_guided if hopeful and len(guided) == num_guided else sequential_owed(guided, num_guided, need_guided))
+                num_guided if hopeful and len(guided) == num_guided
+                else sequential_owed(guided, num_guided, need_guided))
             numbered = all([i for i, _ in modes[m]] == list(range(len(modes[m]))) for m in modes)
             if not numbered or len(solo) != want_solo or len(guided) != want_guided:
                 problems.append(f"task {tid}: {len(solo)} solo / {len(guided)} guided attempts "
@@ -192,12 +196,14 @@ def kill_soak(out: Path, kills: int, seed: int, max_delay: float, rounds: int) -
             survived += 1
         print(json.dumps({"kill": made, "phase": phase, "mode": mode, "ok": not problems,
                           "committed": sorted(seen), "elapsed_s": round(time.monotonic() - t0)}), flush=True)
-    final = subprocess.run([*ZPD, "start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", str(target),
-                            *sum((["--set", s] for s in SOAK_SETS), [])], capture_output=True, text=True, env=_env())
+    final = subprocess.run([*ZPD, "start", "--config", str(SMOKE), "--state-dir", str(state),
+                            "--rounds", str(target), *sum((["--set", s] for s in SOAK_SETS), [])],
+                           capture_output=True, text=True, env=_env())
     problems = check_state(state, seen)
     finished = final.returncode == 0 and max(seen, default=-1) >= target and not problems
     return {"kills_made": made, "kills_survived": survived, "kills_by_phase": by_phase, "failures": failures,
-            "final_exit_code": final.returncode, "final_round": max(seen, default=None), "target_round": target,
+            "final_exit_code": final.returncode, "final_round": max(seen, default=None),
+            "target_round": target,
             "finished": finished, "final_problems": problems, "seconds": round(time.monotonic() - t0, 1)}
 
 
@@ -236,24 +242,30 @@ def memory_soak(out: Path, rounds: int, sets: list[str]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True, help="work directory (state dir and daemon log go here)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="work directory (state dir and daemon log go here)")
     p.add_argument("--kills", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-delay", type=float, default=25.0, help="random kills land within this many seconds of a start")
-    p.add_argument("--rounds", type=int, default=None, help="kill soak: first target round (3); memory soak: rounds (100)")
+    p.add_argument("--max-delay", type=float, default=25.0,
+                   help="random kills land within this many seconds of a start")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="kill soak: first target round (3); memory soak: rounds (100)")
     p.add_argument("--memory", action="store_true", help="memory soak instead of the kill soak")
-    p.add_argument("--set", dest="sets", action="append", default=[], help="memory soak: extra --set overrides")
+    p.add_argument("--set", dest="sets", action="append", default=[],
+                   help="memory soak: extra --set overrides")
     args = p.parse_args()
     if args.memory:
         res = memory_soak(args.out, args.rounds or 100, args.sets)
         print(json.dumps({k: v for k, v in res.items() if k != "samples"}))
-        print(f"RSS first/last/max: {res['rss_first_mib']} / {res['rss_last_mib']} / {res['rss_max_mib']} MiB "
+        print(f"RSS first/last/max: {res['rss_first_mib']} / {res['rss_last_mib']} / "
+              f"{res['rss_max_mib']} MiB "
               f"over {res['rounds_sampled']} rounds (exit {res['exit_code']})")
     else:
         res = kill_soak(args.out, args.kills, args.seed, args.max_delay, args.rounds or 3)
         print(json.dumps(res))
         print(f"kills survived / kills made: {res['kills_survived']} / {res['kills_made']}; "
-              f"run finished its rounds: {res['finished']} (round {res['final_round']} of {res['target_round']})")
+              f"run finished its rounds: {res['finished']} "
+              f"(round {res['final_round']} of {res['target_round']})")
     (args.out / "result.json").write_text(json.dumps(res, indent=2))
 
 

@@ -38,7 +38,8 @@ def _setup(size: str, workdir: Path):
     cfg = load_config(ROOT / "configs" / f"{size}.toml")
     learner = workdir / size
     create_learner(learner, cfg.learner, seed=0)
-    params = estimate_parameters(cfg.learner.hidden_size, cfg.learner.num_layers, cfg.learner.intermediate_size)
+    params = estimate_parameters(cfg.learner.hidden_size, cfg.learner.num_layers,
+                                 cfg.learner.intermediate_size)
     return cfg, learner, params
 
 
@@ -58,7 +59,8 @@ def _train_seconds(cfg, learner: Path, steps: int, workdir: Path) -> float:
     from zpd.trainer.sft import SFTExample, train_sft
 
     n = steps * cfg.train.batch_size
-    examples = [SFTExample(f"{i}+{i * 7 % 100}", f"{i % 10}+{i * 7 % 10}={i % 10 + i * 7 % 10}>{i + i * 7 % 100}")
+    examples = [SFTExample(f"{i}+{i * 7 % 100}",
+                           f"{i % 10}+{i * 7 % 10}={i % 10 + i * 7 % 10}>{i + i * 7 % 100}")
                 for i in range(n)]
     result = train_sft(learner, examples, workdir / "out", epochs=1, batch_size=cfg.train.batch_size,
                        learning_rate=1e-3)
