@@ -25,7 +25,7 @@ ALL_OPERATORS: tuple[Operator, ...] = ("knowledge-expansion", "conceptual-abstra
 
 
 class SandboxConfig(Strict):
-    """The code tool of the guided side (loop/tools/sandbox.py): generated Python under bubblewrap."""
+    """The code tool of the guided side (loop/domains/sandbox.py): generated Python under bubblewrap."""
 
     wall_seconds: float = Field(10.0, gt=0, le=3600)
     """A run is killed (its whole process group) after this long."""

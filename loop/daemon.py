@@ -24,7 +24,7 @@ from zpd.store.connect import SqliteError
 from zpd.store.db import is_storage_full
 from zpd.store.ledger_controller import controller_stopped, set_controller_phase
 from zpd.store.lock import ControllerLock
-from zpd.store.readmodel import last_committed, next_round  # noqa: F401  next_round: part of this module's surface
+from zpd.store.readmodel import last_committed, next_round  # noqa: F401  next_round: re-exported
 from zpd.store.rounds import dir_bytes, round_dir
 from zpd.store.yields import domain_yields
 
