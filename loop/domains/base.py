@@ -4,7 +4,7 @@ A domain makes tasks at a difficulty, escalates or simplifies a task, gives guid
 answer and deduplicates by a canonical form: the required methods of :class:`Domain`. Domains are pure
 logic: they import nothing of zpd but ``zpd.configs`` and this package (what they need of the running
 daemon comes through ``attach``: ``services.py``). A new domain is one module plus one
-``@register("name")`` line (and its config section in ``configs/schema.py``).
+``@register("name")`` line (and its config section in ``configs/domains.py``).
 
 **Optional hooks are small capability protocols**, each one or a few methods a phase calls when the
 domain has them (the table below). A domain declares the ones it implements by naming them as bases
@@ -81,7 +81,7 @@ class Domain(Protocol):
     min_difficulty: float
     max_difficulty: float
     cfg: Any
-    """The domain's config section (``configs/schema.py``); phases read its ``eval_per_level``."""
+    """The domain's config section (``configs/domains.py``); phases read its ``eval_per_level``."""
 
     def make_task(self, difficulty: float, rng: random.Random) -> Task | None:
         """A task near ``difficulty`` (the task's own difficulty is what it really is)."""

@@ -10,7 +10,7 @@ period ignored) and ``numeric`` (the last number in the answer, within ``toleran
 ``rel_tolerance`` x |reference|) and ``math-verify`` (symbolic equivalence through the math-verify
 library, in a killable worker process with a time limit: it is known to hang on some inputs; a
 timeout grades as wrong and is logged). ``llm-judge`` is named in the config schema and refused
-there until it is wired in (it needs the [judge] endpoint).
+there (no LLM judge ships; the [judge] section was removed as dead code).
 """
 
 from __future__ import annotations
