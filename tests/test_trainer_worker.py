@@ -130,6 +130,9 @@ def test_a_zpd_folder_in_the_working_directory_cannot_shadow_the_trainer(
         tmp_path: Path, module: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """zpd installed without -e and started from a checkout: ``python -m`` would import the checkout's
     ``zpd/`` folder (here: a package that refuses to import) instead of the installed package."""
+    # The README's test command sets PYTHONSAFEPATH=1 (the same protection as -P, for every child): off
+    # here, so that the hazard is real and the trainer's own -P is what prevents it.
+    monkeypatch.delenv("PYTHONSAFEPATH", raising=False)
     fake = tmp_path / "checkout"
     (fake / "zpd").mkdir(parents=True)
     (fake / "zpd" / "__init__.py").write_text("raise ImportError('the shadowing zpd/ folder was imported')\n")
