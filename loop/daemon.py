@@ -31,7 +31,7 @@ from zpd.store.yields import domain_yields
 from . import notify
 from .context import Stopped
 from .errors import PhaseFailed
-from .logs import CONTEXT, get_logger
+from .logs import CONTEXT, close_logging, get_logger
 from .round import run_round
 from .startup import (  # noqa: F401  the exit codes are part of this module's surface
     EXIT_BUSY,
@@ -209,6 +209,7 @@ class Daemon(StartUp):
             self._open()
         except StartError:
             self._discard_refused_start()
+            close_logging()
             raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
@@ -227,6 +228,7 @@ class Daemon(StartUp):
             self.metrics.close()
             self.lock.release()
             self.log.info("daemon stopped", extra={"exit_code": code})
+            close_logging()  # a later command in this process (a test's) must not write into this run
         return code
 
     def _loop(self) -> int:

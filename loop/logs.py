@@ -169,6 +169,18 @@ def _route_warnings(logger: logging.Logger) -> None:
         py.addHandler(h)
 
 
+def close_logging() -> None:
+    """Detach and close the run's file handlers and stop capturing warnings, so that nothing emitted
+    after the daemon stops (a ResourceWarning at garbage collection, in a process that goes on) lands
+    in this run's ``logs/zpd.jsonl``."""
+    logging.captureWarnings(False)
+    logging.getLogger("py.warnings").handlers.clear()
+    log = logging.getLogger(LOGGER_NAME)
+    for handler in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+        log.removeHandler(handler)
+        handler.close()
+
+
 def get_logger() -> logging.Logger:
     return logging.getLogger(LOGGER_NAME)
 

@@ -5,6 +5,7 @@ names with newlines, dataset mappings, corpus symlinks and streaming, serve's bo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -31,6 +32,15 @@ def test_a_directory_inside_a_run_is_refused_without_a_byte_written(run_dir: Pat
     before = tree_digest(run_dir)
     code, err = cli("start", "--config", SMOKE, "--state-dir", run_dir / where, "--rounds", "1")
     assert code == 4 and len(err.strip().splitlines()) == 1, err
+    assert tree_digest(run_dir) == before
+
+
+def test_a_stopped_daemon_leaves_no_log_handler_on_its_run(run_dir: Path) -> None:
+    """A record logged in the same process after ``zpd start`` returned (the fixture ran it in-process)
+    must not reach that run's ``logs/zpd.jsonl``: CI once saw the file change under a later refusal."""
+    before = tree_digest(run_dir)
+    logging.getLogger("zpd").warning("after the daemon stopped")
+    logging.getLogger("py.warnings").warning("a late warning")
     assert tree_digest(run_dir) == before
 
 
