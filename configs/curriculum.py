@@ -6,9 +6,10 @@ fate and decides what is trained on. This module imports nothing of zpd but ``St
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import Strict
 
@@ -57,14 +58,108 @@ class CalibrationConfig(Strict):
     first, failed. None: exact."""
 
 
+POLICY_ALIASES: dict[str, tuple[str, str]] = {
+    "zpd-band": ("frontier", "zpd"),
+    "uniform": ("uniform", "all-correct"),
+    "fixed-schedule": ("schedule", "all-correct"),
+    "bandit": ("bandit", "all-correct"),
+    "learnability": ("uniform", "learnability"),
+    "self-play": ("self-play", "zpd"),
+}
+"""``curriculum.policy`` (the one choice of issue 7) -> the (``source``, ``selection``) pair it stands for."""
+
+Source = Literal["frontier", "uniform", "schedule", "bandit", "fixed-window", "pool", "self-play"]
+Selection = Literal["zpd", "r-zero", "all-correct", "random", "learnability"]
+
+
 class CurriculumConfig(Strict):
+    """Three separate choices (issue 13): ``source`` (where a round's candidates come from), ``selection``
+    (which calibrated tasks are trained on) and ``allocation`` (how candidates split across domains).
+    ``policy``, the older single choice, is an alias for a (source, selection) pair:
+
+    ==================  ============  ============
+    policy              source        selection
+    ==================  ============  ============
+    ``zpd-band``        frontier      zpd
+    ``uniform``         uniform       all-correct
+    ``fixed-schedule``  schedule      all-correct
+    ``bandit``          bandit        all-correct
+    ``learnability``    uniform       learnability
+    ``self-play``       self-play     zpd
+    ==================  ============  ============
+
+    A ``source`` or ``selection`` given beside a ``policy`` must agree with it (else a config error naming
+    both keys). Without any of them: frontier and zpd. After validation ``source`` and ``selection`` are
+    always set, and ``policy`` names the alias of the pair when there is one (else None).
+
+    Change of meaning: the ``learnability`` policy used to keep each task with probability 4 p (1 - p);
+    its selection now keeps the top N by p (1 - p), N the round's ZPD count (issue 13: a filter of about
+    one task a round was a strawman)."""
+
     policy: Literal["zpd-band", "uniform", "fixed-schedule", "bandit", "learnability",
-                    "self-play"] = "zpd-band"
-    """Where candidates are drawn and which calibrated tasks are trained on (``loop/curriculum.py``).
-    zpd-band: around the frontier, train on the ZPD (AgentFrontier); uniform: difficulty uniform over the
-    domain, train on all (the baseline); fixed-schedule: easy to hard by round; bandit: SEC's
-    difficulty-level bandit; learnability: select by p(1-p) of the solo pass rate; self-play: the
-    learner proposes the tasks (``loop/selfplay.py``)."""
+                    "self-play"] | None = None
+    """An alias for a (source, selection) pair (the table above); None: the pair has no alias."""
+
+    source: Source = "frontier"
+    """Where a round's candidates come from (``loop/curriculum.py``). frontier: [frontier - spread,
+    frontier + spread] plus escalations and simplifications of last round's tasks (AgentFrontier);
+    uniform: difficulty uniform over the domain; schedule: a window sliding easy to hard over
+    ``schedule_rounds``; bandit: SEC's difficulty-level bandit; fixed-window: difficulty uniform in
+    ``window`` (independent of the learner); pool: read from ``pool_dir`` (``loop/pool.py``); self-play:
+    the learner proposes them (``loop/selfplay.py``)."""
+
+    selection: Selection = "zpd"
+    """Which calibrated tasks are trained on (``loop/selection.py``; fates stay the measurement). zpd: fate
+    zpd; r-zero: solo pass rate in ``rzero_band`` (R-Zero, Agent0); all-correct: every task with a correct
+    answer, solo or guided; random: a random subset of the round's ZPD count (per domain); learnability:
+    the top N by p (1 - p) of the solo pass rate, N the ZPD count (per domain)."""
+
+    window: tuple[float, float] | None = None
+    """fixed-window: the difficulty range [lo, hi] candidates are drawn from (clipped to each domain's
+    range); None: each domain's whole range."""
+
+    pool_dir: Path | None = None
+    """pool: the folder of the pool files, ``round_NNNNNN.jsonl`` per round, one candidate per line
+    with a Task's fields ``domain, difficulty, prompt, answer, guidance, canonical, meta``. A relative
+    path is relative to the daemon's working directory."""
+
+    rzero_band: tuple[float, float] = (0.3, 0.8)
+    """r-zero: a task is selected when its solo pass rate p has lo <= p <= hi (R-Zero/Agent0: [0.3, 0.8])."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_policy(cls, data: Any) -> Any:
+        """Fill ``source``/``selection`` from ``policy``, refuse a disagreement, name the pair's alias."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in ("window", "rzero_band"):  # validated in Python's strict mode after this hook: no lists
+            if isinstance(data.get(key), list):
+                data[key] = tuple(data[key])
+        policy = data.get("policy")
+        if isinstance(policy, str) and policy in POLICY_ALIASES:
+            for key, value in zip(("source", "selection"), POLICY_ALIASES[policy], strict=True):
+                given = data.setdefault(key, value)
+                if given != value:
+                    raise ValueError(
+                        f"curriculum.{key}: {given!r} disagrees with curriculum.policy = {policy!r}, which "
+                        f"means source {POLICY_ALIASES[policy][0]!r} and selection "
+                        f"{POLICY_ALIASES[policy][1]!r}; give either the policy or source and selection")
+        elif policy is None:
+            pair = (data.get("source", "frontier"), data.get("selection", "zpd"))
+            data["policy"] = next((name for name, p in POLICY_ALIASES.items() if p == pair), None)
+        return data
+
+    @model_validator(mode="after")
+    def _ranges(self) -> CurriculumConfig:
+        for key, (lo, hi) in (("window", self.window or (0.0, 0.0)), ("rzero_band", self.rzero_band)):
+            if lo > hi:
+                raise ValueError(f"curriculum.{key}: lo {lo} is above hi {hi}")
+        if not 0.0 <= self.rzero_band[0] <= self.rzero_band[1] <= 1.0:
+            raise ValueError(f"curriculum.rzero_band: {list(self.rzero_band)} is not within [0, 1]")
+        if self.source == "pool" and not self.pool_dir:
+            raise ValueError("curriculum.pool_dir: source 'pool' needs the folder of its round files")
+        return self
 
     schedule_rounds: int = Field(10, ge=1, le=100_000)
     """fixed-schedule: rounds over which the window slides from the easiest to the hardest difficulty."""
@@ -125,8 +220,9 @@ class CurriculumConfig(Strict):
     D_human)."""
 
     allocation: Literal["even", "yield"] = "even"
-    """How a round's candidates are split across domains (``loop/allocation.py``): even (num_candidates
-    each), or yield (the round total split by each domain's measured ZPD yield, with a floor per domain)."""
+    """The third choice: how a round's candidates are split across domains (``loop/allocation.py``): even
+    (num_candidates each), or yield (the round total split by each domain's measured ZPD yield, with a
+    floor per domain)."""
 
     allocation_floor_ratio: float = Field(0.25, ge=0, le=1)
     """yield: every domain gets at least this share of an even split (exploration, so yields stay
