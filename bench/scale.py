@@ -118,7 +118,7 @@ def delta_rounds(
 def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, str]]:
     from zpd.loop import integrity, snapshot, status, synthesize, training_set
     from zpd.loop.context import RunContext
-    from zpd.loop.curriculum import build_policy_for
+    from zpd.loop.curriculum import build_source_for
     from zpd.loop.domains.registry import build_domains
     from zpd.store.db import migrations, open_store
 
@@ -143,7 +143,7 @@ def measure(state_dir: Path, cfg, insert_tasks: int) -> list[tuple[str, float, s
     out.append(("solo_stats (observation hook), first of a daemon", s, f"{len(stats)} items"))
     s, stats = timed(synthesize.solo_stats, ctx, "arithmetic")
     out.append(("solo_stats, next round", s, f"{len(stats)} items"))
-    bandit = build_policy_for(cfg.curriculum.model_copy(update={"policy": "bandit"}), cfg.synthesis.spread)
+    bandit = build_source_for(cfg.curriculum.model_copy(update={"source": "bandit"}), cfg.synthesis.spread)
     s, _ = timed(bandit.values, ctx, last, "arithmetic", 1.0, 8.0)
     out.append(("bandit value scan, round N", s, ""))
     s, _ = timed(bandit.values, ctx, last + 1, "arithmetic", 1.0, 8.0)

@@ -102,7 +102,7 @@ def propose_share(cfg: ZpdConfig) -> float:
     """The bootstrap's proposer share under the configured policy (``cfg``: the whole ZpdConfig): 0
     unless the policy is self-play, so other policies' round 0 is unchanged."""
     cur = cfg.curriculum
-    return cur.selfplay_bootstrap_fraction if cur.policy == "self-play" else 0.0
+    return cur.selfplay_bootstrap_fraction if cur.source == "self-play" else 0.0
 
 
 def warms_up(cfg: ZpdConfig) -> bool:

@@ -5,6 +5,8 @@ Work goes in batches of ``calibration.batch_size`` tasks; each batch's attempts,
 admissions, failed samples and generation ledger commit in one transaction, and only tasks still
 ``pending`` are picked up, so a kill loses at most the batch in flight and never duplicates an attempt
 (attempts are also unique per task, round, mode and sample).
+Once every batch is in, the round's selection (``loop/selection.py``: which calibrated tasks are
+trained on, and each one's target source) is made from the store and commits with the phase advance.
 
 Failed samples (finish_reason "error": endpoint down after retries, malformed reply) are recorded in
 ``failed_attempts`` and counted in ``zpd_failures_total{component="generator"|"teacher"}``; they are
@@ -25,7 +27,8 @@ num_guided`` successes, likewise. A solo pass thus rules out the ZPD without a g
 that may still enter the exam (no solo success, every guided sample correct) are sampled to the full
 k/k while the exam has room this round, so exam admission stays 0/k solo and k/k guided. Sample j of a
 task in a mode has its own seed (``sample_seeds``), so it is the same sample a fixed-k call would have
-drawn (policies that read the solo pass rate itself, bandit and learnability, get all k solo samples).
+drawn (sources and selections that read the solo pass rate itself, bandit, self-play, r-zero and
+learnability, get all k solo samples).
 Optional truncation (``calibration.solo_stop_after_failures`` / ``guided_stop_after_failures``): a task
 whose first f answered samples all fail is decided failing in that mode, fixed k notwithstanding; it
 trades exact agreement for calls (measured by ``bench/curriculum.py``): adaptive and fixed-k decide alike
@@ -46,10 +49,11 @@ from zpd.store.stats import insert_attempts
 
 from . import curriculum, exam
 from .calibrate_samples import Samples, decided, sample, successes_needed
-from .context import RunContext, derive_seed, rng_for
+from .context import RunContext, derive_seed
 from .domains.base import Domain, NamesGrader, Scores, Task, TeacherHints, capability
 from .errors import PhaseFailed
 from .logs import Progress
+from .selection import Selection, build_selection, select_round
 from .usage import TeacherBudget, add_usage, count_generated, record_failures
 
 __all__ = ["Samples", "decided", "run", "sample", "successes_needed"]
@@ -80,14 +84,21 @@ class _Pass:
     cal: CalibrationConfig
     cur: CurriculumConfig
     teacher: TeacherConfig | None
-    policy: Any
-    """The curriculum policy (``loop/curriculum.py``): selection, and whether it reads the pass rate."""
+    source: curriculum.Source
+    """The candidate source (``loop/curriculum.py``): whether it reads the pass rate."""
+    selection: Selection
+    """The selection (``loop/selection.py``), made once the round is calibrated."""
     learner_round: int
     budget: TeacherBudget | None
     need_solo: int
     """More solo successes than this: mastered."""
     need_guided: int
     """At least this many guided successes: zpd."""
+
+    @property
+    def needs_pass_rate(self) -> bool:
+        """Whether adaptive calibration must still draw all solo samples (the exact solo pass rate)."""
+        return self.source.needs_pass_rate or self.selection.needs_pass_rate
 
     @property
     def learner_ref(self) -> str:
@@ -153,7 +164,8 @@ def _start_pass(ctx: RunContext, round_n: int) -> _Pass:
     if learner_round is None:
         raise ValueError(f"round {round_n} has no parent learner: CALIBRATE runs in rounds after round 0")
     return _Pass(
-        ctx, round_n, cal, cur, teacher, curriculum.build_policy(ctx.cfg), learner_round,
+        ctx, round_n, cal, cur, teacher, curriculum.build_source(ctx.cfg), build_selection(cur),
+        learner_round,
         budget=TeacherBudget(ctx, round_n) if teacher is not None else None,
         need_solo=successes_needed(cur.solo_max_ratio, cal.num_solo, strict=True),  # more than this: mastered
         need_guided=successes_needed(cur.guided_min_ratio, cal.num_guided, strict=False),  # at least: zpd
@@ -197,10 +209,12 @@ def run(ctx: RunContext, round_n: int) -> None:
         raise PhaseFailed(component, f"calibrate: {sum(unanswered.values())} tasks got no answer from the "
                                      f"{' / '.join(k for k, v in unanswered.items() if v)} "
                                      "(see failed_attempts); they stay pending and a retry picks them up")
-    with ctx.db.atomic():
+    with ctx.db.atomic():  # the round's selection commits with the phase advance (a rerun redoes it alike)
+        targets = select_round(ctx, round_n)
         ctx.advance(round_n, "train")
     row = ctx.round_row(round_n)
     extra: dict[str, Any] = {"fates": ledger_tasks.fates_of_round(ctx.db, round_n),
+                             "selection": p.selection.name, "selected_targets": targets,
                              "attempts": row.num_attempts, "attempts_fixed_k": row.num_attempts_fixed}
     if p.budget is not None:
         extra["teacher"] = {"paused": p.budget.paused, "spent_usd": round(p.budget.spent(), 6),
@@ -219,7 +233,7 @@ def _sample_batch(p: _Pass, tasks: dict[int, Task]) -> _Sampled:
     solo_items = {tid: (ctx.domains[t.domain].solo_prompt(t), p.grade_fn(t)) for tid, t in tasks.items()}
     drawn += sample(learner, solo_items, solo, k=k_solo,
                     keep_going=(lambda s: not decided(s, k_solo, p.need_solo, cal.solo_stop_after_failures))
-                    if cal.adaptive and not p.policy.needs_pass_rate else None,
+                    if cal.adaptive and not p.needs_pass_rate else None,
                     seed_of=p.seed_of("solo"), temperature=cal.temperature, max_tokens=cal.max_tokens)
     # 2. Guided: tasks failed alone (every task under fixed k), by the teacher when one is configured.
     failing = [tid for tid in tasks if (rate := solo[tid].rate) is not None
@@ -299,13 +313,11 @@ def _route(p: _Pass, tasks: dict[int, Task], s: _Sampled, unanswered: dict[str, 
         fate = curriculum.band_fate(cur, ps, pg if needs else None)
         complete = (len(s.solo[tid].grades) == cal.num_solo and tid in s.guided
                     and len(s.guided[tid].grades) == cal.num_guided)
-        selected = None
         if complete and exam.admissible(ps, pg) and exam.try_admit(ctx, tid, task.domain, round_n):
             fate = "exam"
-        else:
-            selected = int(p.policy.select(fate, ps, pg, rng_for(ctx.cfg.run.seed, round_n, "select", tid)))
+        # selected stays NULL until the round's selection (``run``, once every batch is calibrated).
         ledger_tasks.set_fate(ctx.db, tid, fate=fate, round_n=round_n, p_solo=ps, p_guided=pg,
-                              selected=selected)
+                              selected=None)
         out.routed[fate] = out.routed.get(fate, 0) + 1
         out.decided += 1
     insert_attempts(ctx.db, batch_rows)  # the batch's attempts: one executemany, same transaction

@@ -1,33 +1,37 @@
-"""Curriculum policies: which difficulties a round's candidates are drawn at, and which calibrated tasks
-the learner trains on. One interface (``loop/policy.py``), a registry, chosen by ``curriculum.policy``.
+"""The curriculum's candidate sources and the routing every choice shares.
 
-Every policy sees the same calibration. The *fate* of a task is a measurement, the same under every
-policy (AgentFrontier's routing with a configurable band, ``band_fate``):
+A curriculum is three choices (``configs/curriculum.py``; issue 13): the *source* of a round's candidates
+(``curriculum.source``, here: registry ``SOURCES``, hooks in ``loop/policy.py``), the *selection* of the
+calibrated tasks trained on (``curriculum.selection``, ``loop/selection.py``) and the *allocation* of
+candidates across domains (``curriculum.allocation``, ``loop/allocation.py``). ``curriculum.policy``,
+the older single choice, is an alias of a (source, selection) pair (``POLICY_ALIASES``).
+
+Every choice sees the same calibration. The *fate* of a task is a measurement, the same whatever is
+chosen (AgentFrontier's routing with a configurable band, ``band_fate``):
 
     p_solo  > solo_max_ratio                         -> mastered  (the pre-training pool)
     p_solo <= solo_max_ratio, p_guided >= guided_min -> zpd
     otherwise                                        -> beyond / review (cfg.beyond_fate)
 
-(exam admission, stricter, is decided by the exam module: 0/k solo and k/k guided). What differs is the
-*choice*: where candidates are drawn (``Policy.difficulties``) and which tasks become training data
-(``Policy.select``, stored as ``tasks.selected``). A selected task trains on a successful answer of the
-learner's: its first correct guided sample, else its first correct solo sample (a task with neither
-cannot be trained on without a teacher's answer, so it is skipped whatever the policy).
+(exam admission, stricter, is decided by the exam module: 0/k solo and k/k guided). The selection sets
+``tasks.selected`` once the round is calibrated; a selected task trains on its successful guided answer,
+else a solo success, else the domain's reference solution (``loop/selection.py``).
 
-The policies (issue 7; ``reference/peers.md`` for SEC, PCL, R-Zero, Agent0):
+The sources (issues 7 and 13; ``reference/peers.md`` for SEC, PCL, R-Zero, Agent0):
 
-* ``zpd-band`` (default): candidates in [frontier - spread, frontier + spread] plus escalations of last
-  round's mastered tasks and simplifications of its beyond tasks; trains on the ZPD.
-* ``uniform`` (the baseline): difficulty uniform over the domain's range; trains on every task it has
-  an answer for.
-* ``fixed-schedule``: a window of width 2*spread sliding from the easiest to the hardest difficulty over
-  ``schedule_rounds`` rounds; trains on every task it has an answer for.
+* ``frontier`` (default): candidates in [frontier - spread, frontier + spread] plus escalations of last
+  round's mastered tasks and simplifications of its beyond tasks (AgentFrontier).
+* ``uniform``: difficulty uniform over the domain's range.
+* ``schedule``: a window of width 2*spread sliding from the easiest to the hardest difficulty over
+  ``schedule_rounds`` rounds.
 * ``bandit`` (SEC): difficulty levels are arms; a candidate's level is drawn from softmax(Q / T); after
   calibration an arm's reward is the mean absolute advantage of its tasks' solo samples (2 p (1 - p) for
-  binary rewards), and Q <- Q + alpha (r - Q) (TD(0)); trains on every task it has an answer for.
-* ``learnability``: difficulty uniform over the range; a task is selected with probability
-  4 p (1 - p) of its solo pass rate p (weight by p (1 - p), scaled to 1 at p = 1/2).
-* ``self-play``: the learner proposes the candidates (``loop/selfplay.py``); trains on the ZPD.
+  binary rewards), and Q <- Q + alpha (r - Q) (TD(0)).
+* ``fixed-window``: difficulty uniform in ``curriculum.window`` (each domain's whole range when None),
+  clipped to the domain; it reads nothing of the store, so its draws depend only on the seed, the round
+  and the domain, not on the learner.
+* ``pool``: the round's candidates read from a file (``loop/pool.py``).
+* ``self-play``: the learner proposes the candidates (``loop/selfplay.py``).
 
 Every choice is a pure function of the store, the config, the seed and the round, so a resumed or
 repeated run makes the same choices (the bandit's Q values are re-derived from the stored fates).
@@ -41,23 +45,25 @@ import random
 from typing import TYPE_CHECKING
 
 from zpd.configs import vocabulary
+from zpd.configs.curriculum import POLICY_ALIASES
 from zpd.configs.schema import CurriculumConfig, ZpdConfig
 from zpd.store.stats import bandit_checkpoint, bandit_rewards, save_bandit_checkpoint
 
-from .policy import POLICIES, AfterTrain, Policy, frontier_of, register
+from .policy import SOURCES, AfterTrain, Source, frontier_of, register
+from .pool import PoolSource
 from .selfplay import SelfPlay
 
 if TYPE_CHECKING:
     from .context import RunContext
 
-__all__ = ["POLICIES", "AfterTrain", "Policy", "band_fate", "build_policy", "build_policy_for", "frontier_of",
-           "needs_guided", "register"]
+__all__ = ["POLICY_ALIASES", "SOURCES", "AfterTrain", "Source", "band_fate", "build_source",
+           "build_source_for", "frontier_of", "needs_guided", "register"]
 
 FATES = vocabulary.CALIBRATED_FATES
 
 
 def band_fate(cfg: CurriculumConfig, p_solo: float, p_guided: float | None) -> str:
-    """The task's fate from its pass rates (the same under every policy)."""
+    """The task's fate from its pass rates (the same whatever the curriculum chooses)."""
     if p_solo > cfg.solo_max_ratio:
         return "mastered"
     if p_guided is not None and p_guided >= cfg.guided_min_ratio:
@@ -70,12 +76,13 @@ def needs_guided(cfg: CurriculumConfig, p_solo: float) -> bool:
     return p_solo <= cfg.solo_max_ratio
 
 
-register(Policy)
-register(SelfPlay)
+register(Source)
+register(SelfPlay)  # loop/selfplay.py
+register(PoolSource)  # loop/pool.py
 
 
 @register
-class Uniform(Policy):
+class Uniform(Source):
     name = "uniform"
     derives = False
 
@@ -83,13 +90,22 @@ class Uniform(Policy):
                      n: int, rng: random.Random) -> list[float]:
         return [rng.uniform(lo, hi) for _ in range(n)]
 
-    def select(self, fate: str, p_solo: float, p_guided: float | None, rng: random.Random) -> bool:
-        return True
+
+@register
+class FixedWindow(Uniform):
+    name = "fixed-window"
+
+    def difficulties(self, ctx: RunContext, round_n: int, domain: str, lo: float, hi: float,
+                     n: int, rng: random.Random) -> list[float]:
+        # No read of ctx: the draws depend on the rng (seed, round, domain) alone, not on the learner.
+        a, b = (lo, hi) if self.cfg.window is None else self.cfg.window
+        a, b = min(max(a, lo), hi), max(min(b, hi), lo)
+        return [rng.uniform(a, b) for _ in range(n)]
 
 
 @register
 class FixedSchedule(Uniform):
-    name = "fixed-schedule"
+    name = "schedule"
 
     def difficulties(self, ctx: RunContext, round_n: int, domain: str, lo: float, hi: float,
                      n: int, rng: random.Random) -> list[float]:
@@ -136,22 +152,10 @@ class Bandit(Uniform):
         return out
 
 
-@register
-class Learnability(Uniform):
-    name = "learnability"
-    needs_pass_rate = True
-
-    def select(self, fate: str, p_solo: float, p_guided: float | None, rng: random.Random) -> bool:
-        return rng.random() < 4.0 * p_solo * (1.0 - p_solo)
+def build_source(cfg: ZpdConfig) -> Source:
+    """The configured candidate source (``cfg`` is the whole ZpdConfig)."""
+    return build_source_for(cfg.curriculum, cfg.synthesis.spread)
 
 
-register(SelfPlay)  # loop/selfplay.py
-
-
-def build_policy(cfg: ZpdConfig) -> Policy:
-    """The configured policy (``cfg`` is the whole ZpdConfig)."""
-    return build_policy_for(cfg.curriculum, cfg.synthesis.spread)
-
-
-def build_policy_for(cfg: CurriculumConfig, spread: float) -> Policy:
-    return POLICIES[cfg.policy](cfg, spread)
+def build_source_for(cfg: CurriculumConfig, spread: float) -> Source:
+    return SOURCES[cfg.source](cfg, spread)

@@ -1,9 +1,12 @@
-"""The curriculum policy's interface: its hooks, with the zpd-band policy's behaviour as their defaults.
+"""The candidate source's interface (``curriculum.source``): its hooks, with the frontier source's
+behaviour as their defaults.
 
-A policy chooses where a round's candidates are drawn (``difficulties``, or candidates of its own:
-``propose``), which calibrated tasks the learner trains on (``select``), and may add a training step of
-its own after TRAIN's (``after_train``; self-play updates its proposer there). The policies themselves and
-``build_policy`` are in ``loop/curriculum.py``; a new one is a subclass plus ``register``.
+A source chooses where a round's candidates are drawn (``difficulties``, or candidates of its own:
+``propose``), whether SYNTHESIZE also derives candidates from last round's tasks (``derives``), and may
+add a training step of its own after TRAIN's (``after_train``; self-play updates its proposer there).
+Which calibrated tasks are trained on is the other choice, ``curriculum.selection``
+(``loop/selection.py``). The sources themselves and ``build_source`` are in ``loop/curriculum.py``; a new
+one is a subclass plus ``register``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class AfterTrain:
-    """What a policy's own step after TRAIN's training adds to the round."""
+    """What a source's own step after TRAIN's training adds to the round."""
 
     columns: RoundUpdate = field(default_factory=lambda: RoundUpdate())
     """``rounds`` columns, written with TRAIN's phase advance."""
@@ -31,16 +34,20 @@ class AfterTrain:
     """Tokens the step trained on (added to the round's ``train_tokens``)."""
 
 
-class Policy:
-    """The zpd-band policy; the other policies override what differs."""
+class Source:
+    """The frontier source; the other sources override what differs."""
 
-    name = "zpd-band"
+    name = "frontier"
     derives = True
     """Whether SYNTHESIZE also escalates last round's mastered tasks and simplifies its beyond tasks."""
 
     needs_pass_rate = False
-    """Whether the policy reads the solo pass rate itself (not only the band decision): then adaptive
+    """Whether the source reads the solo pass rate itself (not only the band decision): then adaptive
     calibration still draws all ``num_solo`` solo samples, so the rate is not cut short."""
+
+    quota = True
+    """Whether a round makes the allocation's count of candidates per domain (False: the source's own
+    count, as the pool's file gives it; no "exhausted" warning when it is smaller)."""
 
     def __init__(self, cfg: CurriculumConfig, spread: float) -> None:
         self.cfg, self.spread = cfg, spread
@@ -60,13 +67,10 @@ class Policy:
 
     def propose(self, ctx: RunContext, round_n: int, domain_name: str, domain: Any, n: int,
                 rng: random.Random) -> list[Any] | None:
-        """Fresh candidates made by the policy itself (self-play: the learner proposes them), or None to
-        have the domain make them at ``difficulties``. Invalid proposals are simply left out."""
+        """Fresh candidates made by the source itself (self-play: the learner proposes them; pool: read
+        from a file), or None to have the domain make them at ``difficulties``. Invalid proposals are
+        simply left out."""
         return None
-
-    def select(self, fate: str, p_solo: float, p_guided: float | None, rng: random.Random) -> bool:
-        """Whether the learner trains on a calibrated task (exam items never reach here)."""
-        return fate == "zpd"
 
     def train_output(self, work: Path) -> Path:
         """Where TRAIN's training of the learner goes (``work``: the round's work directory). Each training
@@ -74,18 +78,18 @@ class Policy:
         return work / "learner"
 
     def after_train(self, ctx: RunContext, round_n: int, *, trained: Path, out: Path) -> AfterTrain:
-        """The policy's own step after TRAIN's training: from ``trained`` (``train_output``) it leaves the
+        """The source's own step after TRAIN's training: from ``trained`` (``train_output``) it leaves the
         round's learner complete in ``out``, inside TRAIN (before its phase commit: a rerun after a kill
         must find what it left, or redo it alike). Default: none (``trained`` is ``out``)."""
         return AfterTrain()
 
 
-POLICIES: dict[str, type[Policy]] = {}
+SOURCES: dict[str, type[Source]] = {}
 
 
-def register(cls: type[Policy]) -> type[Policy]:
-    """Make ``cls`` the policy named ``cls.name`` (``curriculum.policy``)."""
-    POLICIES[cls.name] = cls
+def register(cls: type[Source]) -> type[Source]:
+    """Make ``cls`` the source named ``cls.name`` (``curriculum.source``)."""
+    SOURCES[cls.name] = cls
     return cls
 
 

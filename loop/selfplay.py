@@ -1,4 +1,5 @@
-"""The self-play policy (``curriculum.policy = "self-play"``): the learner proposes its own tasks.
+"""The self-play source (``curriculum.source = "self-play"``; the ``self-play`` policy is it with the zpd
+selection): the learner proposes its own tasks.
 
 One model, two roles, as in Absolute Zero (AZR), R-Zero and Agent0 (``reference/peers.md``):
 
@@ -14,9 +15,9 @@ One model, two roles, as in Absolute Zero (AZR), R-Zero and Agent0 (``reference/
   has its own seed, derived from ``(seed, round, "propose", domain)``, its group and its index, so a
   kill-and-resume re-makes the same proposals. A domain without ``parse`` (knowledge, dataset) has its
   candidates made by the domain at the zpd-band difficulties, as under zpd-band (without escalations).
-* **Solve**: CALIBRATE measures the proposed tasks like any other; the learner trains on the ZPD
-  (``select`` is zpd-band's).
-* **Reward and proposer update** (TRAIN, the policy's ``after_train``: ``train_proposer``): a valid new
+* **Solve**: CALIBRATE measures the proposed tasks like any other; the learner trains on what
+  ``curriculum.selection`` selects (the ZPD under the ``self-play`` policy).
+* **Reward and proposer update** (TRAIN, the source's ``after_train``: ``train_proposer``): a valid new
   proposal earns the learnability of its task under the solver's solo pass rate p (``tasks.p_solo``):
   ``min(p, 1 - p)`` (``selfplay_reward = "learnability"``, R-Zero/Agent0) or ``1 - p`` for 0 < p < 1
   else 0 (``"azr"``); a duplicate earns ``-selfplay_duplicate_penalty``; an invalid proposal
@@ -33,7 +34,7 @@ Round 0 teaches the format: under self-play ``selfplay_bootstrap_fraction`` of t
 with the bootstrap set afterwards, so the solver's SFT does not make the learner forget it
 (``loop/proposer_format.py``).
 
-Cold start: a learner whose round 0 was not self-play (a policy changed mid-run, a benchmark's shared
+Cold start: a learner whose round 0 was not self-play (a source changed mid-run, a benchmark's shared
 round 0) proposes nothing valid, and all-invalid groups carry no GRPO signal. So when fewer than
 ``selfplay_format_repair_below`` of a round's proposals are valid, the proposer step first fine-tunes on
 the format (``format_examples``: the bootstrap's proposer rows with as many of its solver rows), in the
@@ -63,7 +64,7 @@ from zpd.trainer.spec import JobFiles
 from .bootstrap import bootstrap_set, eval_hashes
 from .context import RunContext, derive_seed
 from .domains.base import Parses, capability
-from .policy import AfterTrain, Policy
+from .policy import AfterTrain, Source
 from .proposer_format import proposer_examples, proposer_prompt, snap_level
 from .trainjob import reuse_learner, run_trainer
 
@@ -90,7 +91,7 @@ def proposal_reward(cfg: CurriculumConfig, *, valid: bool, duplicate: bool,
     return learnability(p_solo, cfg.selfplay_reward)
 
 
-class SelfPlay(Policy):
+class SelfPlay(Source):
     name = "self-play"
     derives = False
     needs_pass_rate = True  # the proposer's reward is the solver's pass rate: all k solo samples

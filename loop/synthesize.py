@@ -1,4 +1,5 @@
-"""SYNTHESIZE: candidates around each domain's frontier, plus escalations of last round's tasks.
+"""SYNTHESIZE: candidates where the curriculum's source says (``curriculum.source``; by default around each
+domain's frontier, plus escalations of last round's tasks), as many per domain as the allocation gives.
 
 Deterministic for (seed, round, domain), and committed in one transaction with the phase advance, so
 a kill before the commit simply re-makes the same candidates. Duplicates of anything stored (earlier
@@ -20,7 +21,7 @@ from zpd.store import ledger_tasks, stats
 
 from .allocation import build_allocation
 from .context import RunContext, rng_for
-from .curriculum import build_policy
+from .curriculum import build_source
 from .domains.base import EstimatesDifficulty, Observes, Remembers, capability
 
 
@@ -61,7 +62,7 @@ def remember(ctx: RunContext, name: str, domain: object) -> None:
 
 def run(ctx: RunContext, round_n: int) -> None:
     cfg = ctx.cfg.synthesis
-    policy = build_policy(ctx.cfg)
+    source = build_source(ctx.cfg)
     allocation = build_allocation(ctx.cfg.curriculum)
     made: dict[str, int] = {}
     duplicates = 0
@@ -74,10 +75,10 @@ def run(ctx: RunContext, round_n: int) -> None:
             observe(ctx, name, domain)
             remember(ctx, name, domain)
             count = 0
-            # 1. Escalate last round's mastered tasks, simplify its beyond tasks (policies that derive), a
+            # 1. Escalate last round's mastered tasks, simplify its beyond tasks (sources that derive), a
             #    few tries per parent (a derived task may be a duplicate: a one-digit task simplified lands
             #    among the few one-digit tasks there are).
-            parents = [] if not policy.derives else ledger_tasks.derivable_parents(ctx.db, name, round_n - 1)
+            parents = [] if not source.derives else ledger_tasks.derivable_parents(ctx.db, name, round_n - 1)
             rng.shuffle(parents)
             num_derived = min(len(parents), round(wanted * cfg.escalate_fraction))
             for parent in parents:
@@ -92,10 +93,10 @@ def run(ctx: RunContext, round_n: int) -> None:
                         count += 1
                         break
                     duplicates += 1
-            # 2. Fresh candidates at the difficulties the policy draws (a duplicate costs one more draw),
-            #    or proposed by the policy itself (self-play).
+            # 2. Fresh candidates at the difficulties the source draws (a duplicate costs one more draw),
+            #    or proposed by the source itself (self-play, pool).
             tries = 0
-            proposed = policy.propose(ctx, round_n, name, domain, wanted - count, rng)
+            proposed = source.propose(ctx, round_n, name, domain, wanted - count, rng)
             for task in proposed or []:
                 if ctx.insert_task(task, round_n=round_n, fate="pending") is None:
                     duplicates += 1
@@ -105,7 +106,7 @@ def run(ctx: RunContext, round_n: int) -> None:
                 tries = wanted * cfg.max_tries_factor  # what the proposer did not make stays unmade
             while count < wanted and tries < wanted * cfg.max_tries_factor:
                 want = wanted - count
-                for difficulty in policy.difficulties(ctx, round_n, name, domain.min_difficulty,
+                for difficulty in source.difficulties(ctx, round_n, name, domain.min_difficulty,
                                                       domain.max_difficulty, want, rng):
                     tries += 1
                     task = domain.make_task(difficulty, rng)
@@ -114,7 +115,7 @@ def run(ctx: RunContext, round_n: int) -> None:
                         continue
                     count += 1
             made[name] = count
-            if count < wanted:
+            if count < wanted and source.quota:
                 ctx.log.warning(
                     "domain exhausted near its frontier",
                     extra={"domain": name, "made": count, "wanted": wanted},
@@ -122,5 +123,5 @@ def run(ctx: RunContext, round_n: int) -> None:
         ctx.advance(round_n, "calibrate", num_candidates=sum(made.values()), num_duplicates=duplicates)
     for name, n in made.items():
         ctx.metrics.tasks_synthesized(name, n)
-    ctx.log.info("synthesized", extra={"candidates": made, "duplicates": duplicates, "policy": policy.name,
+    ctx.log.info("synthesized", extra={"candidates": made, "duplicates": duplicates, "source": source.name,
                                        "allocation": allocation.name, "quota": quota})

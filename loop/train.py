@@ -21,7 +21,7 @@ from zpd.trainer.spec import JobFiles, TrainParams
 
 from . import integrity, pretrain
 from .context import RunContext, rng_for
-from .curriculum import build_policy
+from .curriculum import build_source
 from .training_set import build_examples, round_yield, training_set
 from .trainjob import reuse_learner, run_trainer
 
@@ -60,7 +60,7 @@ def _train_learner(ctx: RunContext, round_n: int, parent: Path, out: Path, num_n
 def run(ctx: RunContext, round_n: int) -> None:
     parent = ctx.learner_dir(ctx.parent_learner_round(round_n))
     work = work_dir(ctx.state_dir, round_n)
-    policy = build_policy(ctx.cfg)
+    policy = build_source(ctx.cfg)
     out = policy.train_output(work)
     num_new = build_examples(ctx, round_n)
     # Exam integrity: the training set (new, replayed and bootstrap examples) against the exam and eval.

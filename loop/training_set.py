@@ -1,8 +1,9 @@
 """What TRAIN trains on: the round's examples, a replay sample of earlier rounds' and of the bootstrap set.
 
-SFT (rejection-sampling fine-tuning): the prompt is the *bare* task and the target is the learner's
-own successful guided answer, so it learns to do alone what it could only do with help. GRPO: the
-bare task as an RL prompt with the verifiable answer as reward. Examples are inserted once per
+SFT (rejection-sampling fine-tuning): the prompt is the *bare* task and the target is its successful
+guided answer, else a solo success, else the domain's reference solution (the one rule of every
+selection, ``loop/selection.py``), so the learner learns to do alone what it could only do with help.
+GRPO: the bare task as an RL prompt with the verifiable answer as reward. Examples are inserted once per
 (round, task, kind) with their lineage (task, attempt, round), so a rerun after a kill trains on the
 same ones. Every read goes through ``store/training.py`` and ``store/stats.py``.
 """
@@ -29,16 +30,31 @@ def example_kind(ctx: RunContext) -> ExampleKind:
     return backend_for(ctx.cfg.train.backend).example_kind
 
 
+def _target(ctx: RunContext, r: dict[str, Any], kind: ExampleKind) -> str | None:
+    """A selected task's target (``loop/selection.py``): its first correct guided sample, else its first
+    correct solo sample, else (``target_source = 'reference'``) the domain's reference solution; GRPO:
+    the answer its reward checks."""
+    if r["attempt_id"] is None and r["target_source"] != "reference":
+        return None  # selected before m009 and never answered correctly: skipped, as it was then
+    if kind != "sft":
+        return str(r["answer"])
+    if r["attempt_id"] is not None:
+        return str(r["output"]).strip()
+    return ctx.domains[r["domain"]].solution(ctx.task_from_row(r))
+
+
 def build_examples(ctx: RunContext, round_n: int) -> int:
     """Insert this round's training examples (idempotent); returns how many the round has."""
     kind = example_kind(ctx)
     with ctx.db.atomic():
-        # The policy's selection (tasks.selected); the target is the first correct guided sample, else
-        # the first correct solo sample (loop/curriculum.py). Older stores: selected = (fate = 'zpd').
-        # The prompt is the task as the learner reads it solo (the prompt style's): what it trains on.
-        rows = [(r["task_id"], r["attempt_id"], ctx.domains[r["domain"]].solo_prompt(ctx.task_from_row(r)),
-                 r["output"].strip() if kind == "sft" else r["answer"])
-                for r in training.selected_targets(ctx.db, round_n) if r["attempt_id"] is not None]
+        # The selection's tasks (tasks.selected) with their targets. The prompt is the bare task as the
+        # learner reads it solo (the prompt style's, without the guidance): what it must learn to do alone.
+        rows = []
+        for r in training.selected_targets(ctx.db, round_n):
+            target = _target(ctx, r, kind)
+            if target is not None:
+                rows.append((r["task_id"], r["attempt_id"],
+                             ctx.domains[r["domain"]].solo_prompt(ctx.task_from_row(r)), target))
         training.insert_examples(ctx.db, round_n, kind, rows)
     return training.count_examples(ctx.db, round_n, kind)
 

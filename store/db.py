@@ -256,6 +256,13 @@ def m008_raw_scores(db: Database) -> None:
     db.execute("ALTER TABLE attempts ADD COLUMN score REAL")
 
 
+@migrations()
+def m009_target_source(db: Database) -> None:
+    """Where a selected task's training target came from: guided | solo | reference (issue 13); NULL for
+    selections made before (TRAIN then trains only on a correct attempt, as it did)."""
+    db.execute("ALTER TABLE tasks ADD COLUMN target_source TEXT")
+
+
 def is_storage_full(exc: BaseException) -> bool:
     """Whether an error means the disk is full or read-only (not worth retrying)."""
     import errno

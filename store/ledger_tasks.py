@@ -7,13 +7,17 @@ never commit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlite_utils import Database
 
+from zpd.configs.vocabulary import CALIBRATED_FATES
+
 TaskRow = dict[str, Any]
 """A row of ``tasks``: id, domain, difficulty, prompt, answer, guidance, canonical, content_hash, parent_id,
-round, fate, fate_round, p_solo, p_guided, meta_json, selected."""
+round, fate, fate_round, p_solo, p_guided, meta_json, selected, target_source."""
 
 
 def insert_task(db: Database, *, domain: str, difficulty: float, prompt: str, answer: str, guidance: str,
@@ -130,3 +134,63 @@ def held_out_rows(db: Database, exam_ids: set[int]) -> list[tuple[int, str, str,
         list(exam_ids),
     ).fetchall()
     return [tuple(r) for r in rows]
+
+
+# -- the round's selection (loop/selection.py) -----------------------------------------------------------
+SELECTABLE_FATES: tuple[str, ...] = tuple(f for f in CALIBRATED_FATES if f != "exam")
+"""The fates a selection chooses among: everything calibrated but exam items (never trained on)."""
+TARGET_SOURCES = ("guided", "solo", "reference")
+"""Where a selected task's training target comes from (``tasks.target_source``, m009), by precedence."""
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A task routed by a round's CALIBRATE, as a selection sees it."""
+
+    id: int
+    domain: str
+    fate: str
+    p_solo: float | None
+    p_guided: float | None
+    guided_correct: bool
+    """It has a correct guided attempt of the round (a successful guided trajectory)."""
+    solo_correct: bool
+    """It has a correct solo attempt of the round."""
+
+
+def calibrated_of_round(db: Database, round_n: int) -> list[Calibrated]:
+    """The tasks round ``round_n`` routed to a fate in ``SELECTABLE_FATES``, by id."""
+    marks = ",".join("?" * len(SELECTABLE_FATES))
+    rows = db.execute(
+        f"""SELECT t.id, t.domain, t.fate, t.p_solo, t.p_guided,
+               EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.id AND a.round = t.fate_round
+                       AND a.mode = 'guided' AND a.correct = 1),
+               EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.id AND a.round = t.fate_round
+                       AND a.mode = 'solo' AND a.correct = 1)
+            FROM tasks t WHERE t.fate_round = ? AND t.fate IN ({marks}) ORDER BY t.id""",
+        [round_n, *SELECTABLE_FATES],
+    ).fetchall()
+    return [Calibrated(int(i), d, f, ps, pg, bool(g), bool(s)) for i, d, f, ps, pg, g, s in rows]
+
+
+def set_selection(db: Database, round_n: int, chosen: Mapping[int, str]) -> None:
+    """Round ``round_n``'s selection: ``chosen`` (task id -> target source) selected, every other task of
+    ``calibrated_of_round`` not (its target source cleared). Idempotent: a rerun writes the same."""
+    marks = ",".join("?" * len(SELECTABLE_FATES))
+    db.execute(f"UPDATE tasks SET selected = 0, target_source = NULL WHERE fate_round = ? "
+               f"AND fate IN ({marks})", [round_n, *SELECTABLE_FATES])
+    db.conn.executemany("UPDATE tasks SET selected = 1, target_source = ? WHERE id = ?",
+                        [(source, tid) for tid, source in sorted(chosen.items())])
+
+
+def target_sources(db: Database, round_n: int) -> dict[str, int]:
+    """How many of round ``round_n``'s selected tasks train on each target source (every key of
+    ``TARGET_SOURCES`` present; tasks selected before m009 have none and are not counted)."""
+    out = dict.fromkeys(TARGET_SOURCES, 0)
+    for source, n in db.execute(
+        "SELECT target_source, count(*) FROM tasks WHERE fate_round = ? AND selected = 1 AND fate != 'exam' "
+        "AND target_source IS NOT NULL GROUP BY target_source",
+        [round_n],
+    ).fetchall():
+        out[source] = int(n)
+    return out

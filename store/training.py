@@ -22,8 +22,10 @@ def _dicts(cur: Any) -> list[dict[str, Any]]:
 
 def selected_targets(db: Any, round_n: int) -> list[dict[str, Any]]:
     """The round's selected tasks (``tasks.selected``; not exam items) with their target answer: the first
-    correct guided sample, else the first correct solo sample (``attempt_id``/``output`` None: neither).
-    Each row carries the task's columns too, so the caller can render the prompt the learner reads solo."""
+    correct guided sample, else the first correct solo sample (``attempt_id``/``output`` None: neither; the
+    target is then the reference solution when ``target_source`` says so). Each row carries the task's
+    columns too (``target_source`` among them), so the caller can render the prompt the learner reads
+    solo."""
     return _dicts(
         db.execute(
             """SELECT x.*, a.output FROM (
@@ -37,8 +39,10 @@ def selected_targets(db: Any, round_n: int) -> list[dict[str, Any]]:
     )
 
 
-def insert_examples(db: Any, round_n: int, kind: str, rows: Sequence[tuple[int, int, str, str]]) -> None:
-    """(task_id, attempt_id, prompt, response) rows as the round's examples of ``kind`` (idempotent)."""
+def insert_examples(db: Any, round_n: int, kind: str,
+                    rows: Sequence[tuple[int, int | None, str, str]]) -> None:
+    """(task_id, attempt_id, prompt, response) rows as the round's examples of ``kind`` (idempotent;
+    attempt_id None: a reference target)."""
     getattr(db, "conn", db).executemany(
         """INSERT OR IGNORE INTO train_examples (round, task_id, attempt_id, kind, prompt, response)
            VALUES (?, ?, ?, ?, ?, ?)""",

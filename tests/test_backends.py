@@ -70,12 +70,12 @@ def test_the_daemon_and_the_child_name_a_jobs_files_alike(tmp_path: Path) -> Non
 
 def test_a_policy_trains_the_round_learner_unless_it_adds_a_step_of_its_own(tmp_path: Path) -> None:
     from zpd.configs.schema import CurriculumConfig
-    from zpd.loop.curriculum import AfterTrain, build_policy_for
+    from zpd.loop.curriculum import AfterTrain, build_source_for
 
-    band = build_policy_for(CurriculumConfig(), spread=1.0)
+    band = build_source_for(CurriculumConfig(), spread=1.0)
     assert band.train_output(tmp_path) == tmp_path / "learner"
     ctx = typing.cast(typing.Any, None)  # the default hook reads nothing
     assert band.after_train(ctx, 1, trained=tmp_path / "learner", out=tmp_path / "learner") == AfterTrain()
-    selfplay = build_policy_for(CurriculumConfig(policy="self-play"), spread=1.0)
+    selfplay = build_source_for(CurriculumConfig(policy="self-play"), spread=1.0)
     assert selfplay.train_output(tmp_path) == tmp_path / "solver"
     assert type(selfplay).after_train is not type(band).after_train

@@ -18,7 +18,7 @@ import pytest
 from zpd.configs.load import load_config
 from zpd.loop import training_set
 from zpd.loop.context import RunContext, rng_for
-from zpd.loop.curriculum import build_policy_for
+from zpd.loop.curriculum import build_source_for
 from zpd.loop.domains.registry import build_domains
 from zpd.store import stats
 from zpd.store.db import StoreError, open_store, start_up_check
@@ -197,7 +197,7 @@ def test_bandit_values_follow_every_change_to_the_tasks(tmp_path: Path) -> None:
     rng = random.Random(3)
     _tasks(db, rng, 6, 30, domains=("arithmetic",))
     ctx = _ctx(tmp_path, db, 'curriculum.policy="bandit"')
-    policy = build_policy_for(ctx.cfg.curriculum, ctx.cfg.synthesis.spread)
+    policy = build_source_for(ctx.cfg.curriculum, ctx.cfg.synthesis.spread)
 
     def direct(round_n: int) -> dict[int, float]:  # the scan as it was: every round's tasks, from the table
         q = {arm: ctx.cfg.curriculum.bandit_initial_value for arm in policy.arms(1.0, 8.0)}
