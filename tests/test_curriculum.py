@@ -15,15 +15,16 @@ import pytest
 from harness import SMOKE, run_zpd
 
 from zpd.configs.schema import CurriculumConfig, LearnerConfig
-from zpd.loop import curriculum, integrity
+from zpd.loop import curriculum, integrity, selection
 from zpd.loop.calibrate import Samples, decided, sample, successes_needed
 from zpd.loop.domains.base import Task
 from zpd.store.db import open_store
 from zpd.store.ledger_exam import version_items
+from zpd.store.ledger_tasks import Calibrated
 
 
 class _Ctx:
-    """What a policy reads of a RunContext: the store and the current learner round."""
+    """What a source reads of a RunContext: the store and the current learner round."""
 
     def __init__(self, db, current: int | None = None) -> None:
         self.db, self._current = db, current
@@ -44,13 +45,25 @@ def _task(db, tid: int, difficulty: float, fate: str, p_solo: float | None, roun
                             round=round_n, fate=fate, fate_round=round_n, p_solo=p_solo))
 
 
-# -- policies ---------------------------------------------------------------------------------------
+def _chosen(name: str, pool: list[Calibrated]) -> list[int]:
+    """The ids a selection keeps of a one-domain pool (sized by its ZPD count, as a round would)."""
+    sel = selection.build_selection(CurriculumConfig(selection=name))
+    return sel.choose(pool, sum(t.fate == "zpd" for t in pool), random.Random(0))
 
 
-def test_every_policy_is_registered_and_configurable():
-    for name in ("zpd-band", "uniform", "fixed-schedule", "bandit", "learnability"):
-        assert curriculum.POLICIES[name].name == name
-        assert CurriculumConfig(policy=name).policy == name
+# -- sources and selections (policies are aliases of a pair) --------------------------------------------
+
+
+def test_every_source_selection_and_policy_is_registered_and_configurable():
+    for name in ("frontier", "uniform", "schedule", "bandit", "fixed-window", "pool", "self-play"):
+        assert curriculum.SOURCES[name].name == name
+        assert CurriculumConfig(source=name, pool_dir="p").source == name
+    for name in ("zpd", "r-zero", "all-correct", "random", "learnability"):
+        assert selection.SELECTIONS[name].name == name
+        assert CurriculumConfig(selection=name).selection == name
+    for name in ("zpd-band", "uniform", "fixed-schedule", "bandit", "learnability", "self-play"):
+        cfg = CurriculumConfig(policy=name)
+        assert cfg.policy == name and (cfg.source, cfg.selection) == curriculum.POLICY_ALIASES[name]
     with pytest.raises(ValueError, match="policy"):
         CurriculumConfig(policy="random")
 
@@ -58,27 +71,33 @@ def test_every_policy_is_registered_and_configurable():
 def test_zpd_band_draws_around_the_frontier_and_trains_on_the_zpd(tmp_path):
     db = _store(tmp_path)
     db["frontier"].insert(dict(round=3, domain="arithmetic", value=4.0))
-    pol = curriculum.build_policy_for(CurriculumConfig(), spread=1.0)
+    pol = curriculum.build_source_for(CurriculumConfig(), spread=1.0)
     ds = pol.difficulties(_Ctx(db, current=3), 4, "arithmetic", 1.0, 8.0, 500, random.Random(0))
     assert min(ds) >= 3.0 and max(ds) <= 5.0 and max(ds) - min(ds) > 1.5
-    assert pol.select("zpd", 0.0, 1.0, random.Random(0))
-    assert not pol.select("mastered", 1.0, None, random.Random(0))
+    assert CurriculumConfig().selection == "zpd"
+    pool = [Calibrated(1, "arithmetic", "zpd", 0.0, 1.0, True, False),
+            Calibrated(2, "arithmetic", "mastered", 1.0, None, False, True)]
+    assert _chosen("zpd", pool) == [1]
     assert pol.derives
 
 
 def test_uniform_spans_the_domain_and_trains_on_everything(tmp_path):
     db = _store(tmp_path)
     db["frontier"].insert(dict(round=3, domain="arithmetic", value=4.0))
-    pol = curriculum.build_policy_for(CurriculumConfig(policy="uniform"), spread=1.0)
+    pol = curriculum.build_source_for(CurriculumConfig(policy="uniform"), spread=1.0)
     ds = pol.difficulties(_Ctx(db, current=3), 4, "arithmetic", 1.0, 8.0, 2000, random.Random(0))
     assert min(ds) < 1.1 and max(ds) > 7.9
     assert sum(d < 4.5 for d in ds) / len(ds) == pytest.approx(0.5, abs=0.05)
-    assert all(pol.select(f, 1.0, None, random.Random(0)) for f in ("mastered", "zpd", "beyond"))
+    # The uniform policy's selection: every task with a correct answer, whatever its fate.
+    assert CurriculumConfig(policy="uniform").selection == "all-correct"
+    pool = [Calibrated(i, "arithmetic", f, 1.0, None, False, True)
+            for i, f in enumerate(("mastered", "zpd", "beyond"), start=1)]
+    assert _chosen("all-correct", pool) == [1, 2, 3]
     assert not pol.derives
 
 
 def test_fixed_schedule_slides_from_easy_to_hard(tmp_path):
-    pol = curriculum.build_policy_for(CurriculumConfig(policy="fixed-schedule", schedule_rounds=5),
+    pol = curriculum.build_source_for(CurriculumConfig(policy="fixed-schedule", schedule_rounds=5),
                                       spread=0.5)
     ctx = _Ctx(_store(tmp_path))
     means = [sum(ds) / len(ds) for ds in
@@ -90,7 +109,7 @@ def test_bandit_values_follow_mean_absolute_advantage(tmp_path):
     db = _store(tmp_path)
     cfg = CurriculumConfig(policy="bandit", bandit_step=0.5, bandit_initial_value=0.5,
                            bandit_temperature=0.05)
-    pol = curriculum.build_policy_for(cfg, spread=1.0)
+    pol = curriculum.build_source_for(cfg, spread=1.0)
     # Round 1: level 1 always solved (advantage 0), level 2 half solved (2p(1-p) = 0.5), level 3 never.
     for i, (d, p) in enumerate([(1.2, 1.0), (1.5, 1.0), (2.3, 0.5), (2.7, 0.5), (3.1, 0.0)]):
         _task(db, i + 1, d, "mastered", p, 1)
@@ -103,14 +122,16 @@ def test_bandit_values_follow_mean_absolute_advantage(tmp_path):
     assert pol.values(_Ctx(db), 3, "arithmetic", 1.0, 4.0)[2] == pytest.approx(0.25)
 
 
-def test_learnability_selects_by_p_times_one_minus_p():
-    pol = curriculum.build_policy_for(CurriculumConfig(policy="learnability"), spread=1.0)
-    rng = random.Random(0)
-    assert not any(pol.select("mastered", 1.0, None, rng) for _ in range(200))
-    assert not any(pol.select("zpd", 0.0, 1.0, rng) for _ in range(200))
-    assert all(pol.select("zpd", 0.5, 1.0, rng) for _ in range(200))
-    share = sum(pol.select("mastered", 0.25, None, rng) for _ in range(4000)) / 4000
-    assert share == pytest.approx(0.75, abs=0.03)  # 4 * 0.25 * 0.75
+def test_learnability_selects_the_top_p_times_one_minus_p_at_the_zpd_size():
+    # Issue 13: the learnability policy now keeps the N tasks of highest p(1-p), N the ZPD count (it used
+    # to keep each with probability 4 p (1 - p), about one task a round: a strawman).
+    assert CurriculumConfig(policy="learnability").selection == "learnability"
+    pool = [Calibrated(1, "arithmetic", "mastered", 1.0, None, False, True),
+            Calibrated(2, "arithmetic", "zpd", 0.0, 1.0, True, False),
+            Calibrated(3, "arithmetic", "zpd", 0.0, 0.5, True, False),
+            Calibrated(4, "arithmetic", "mastered", 0.5, None, False, True),
+            Calibrated(5, "arithmetic", "mastered", 0.75, None, False, True)]
+    assert _chosen("learnability", pool) == [4, 5]  # N = 2; p(1-p): 0.25, 0.1875, then zeros
 
 
 # -- adaptive calibration ---------------------------------------------------------------------------
