@@ -192,3 +192,28 @@ def test_the_selection_does_not_depend_on_the_order_tasks_were_calibrated(tmp_pa
     for name in selection.SELECTIONS:
         sel = selection.build_selection(CurriculumConfig(selection=name))
         assert selection.choose(sel, shuffled, 7, ROUND) == selection.choose(sel, pool, 7, ROUND), name
+
+
+class _Ctx:
+    """What select_round reads of a RunContext: the store and the round's config."""
+
+    def __init__(self, db, *overrides: str) -> None:
+        self.db, self.cfg = db, load_config(SMOKE, list(overrides))
+
+
+def test_a_selection_cut_short_before_its_commit_is_redone_identically(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    killed, clean = (_Ctx(_round_store(tmp_path / d), "curriculum.selection=random", "run.seed=5")
+                     for d in ("a", "b"))
+    with pytest.raises(RuntimeError), killed.db.atomic():  # the transaction CALIBRATE ends with, cut short
+        selection.select_round(killed, ROUND)
+        raise RuntimeError("killed before the commit")
+    assert killed.db.execute("SELECT count(*) FROM tasks WHERE selected IS NOT NULL").fetchone()[0] == 0
+    with killed.db.atomic():
+        again = selection.select_round(killed, ROUND)
+    with clean.db.atomic():
+        once = selection.select_round(clean, ROUND)
+    read = "SELECT id, selected, target_source FROM tasks ORDER BY id"
+    assert again == once and sum(once.values()) == 3
+    assert killed.db.execute(read).fetchall() == clean.db.execute(read).fetchall()
