@@ -18,8 +18,12 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from zpd.store.atomic import atomic_write_text
 
 from .domains.base import Task
 from .errors import PhaseFailed
@@ -28,7 +32,7 @@ from .policy import Source
 if TYPE_CHECKING:
     from .context import RunContext
 
-__all__ = ["POOL_FIELDS", "PoolSource", "pool_file", "read_pool"]
+__all__ = ["POOL_FIELDS", "PoolSource", "pool_file", "read_pool", "write_pool"]
 
 POOL_FIELDS = ("domain", "difficulty", "prompt", "answer", "guidance", "canonical", "meta")
 _TEXT_FIELDS = ("domain", "prompt", "answer", "guidance", "canonical")
@@ -36,6 +40,11 @@ _TEXT_FIELDS = ("domain", "prompt", "answer", "guidance", "canonical")
 
 def pool_file(pool_dir: Path, round_n: int) -> Path:
     return Path(pool_dir) / f"round_{round_n:06d}.jsonl"
+
+
+def write_pool(path: Path, tasks: Iterable[Task]) -> None:
+    """A pool file of ``tasks``, in order (what a bench writes for ``read_pool``); atomic."""
+    atomic_write_text(Path(path), "".join(json.dumps(asdict(t), sort_keys=True) + "\n" for t in tasks))
 
 
 def _task(obj: Any, domains: set[str]) -> Task:

@@ -18,7 +18,7 @@ from zpd.loop.context import rng_for
 from zpd.loop.domains.base import Task
 from zpd.loop.domains.registry import build_domains
 from zpd.loop.errors import PhaseFailed
-from zpd.loop.pool import pool_file, read_pool
+from zpd.loop.pool import pool_file, read_pool, write_pool
 from zpd.store.db import open_store
 
 
@@ -59,6 +59,8 @@ def test_the_pool_source_reads_the_rounds_file(tmp_path):
     got = src.propose(_Ctx(None), 2, "arithmetic", None, 1, random.Random(0))
     assert got == tasks  # every candidate of the file, whatever n, in file order, meta included
     assert [t.content_hash for t in got] == [t.content_hash for t in tasks]
+    write_pool(pool_file(tmp_path, 3), tasks[::-1])
+    assert read_pool(pool_file(tmp_path, 3), {"arithmetic"}) == tasks[::-1]
 
 
 def test_a_missing_pool_file_names_it(tmp_path):
