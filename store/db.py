@@ -23,6 +23,7 @@ Tables
     bootstrap_examples the replayed bootstrap set, made once per config key (m007)
     bandit_rewards    a memo of the bandit policy's per-round arm rewards, cleared by triggers (m007)
     fate_counts       tasks per fate, kept by triggers, for ``zpd status`` (m007)
+    eval_splits       each eval task's split, validation or test (m010)
 
 Per-round queries read only what the round touches (indexes of m007; ``bench/scale.py`` times them
 at 1M tasks / 10M attempts); the few that must see all history read small tables (rounds, the totals).
@@ -254,6 +255,23 @@ def m008_raw_scores(db: Database) -> None:
     """The grader's raw score of each calibration attempt (reasoning-gym gives partial credit; ``correct``
     is score >= the domain's pass threshold). NULL for domains that grade pass/fail only."""
     db.execute("ALTER TABLE attempts ADD COLUMN score REAL")
+
+
+@migrations()
+def m010_validation_split(db: Database) -> None:
+    """Each eval task's split (issue 13): ``validation`` (read by the promotion gate and the frontier
+    estimate) or ``test`` (read by reports only), and the rounds' validation figures. A store made before
+    this migration keeps its eval tasks: MEASURE assigns their splits on its next round, with the same
+    deterministic rule as a new run's round 0 (``loop/eval_split.py``); the per-item answers stored before
+    then are paired with the new learner's by the gate like any other round's."""
+    db.execute(
+        """CREATE TABLE eval_splits (
+            task_id INTEGER PRIMARY KEY REFERENCES tasks(id),
+            split TEXT NOT NULL CHECK (split IN ('validation', 'test'))
+        )"""
+    )
+    db.execute("ALTER TABLE rounds ADD COLUMN validation_accuracy REAL")
+    db.execute("ALTER TABLE rounds ADD COLUMN validation_by_domain_json TEXT")
 
 
 def is_storage_full(exc: BaseException) -> bool:

@@ -1,0 +1,58 @@
+"""The frozen eval set's split into validation (read by decisions) and test (read by reports only).
+
+Each domain's eval items are split per level (``floor(difficulty)``), in an order fixed by the run seed
+and each item's content hash, so the split depends on nothing a round does: validation takes the first
+``round(n * v / (v + t))`` of a level's ``n`` items, where (v, t) are the domain's sizes at that level
+(``SizesEvalSet``: arithmetic) or ``measure.validation_fraction`` of them; a level of two or more items
+keeps at least one of each. MEASURE assigns the splits of eval items that have none, before it reads
+them: a new run's round 0 (right after the eval sets are made), or the first round after a store made
+before the split (m010) resumes, with the same rule. A split, once stored, never changes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from zpd.store import ledger_exam
+from zpd.store.ledger_tasks import TaskRow
+
+from .context import RunContext, derive_seed
+from .domains.base import SizesEvalSet, capability
+
+
+def validation_count(n: int, validation: float, test: float) -> int:
+    """Validation items among a level's ``n``, in the proportion validation : test."""
+    if n <= 1:
+        return n  # a lone item serves the decisions: the frontier estimate needs a point at every level
+    return min(n - 1, max(1, round(n * validation / (validation + test))))
+
+
+def split_of(ctx: RunContext, rows: list[TaskRow]) -> dict[int, str]:
+    """Task id -> ``validation`` or ``test`` for the eval items ``rows``, by the rule above."""
+    by_level: dict[tuple[str, int], list[TaskRow]] = defaultdict(list)
+    for r in rows:
+        by_level[(r["domain"], math.floor(r["difficulty"]))].append(r)
+    fraction = ctx.cfg.measure.validation_fraction
+    out: dict[int, str] = {}
+    for (domain_name, level), items in sorted(by_level.items()):
+        domain = ctx.domains.get(domain_name)
+        sizes = None if domain is None else capability(domain, SizesEvalSet)
+        v, t = sizes.eval_sizes(float(level)) if sizes is not None else (fraction, 1.0 - fraction)
+        order = sorted(items, key=lambda r: derive_seed(ctx.cfg.run.seed, "split", r["content_hash"]))
+        k = validation_count(len(order), v, t)
+        out.update({r["id"]: "validation" if i < k else "test" for i, r in enumerate(order)})
+    return out
+
+
+def assign(ctx: RunContext, rows: list[TaskRow]) -> dict[int, str]:
+    """Store the splits of the eval items among ``rows`` that have none (inside the caller's
+    transaction); returns every row's split. A level is split whole, so items of a level that already
+    has stored splits (a resume) keep them and the rule is not re-run over them."""
+    stored = ledger_exam.eval_splits(ctx.db)
+    missing = [r for r in rows if r["id"] not in stored]
+    if missing:
+        fresh = split_of(ctx, missing)
+        ledger_exam.set_splits(ctx.db, fresh)
+        stored = {**stored, **fresh}
+    return {r["id"]: stored[r["id"]] for r in rows}
