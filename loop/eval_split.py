@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 
 from zpd.store import ledger_exam
 from zpd.store.ledger_tasks import TaskRow
@@ -28,18 +29,20 @@ def validation_count(n: int, validation: float, test: float) -> int:
     return min(n - 1, max(1, round(n * validation / (validation + test))))
 
 
-def split_of(ctx: RunContext, rows: list[TaskRow]) -> dict[int, str]:
-    """Task id -> ``validation`` or ``test`` for the eval items ``rows``, by the rule above."""
+def split_of(
+    domains: Mapping[str, object], seed: int, fraction: float, rows: list[TaskRow]
+) -> dict[int, str]:
+    """Task id -> ``validation`` or ``test`` for the eval items ``rows``, by the rule above (``seed``: the
+    run seed; ``fraction``: ``measure.validation_fraction``)."""
     by_level: dict[tuple[str, int], list[TaskRow]] = defaultdict(list)
     for r in rows:
         by_level[(r["domain"], math.floor(r["difficulty"]))].append(r)
-    fraction = ctx.cfg.measure.validation_fraction
     out: dict[int, str] = {}
     for (domain_name, level), items in sorted(by_level.items()):
-        domain = ctx.domains.get(domain_name)
+        domain = domains.get(domain_name)
         sizes = None if domain is None else capability(domain, SizesEvalSet)
         v, t = sizes.eval_sizes(float(level)) if sizes is not None else (fraction, 1.0 - fraction)
-        order = sorted(items, key=lambda r: derive_seed(ctx.cfg.run.seed, "split", r["content_hash"]))
+        order = sorted(items, key=lambda r: derive_seed(seed, "split", r["content_hash"]))
         k = validation_count(len(order), v, t)
         out.update({r["id"]: "validation" if i < k else "test" for i, r in enumerate(order)})
     return out
@@ -52,7 +55,7 @@ def assign(ctx: RunContext, rows: list[TaskRow]) -> dict[int, str]:
     stored = ledger_exam.eval_splits(ctx.db)
     missing = [r for r in rows if r["id"] not in stored]
     if missing:
-        fresh = split_of(ctx, missing)
+        fresh = split_of(ctx.domains, ctx.cfg.run.seed, ctx.cfg.measure.validation_fraction, missing)
         ledger_exam.set_splits(ctx.db, fresh)
         stored = {**stored, **fresh}
     return {r["id"]: stored[r["id"]] for r in rows}
