@@ -37,7 +37,7 @@ from pathlib import Path
 
 from sqlite_utils import Database, Migrations
 
-from . import scale_schema
+from . import scale_schema, split_schema
 from .connect import (
     APP_ID,
     FORMAT_VERSION,
@@ -259,19 +259,8 @@ def m008_raw_scores(db: Database) -> None:
 
 @migrations()
 def m010_validation_split(db: Database) -> None:
-    """Each eval task's split (issue 13): ``validation`` (read by the promotion gate and the frontier
-    estimate) or ``test`` (read by reports only), and the rounds' validation figures. A store made before
-    this migration keeps its eval tasks: MEASURE assigns their splits on its next round, with the same
-    deterministic rule as a new run's round 0 (``loop/eval_split.py``); the per-item answers stored before
-    then are paired with the new learner's by the gate like any other round's."""
-    db.execute(
-        """CREATE TABLE eval_splits (
-            task_id INTEGER PRIMARY KEY REFERENCES tasks(id),
-            split TEXT NOT NULL CHECK (split IN ('validation', 'test'))
-        )"""
-    )
-    db.execute("ALTER TABLE rounds ADD COLUMN validation_accuracy REAL")
-    db.execute("ALTER TABLE rounds ADD COLUMN validation_by_domain_json TEXT")
+    """Each eval task's split, validation or test, and the rounds' validation figures (split_schema.py)."""
+    split_schema.create(db)
 
 
 def is_storage_full(exc: BaseException) -> bool:
