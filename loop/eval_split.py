@@ -4,13 +4,15 @@ Each domain's eval items are split per level (``floor(difficulty)``), in an orde
 and each item's content hash, so the split depends on nothing a round does: validation takes the first
 ``round(n * v / (v + t))`` of a level's ``n`` items, where (v, t) are the domain's sizes at that level
 (``SizesEvalSet``: arithmetic) or ``measure.validation_fraction`` of them; a level of two or more items
-keeps at least one of each. MEASURE assigns the splits of eval items that have none, before it reads
+keeps at least one of each. Items a domain tagged itself (reasoning-gym's ``validation_ratio``) keep
+their tags. MEASURE assigns the splits of eval items that have none, before it reads
 them: a new run's round 0 (right after the eval sets are made), or the first round after a store made
 before the split (m010) resumes, with the same rule. A split, once stored, never changes.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping
@@ -29,6 +31,18 @@ def validation_count(n: int, validation: float, test: float) -> int:
     return min(n - 1, max(1, round(n * validation / (validation + test))))
 
 
+def own_tag(row: TaskRow) -> str | None:
+    """The split a domain tagged its eval item with itself, if any: reasoning-gym tags each level's first
+    ``validation_ratio`` of items ``validation`` (``meta["rg"]["split"]``), and that tag is kept."""
+    try:
+        meta = json.loads(row.get("meta_json") or "{}")
+    except json.JSONDecodeError:
+        return None
+    nested = meta.get("rg") if isinstance(meta, dict) else None
+    tag = nested.get("split") if isinstance(nested, dict) else None
+    return tag if tag in ledger_exam.SPLITS else None
+
+
 def split_of(
     domains: Mapping[str, object], seed: int, fraction: float, rows: list[TaskRow]
 ) -> dict[int, str]:
@@ -39,6 +53,12 @@ def split_of(
         by_level[(r["domain"], math.floor(r["difficulty"]))].append(r)
     out: dict[int, str] = {}
     for (domain_name, level), items in sorted(by_level.items()):
+        tagged = {r["id"]: tag for r in items if (tag := own_tag(r)) is not None}
+        if tagged:  # the domain split this level itself (reasoning-gym: validation_ratio)
+            out.update(tagged)
+            items = [r for r in items if r["id"] not in tagged]
+            if not items:
+                continue
         domain = domains.get(domain_name)
         sizes = None if domain is None else capability(domain, SizesEvalSet)
         v, t = sizes.eval_sizes(float(level)) if sizes is not None else (fraction, 1.0 - fraction)

@@ -84,14 +84,17 @@ def test_a_state_dir_made_before_the_split_resumes_with_the_rule_of_a_new_run(
     fresh_split = dict(query(state, "SELECT t.content_hash, s.split FROM eval_splits s "
                                     "JOIN tasks t ON t.id = s.task_id"))
     _age(state / "state.db")
-    # The aged store has exactly the schema that the migrations before m010 build.
+    # The aged store's migrated tables are exactly those the migrations before m010 build (the
+    # snapshot-delta tables, made outside the migrations, aside).
     from sqlite_utils import Database
 
     reference = Database(sqlite3.connect(tmp_path / "reference.db"))
     migrations.apply(reference, stop_before="m010_validation_split")
+    ref = _schema(reference.conn)
     aged = sqlite3.connect(state / "state.db")
-    assert _schema(aged) == _schema(reference.conn) and "eval_splits" not in _schema(aged)
+    old = _schema(aged)
     aged.close()
+    assert {t: old[t] for t in ref if t in old} == ref and "eval_splits" not in old
 
     out = run_zpd(*args[:-2], "--rounds", "1", timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

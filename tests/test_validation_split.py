@@ -206,3 +206,10 @@ def test_the_tolerance_gate_compares_validation_accuracy(tmp_path: Path) -> None
     lenient = _gate_case(tmp_path / "l", "validation", "measure.gate=tolerance",
                          "measure.promotion_tolerance=0.9")
     assert lenient.promoted == 1
+
+
+def test_a_domains_own_validation_tags_are_kept() -> None:
+    rows = [{"id": i, "domain": "rg:x", "difficulty": 1.0, "content_hash": f"h{i}",
+             "meta_json": json.dumps({"rg": {"split": "validation" if i < 3 else "test"}})} for i in range(4)]
+    assert eval_split.split_of({}, 0, 0.5, rows) == {0: "validation", 1: "validation", 2: "validation",
+                                                     3: "test"}
