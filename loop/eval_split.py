@@ -70,8 +70,8 @@ def split_of(
 
 def assign(ctx: RunContext, rows: list[TaskRow]) -> dict[int, str]:
     """Store the splits of the eval items among ``rows`` that have none (inside the caller's
-    transaction); returns every row's split. A level is split whole, so items of a level that already
-    has stored splits (a resume) keep them and the rule is not re-run over them."""
+    transaction); returns every row's split. Stored splits are kept as they are: the rule runs over the
+    items without one only (all of them at round 0, or in the first round of a store made before m010)."""
     stored = ledger_exam.eval_splits(ctx.db)
     missing = [r for r in rows if r["id"] not in stored]
     if missing:
