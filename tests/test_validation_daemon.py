@@ -12,6 +12,7 @@ from harness import SMOKE, query, run_zpd, status
 from zpd.loop import measure
 from zpd.store import ledger_exam
 from zpd.store.db import migrations
+from zpd.store.run_record import load_run
 
 # A larger level 1 than smoke's (18 items, 9 of them validation): the round-0 learner knows some
 # one-digit sums, and the gate needs items it gets right to see a regression on.
@@ -53,6 +54,11 @@ def test_a_regressed_learner_is_held_and_the_next_round_trains_from_the_parent(t
     test = _outcomes(state, cur, "test")
     assert s["eval"]["accuracy"] == test_acc == sum(test.values()) / len(test)
     assert s["eval"]["validation_accuracy"] == val_acc
+    # The report's record of the run carries both parts, as stored.
+    conn = sqlite3.connect(f"file:{state / 'state.db'}?mode=ro", uri=True)
+    rounds = {r.round: r for r in load_run(conn).rounds}
+    conn.close()
+    assert (rounds[cur].eval_accuracy, rounds[cur].validation_accuracy) == (test_acc, val_acc)
 
 
 def _age(db_path: Path) -> None:

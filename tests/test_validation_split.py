@@ -213,3 +213,13 @@ def test_a_domains_own_validation_tags_are_kept() -> None:
              "meta_json": json.dumps({"rg": {"split": "validation" if i < 3 else "test"}})} for i in range(4)]
     assert eval_split.split_of({}, 0, 0.5, rows) == {0: "validation", 1: "validation", 2: "validation",
                                                      3: "test"}
+
+
+def test_the_report_shows_the_validation_part_beside_the_test_part() -> None:
+    from zpd.loop.report import RoundData, RunData, round_table
+
+    both = round_table(RunData(rounds=[RoundData(round=1, eval_accuracy=0.25, validation_accuracy=0.625)]))
+    header = both.splitlines()[0]
+    assert "| eval acc | validation acc |" in header and "| 0.2500 | 0.6250 |" in both
+    old = round_table(RunData(rounds=[RoundData(round=1, eval_accuracy=0.25)]))   # a store before m010
+    assert "validation acc" not in old
