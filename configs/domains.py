@@ -47,7 +47,19 @@ class ArithmeticConfig(Strict):
     (bare)."""
 
     eval_per_level: int = Field(20, ge=1, le=10_000)
-    """Frozen eval items per integer difficulty level, made once at round 0."""
+    """Frozen eval items (validation and test together) per integer level outside 2..``eval_top_level``,
+    made once at round 0 and split half and half; capped at a third of the level's distinct tasks."""
+
+    eval_top_level: int = Field(3, ge=1, le=40)
+    """L: levels 2..L get ``eval_validation_per_level`` + ``eval_test_per_level`` items. 3: in the stored
+    results (bench/results/rounds.md, bench/results/curriculum) no learner passed 0.05 above level 3. 1:
+    no level gets the large sizes."""
+
+    eval_test_per_level: int = Field(100, ge=1, le=100_000)
+    """Test items per level 2..L (reported, read by no decision)."""
+
+    eval_validation_per_level: int = Field(100, ge=1, le=100_000)
+    """Validation items per level 2..L (the promotion gate and the frontier estimate read them)."""
 
     @model_validator(mode="after")
     def _range(self) -> ArithmeticConfig:

@@ -5,14 +5,30 @@ This module imports nothing of zpd but ``Strict``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from .base import Strict
 
 
 class MeasureConfig(Strict):
+    gate: Literal["mcnemar", "tolerance"] = "mcnemar"
+    """The promotion gate, on the eval set's validation part: 'mcnemar' holds a new learner when a
+    one-sided exact McNemar test of its answers paired with the parent learner's gives p < ``gate_p`` for
+    "worse"; 'tolerance' holds it when its validation accuracy is more than ``promotion_tolerance`` below
+    the parent's."""
+
+    gate_p: float = Field(0.1, gt=0, le=1)
+    """mcnemar gate: the p-value below which a new learner counts as worse than its parent."""
+
     promotion_tolerance: float = Field(0.02, ge=0, le=1)
-    """A new learner whose eval accuracy drops by more than this is kept in its round but not made current."""
+    """tolerance gate: a new learner whose validation accuracy drops by more than this is kept in its round
+    but not made current."""
+
+    validation_fraction: float = Field(0.5, gt=0, lt=1)
+    """Share of each level's eval items that go to validation in domains that do not size their splits
+    themselves (arithmetic does: ``domains.arithmetic.eval_validation_per_level``)."""
 
     max_tokens: int = Field(24, ge=1, le=65536)
     """Longest answer generated in MEASURE."""

@@ -22,7 +22,7 @@ from zpd.store.rounds import link_or_copy_tree, work_dir
 from zpd.trainer.backends import bootstrap_params
 
 from .context import RunContext, derive_seed, rng_for
-from .domains.base import Domain, OwnBootstrap, OwnEvalSet, capability
+from .domains.base import Domain, OwnBootstrap, OwnEvalSet, SizesEvalSet, capability
 from .domains.prompting import styled
 from .proposer_format import proposer_examples
 from .trainjob import reuse_learner, run_trainer
@@ -40,9 +40,10 @@ def make_eval_sets(ctx: RunContext) -> dict[str, int]:
             made[name] = sum(ctx.insert_task(t, round_n=0, fate="eval") is not None for t in carve())
             continue
         rng = rng_for(ctx.cfg.run.seed, "eval", name)
-        per_level = domain.cfg.eval_per_level
+        sizes = capability(domain, SizesEvalSet)
         count = 0
         for level in domain.eval_levels():
+            per_level = domain.cfg.eval_per_level if sizes is None else sum(sizes.eval_sizes(level))
             level_count = 0
             for _ in range(per_level * 50):
                 if level_count == per_level:

@@ -1,12 +1,23 @@
 """MEASURE: the new learner takes the frozen eval set and the current exam; the exam evolves.
 
-* eval set: greedy, every item; accuracy overall and per domain (the fixed yardstick);
-* frontier probe: per domain, the difficulty where the eval-set solo accuracy crosses 0.5
+* eval set: greedy, every item of both splits (``loop/eval_split.py``), each answer stored per item
+  (``measurements``), so any two rounds can be compared item by item. The *test* part gives the
+  reported accuracy (``rounds.eval_accuracy``, ``status`` ``eval``); the *validation* part is what the
+  decisions below read (``rounds.validation_accuracy``);
+* frontier probe: per domain, the difficulty where the validation solo accuracy crosses 0.5
   (``estimate_frontier``), from the same answers;
 * exam: version N (this round's) is taken before graduation; items solved solo at
   ``exam.graduate_ratio`` graduate;
-* promotion gate: a learner whose eval accuracy fell by more than ``measure.promotion_tolerance``
-  below the current learner's stays in its round but is not made current.
+* promotion gate (``measure.gate``): ``mcnemar`` holds a new learner when a one-sided exact McNemar test
+  on the validation items, paired with the parent learner's stored answers, gives p < ``measure.gate_p``
+  for "worse" (``mcnemar_p``); ``tolerance`` holds it when its validation accuracy fell by more than
+  ``measure.promotion_tolerance`` below the parent's. A held learner stays in its round but is not made
+  current, so the next round trains from the parent's.
+
+The item budget per round: every eval item once (greedy) plus every exam item ``exam.num_samples``
+times. configs/default.toml: 518 eval items (arithmetic levels 1-8: 9 + 9 at level 1, 100 + 100 at
+levels 2 and 3, 10 + 10 at levels 4-8) plus at most 200 exam items; configs/smoke.toml: 16 eval items
+(2 + 2 at levels 1-4) plus at most 20 exam items.
 
 The answers commit one batch at a time (a kill loses at most the batch in flight); the figures, graduation
 and promotion commit in one transaction with the phase advance.
@@ -15,12 +26,15 @@ and promotion commit in one transaction with the phase advance.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
 from zpd.store import ledger_exam, ledger_rounds, ledger_tasks
+from zpd.store.ledger_rounds import RoundRow
 from zpd.store.ledger_tasks import TaskRow
 
+from . import eval_split
 from .context import RunContext, derive_seed
 from .errors import PhaseFailed
 from .usage import add_usage, count_generated, record_failures
@@ -39,6 +53,56 @@ def estimate_frontier(by_level: dict[float, float]) -> float:
             return prev_level + (prev_acc - 0.5) / (prev_acc - acc) * (level - prev_level)
         prev_level, prev_acc = level, acc
     return levels[-1]
+
+
+def mcnemar_p(parent: dict[int, bool], new: dict[int, bool]) -> float:
+    """One-sided exact McNemar p-value for "the new learner is worse", over the items both answered:
+    b = parent right and new wrong, c = the reverse, p = P(Binom(b + c, 1/2) >= b) (1 without any
+    discordant pair)."""
+    common = parent.keys() & new.keys()
+    b = sum(1 for i in common if parent[i] and not new[i])
+    c = sum(1 for i in common if new[i] and not parent[i])
+    n = b + c
+    return sum(math.comb(n, k) for k in range(b, n + 1)) / 2**n
+
+
+def _accuracy(rows: list[TaskRow], outcomes: dict[int, bool]) -> tuple[float, dict[str, float]]:
+    """Accuracy overall and per domain of the items ``rows`` (those without an outcome are not counted)."""
+    by_domain: dict[str, list[bool]] = defaultdict(list)
+    for r in rows:
+        if r["id"] in outcomes:
+            by_domain[r["domain"]].append(outcomes[r["id"]])
+    every = [ok for oks in by_domain.values() for ok in oks]
+    return (sum(every) / len(every) if every else 0.0), {d: sum(v) / len(v) for d, v in by_domain.items()}
+
+
+def _frontier(rows: list[TaskRow], outcomes: dict[int, bool]) -> dict[str, float]:
+    """Per domain, ``estimate_frontier`` over the accuracy per level of the items ``rows``."""
+    by_level: dict[str, dict[float, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_level[r["domain"]][r["difficulty"]].append(outcomes[r["id"]])
+    return {
+        d: estimate_frontier({lvl: sum(v) / len(v) for lvl, v in levels.items()})
+        for d, levels in by_level.items()
+    }
+
+
+def gate(ctx: RunContext, row: RoundRow, validation: dict[int, bool]) -> tuple[bool, float | None]:
+    """Whether round ``row``'s learner is promoted, and the gate's p-value (mcnemar) or None. The parent's
+    validation answers are read from the store (``item_outcomes``), so a round measured before the split
+    (an old store resumed) is paired item by item like any other."""
+    parent = row.parent_learner_round
+    if parent is None:
+        return True, None
+    before = ledger_exam.item_outcomes(ctx.db, parent, "validation")
+    if ctx.cfg.measure.gate == "mcnemar":
+        p = mcnemar_p(before, validation)
+        return p >= ctx.cfg.measure.gate_p, p
+    prev = ctx.round_row(parent).validation_accuracy
+    if prev is None and before:  # measured before m010: its validation accuracy, from its answers
+        prev = sum(before.values()) / len(before)
+    now = sum(validation.values()) / len(validation) if validation else 0.0
+    return prev is None or now >= prev - ctx.cfg.measure.promotion_tolerance, None
 
 
 def _answer(
@@ -125,6 +189,8 @@ def run(ctx: RunContext, round_n: int) -> None:
     learner = ctx.learner_dir(round_n)
     row = ctx.round_row(round_n)
     eval_rows = ledger_tasks.eval_tasks(ctx.db, list(ctx.domains))
+    with ctx.db.atomic():  # round 0, or the first round of a store made before the split (m010)
+        splits = eval_split.assign(ctx, eval_rows)
     eval_results = _answer(
         ctx, learner, eval_rows, 1, 0.0, derive_seed(ctx.cfg.run.seed, round_n, "eval"), round_n, "eval"
     )
@@ -144,32 +210,18 @@ def run(ctx: RunContext, round_n: int) -> None:
     )
     ctx.check_stop()
 
-    by_domain: dict[str, list[bool]] = defaultdict(list)
-    by_level: dict[str, dict[float, list[bool]]] = defaultdict(lambda: defaultdict(list))
-    for r, answers in zip(eval_rows, eval_results, strict=True):
-        ok = answers[0][1]
-        by_domain[r["domain"]].append(ok)
-        by_level[r["domain"]][r["difficulty"]].append(ok)
-    all_eval = [ok for oks in by_domain.values() for ok in oks]
-    eval_acc = sum(all_eval) / len(all_eval) if all_eval else 0.0
-    eval_by_domain = {d: sum(v) / len(v) for d, v in by_domain.items()}
-    frontier = {
-        d: estimate_frontier({lvl: sum(v) / len(v) for lvl, v in levels.items()})
-        for d, levels in by_level.items()
-    }
+    outcomes = {r["id"]: answers[0][1] for r, answers in zip(eval_rows, eval_results, strict=True)}
+    part = {s: [r for r in eval_rows if splits[r["id"]] == s] for s in ledger_exam.SPLITS}
+    test_acc, test_by_domain = _accuracy(part["test"], outcomes)
+    val_acc, val_by_domain = _accuracy(part["validation"], outcomes)
+    frontier = _frontier(part["validation"], outcomes)
     exam_rates = [sum(ok for _, ok in answers) / len(answers) for answers in exam_results]
     exam_acc = sum(exam_rates) / len(exam_rates) if exam_rates else 0.0
     graduated = [
         r["id"] for r, rate in zip(exam_rows, exam_rates, strict=True) if rate >= ctx.cfg.exam.graduate_ratio
     ]
-
-    parent = row.parent_learner_round
-    promoted = True
-    if parent is not None:
-        prev = ctx.round_row(parent).eval_accuracy
-        if prev is not None and eval_acc < prev - ctx.cfg.measure.promotion_tolerance:
-            promoted = False
-    current = round_n if promoted else parent
+    promoted, p_value = gate(ctx, row, {r["id"]: outcomes[r["id"]] for r in part["validation"]})
+    current = round_n if promoted else row.parent_learner_round
 
     with ctx.db.atomic():  # the answers are stored already (``_answer``)
         for task_id in graduated:
@@ -179,8 +231,10 @@ def run(ctx: RunContext, round_n: int) -> None:
         ctx.advance(
             round_n,
             "snapshot",
-            eval_accuracy=eval_acc,
-            eval_by_domain_json=json.dumps(eval_by_domain),
+            eval_accuracy=test_acc,
+            eval_by_domain_json=json.dumps(test_by_domain),
+            validation_accuracy=val_acc,
+            validation_by_domain_json=json.dumps(val_by_domain),
             exam_accuracy=exam_acc,
             exam_items=len(exam_rows),
             promoted=int(promoted),
@@ -189,12 +243,14 @@ def run(ctx: RunContext, round_n: int) -> None:
     ctx.log.info(
         "measured",
         extra={
-            "eval_accuracy": round(eval_acc, 4),
+            "eval_accuracy": round(test_acc, 4),
+            "validation_accuracy": round(val_acc, 4),
             "exam_accuracy": round(exam_acc, 4),
             "exam_items": len(exam_rows),
             "graduated": len(graduated),
             "frontier": {d: round(v, 3) for d, v in frontier.items()},
             "promoted": promoted,
+            "gate_p": None if p_value is None else round(p_value, 4),
         },
     )
     if not promoted:

@@ -108,7 +108,8 @@ def _cell(v: Any, digits: int = 4) -> str:
 # run has a value.
 COLUMNS: list[tuple[str, Callable[[RoundData], Any], bool, int]] = [
     ("round", lambda r: r.round, True, 0),
-    ("eval acc", lambda r: r.eval_accuracy, True, 4),
+    ("eval acc", lambda r: r.eval_accuracy, True, 4),   # the test part (read by no decision)
+    ("validation acc", lambda r: r.validation_accuracy, False, 4),   # what the gate and the frontier read
     ("exam acc", lambda r: r.exam_accuracy, True, 4),
     ("exam items", lambda r: r.exam_items, True, 0),
     ("promoted", lambda r: r.promoted, True, 0),

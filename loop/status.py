@@ -67,6 +67,8 @@ def _collect(f: dict[str, Any], state_dir: Path) -> dict[str, Any]:
         "eval": {
             "accuracy": (cur_row["eval_accuracy"] or 0.0) if cur_row else 0.0,
             "by_domain": json.loads(cur_row["eval_by_domain_json"] or "{}") if cur_row else {},
+            # the validation part (what the gate and the frontier read); None before m010 measured it
+            "validation_accuracy": cur_row.get("validation_accuracy") if cur_row else None,
         },
         "exam": {
             "version": newest_row["id"] if newest_row else 0,
@@ -93,6 +95,11 @@ def _teacher(f: dict[str, Any]) -> dict[str, Any] | None:
             "paused_round": state.get("round") if state.get("paused") else None}
 
 
+def _validation_phrase(value: float | None) -> str:
+    """The validation accuracy after the test part's figures (absent before m010 measured one)."""
+    return "" if value is None else f"  (test part; validation {value:.3f})"
+
+
 def render(s: dict[str, Any]) -> str:
     lines = [
         f"state dir        {s['state_dir']}",
@@ -101,7 +108,8 @@ def render(s: dict[str, Any]) -> str:
         f"committed        {rounds_phrase(s['committed_rounds'], s['last_committed_round'])} "
         f"(last: {s['last_committed_round']})",
         f"eval accuracy    {s['eval']['accuracy']:.3f}  "
-        + "  ".join(f"{d}={v:.3f}" for d, v in s["eval"]["by_domain"].items()),
+        + "  ".join(f"{d}={v:.3f}" for d, v in s["eval"]["by_domain"].items())
+        + _validation_phrase(s["eval"].get("validation_accuracy")),
         f"exam             v{s['exam']['version']}: {s['exam']['num_items']} items, "
         f"accuracy {s['exam']['accuracy']:.3f}",
         "frontier         " + "  ".join(f"{d}={v:.2f}" for d, v in s["frontier"].items()),

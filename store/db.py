@@ -23,6 +23,7 @@ Tables
     bootstrap_examples the replayed bootstrap set, made once per config key (m007)
     bandit_rewards    a memo of the bandit policy's per-round arm rewards, cleared by triggers (m007)
     fate_counts       tasks per fate, kept by triggers, for ``zpd status`` (m007)
+    eval_splits       each eval task's split, validation or test (m010)
 
 Per-round queries read only what the round touches (indexes of m007; ``bench/scale.py`` times them
 at 1M tasks / 10M attempts); the few that must see all history read small tables (rounds, the totals).
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from sqlite_utils import Database, Migrations
 
-from . import scale_schema
+from . import scale_schema, split_schema
 from .connect import (
     APP_ID,
     FORMAT_VERSION,
@@ -261,6 +262,12 @@ def m009_target_source(db: Database) -> None:
     """Where a selected task's training target came from: guided | solo | reference (issue 13); NULL for
     selections made before (TRAIN then trains only on a correct attempt, as it did)."""
     db.execute("ALTER TABLE tasks ADD COLUMN target_source TEXT")
+
+
+@migrations()
+def m010_validation_split(db: Database) -> None:
+    """Each eval task's split, validation or test, and the rounds' validation figures (split_schema.py)."""
+    split_schema.create(db)
 
 
 def is_storage_full(exc: BaseException) -> bool:

@@ -1,4 +1,5 @@
-"""The exam (``exam_items``) and the answers MEASURE stores (``measurements``).
+"""The exam (``exam_items``), the eval set's splits (``eval_splits``) and the answers MEASURE stores
+(``measurements``).
 
 Version v of the exam is every item admitted in a round <= v and not graduated before v, so any version
 can be rebuilt exactly from the store (``version_items``). The functions run their statement in the
@@ -7,9 +8,13 @@ caller's transaction; they never commit.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from sqlite_utils import Database
+
+Split = Literal["validation", "test"]
+"""The two parts of the frozen eval set: validation (read by decisions) and test (read by reports)."""
+SPLITS: tuple[Split, ...] = ("validation", "test")
 
 
 def version_items(db: Any, version: int) -> list[int]:
@@ -52,3 +57,25 @@ def stored_answers(db: Database, round_n: int, kind: str) -> dict[tuple[int, int
 def insert_answers(db: Database, rows: list[dict[str, Any]]) -> None:
     """Measurement rows (round, kind, task_id, sample_idx, output, correct); ones already stored are kept."""
     db.table("measurements").insert_all(rows, ignore=True)
+
+
+def eval_splits(db: Any) -> dict[int, str]:
+    """Eval task id -> its stored split. ``db``: the store or a sqlite3 connection."""
+    return dict(db.execute("SELECT task_id, split FROM eval_splits").fetchall())
+
+
+def set_splits(db: Database, splits: dict[int, str]) -> None:
+    """Store eval tasks' splits; a split already stored is kept (fixed once made)."""
+    db.conn.executemany("INSERT OR IGNORE INTO eval_splits (task_id, split) VALUES (?, ?)",
+                        list(splits.items()))
+
+
+def item_outcomes(db: Any, round_n: int, split: Split) -> dict[int, bool]:
+    """Task id -> whether round ``round_n``'s learner answered the eval item correctly (its greedy answer,
+    sample 0), for the items of ``split``. ``db``: the store or a sqlite3 connection."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    return {task_id: bool(ok) for task_id, ok in db.execute(
+        """SELECT m.task_id, m.correct FROM measurements m JOIN eval_splits s ON s.task_id = m.task_id
+           WHERE m.round = ? AND m.kind = 'eval' AND m.sample_idx = 0 AND s.split = ?""",
+        [round_n, split]).fetchall()}

@@ -42,9 +42,9 @@ class RoundRow:
     timings_json: str
     """Seconds per phase, summed over retries."""
     eval_accuracy: float | None
-    """Accuracy on the frozen eval set."""
+    """Accuracy on the frozen eval set's test part (rounds measured before m010: the whole set)."""
     eval_by_domain_json: str | None
-    """The eval accuracy per domain."""
+    """The test accuracy per domain."""
     exam_accuracy: float | None
     """Accuracy on this round's exam version."""
     exam_items: int | None
@@ -85,6 +85,10 @@ class RoundRow:
     """Self-play: share of valid proposals already stored."""
     proposer_tokens: int | None
     """Self-play: tokens the proposer trained on."""
+    validation_accuracy: float | None
+    """Accuracy on the frozen eval set's validation part (what the gate and the frontier read; m010)."""
+    validation_by_domain_json: str | None
+    """The validation accuracy per domain."""
 
 
 COLUMNS = tuple(f.name for f in fields(RoundRow))
@@ -115,6 +119,8 @@ class RoundUpdate(TypedDict, total=False):
     proposer_valid_ratio: float | None
     proposer_duplicate_ratio: float | None
     proposer_tokens: int | None
+    validation_accuracy: float | None
+    validation_by_domain_json: str | None
 
 
 UPDATABLE = frozenset(RoundUpdate.__annotations__)

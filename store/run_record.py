@@ -26,7 +26,8 @@ BAND_FATES = list(vocabulary.CALIBRATED_FATES)
 @dataclass
 class RoundData:
     round: int
-    eval_accuracy: float | None = None
+    eval_accuracy: float | None = None         # the eval set's test part (before m010: the whole set)
+    validation_accuracy: float | None = None   # its validation part (m010; None before)
     exam_accuracy: float | None = None
     exam_items: int | None = None               # size of the exam version this round measured on
     promoted: bool | None = None
@@ -83,8 +84,10 @@ BASE_ROUND_COLUMNS = ["id", "eval_accuracy", "exam_accuracy", "exam_items", "pro
                       "num_train_examples", "num_candidates", "num_duplicates", "started_at", "finished_at",
                       "config_json"]
 """The ``rounds`` columns of every store format (m002)."""
-LATER_ROUND_COLUMNS = ("yield_ratio", "num_attempts", "num_attempts_fixed", "decontamination_json")
-"""Read when present: ``yield_ratio`` came with m004, the others with m005 (``tasks.selected`` too)."""
+LATER_ROUND_COLUMNS = ("yield_ratio", "num_attempts", "num_attempts_fixed", "decontamination_json",
+                       "validation_accuracy")
+"""Read when present: ``yield_ratio`` came with m004, ``validation_accuracy`` with m010, the others with
+m005 (``tasks.selected`` too)."""
 
 
 @dataclass
@@ -146,6 +149,7 @@ def _round_data(v: dict[str, Any], cumulative: int, f: _Facts) -> RoundData:
     return RoundData(
         round=n,
         eval_accuracy=v["eval_accuracy"],
+        validation_accuracy=v.get("validation_accuracy"),
         exam_accuracy=v["exam_accuracy"],
         exam_items=_int(v["exam_items"]),
         promoted=None if v["promoted"] is None else bool(v["promoted"]),

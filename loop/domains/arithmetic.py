@@ -29,7 +29,7 @@ import re
 
 from zpd.configs.schema import ArithmeticConfig
 
-from .base import Domain, InstructFormat, Parses, Task, register
+from .base import Domain, InstructFormat, Parses, SizesEvalSet, Task, register
 from .prompting import last_number
 
 _EXPRESSION = re.compile(r"[0-9]+(?:[+-][0-9]+)+")
@@ -61,7 +61,7 @@ def digit_scaffold(value: int) -> str:
     return sign + ";".join(reversed(str(abs(value))))
 
 
-class Arithmetic(Domain, Parses, InstructFormat):
+class Arithmetic(Domain, Parses, InstructFormat, SizesEvalSet):
     name = "arithmetic"
 
     def __init__(self, cfg: ArithmeticConfig) -> None:
@@ -189,6 +189,45 @@ class Arithmetic(Domain, Parses, InstructFormat):
     def eval_levels(self) -> list[float]:
         lo, hi = math.ceil(self.min_difficulty), math.floor(self.max_difficulty)
         return [float(d) for d in range(lo, hi + 1)]
+
+    # -- the frozen eval set's sizes (SizesEvalSet) ------------------------------------------------
+    def distinct_tasks(self, level: float) -> int:
+        """How many different tasks (canonical forms) ``make_task(level)`` can make: per knob combination,
+        the multisets of its operands (an all-'+' task is deduplicated with sorted operands; a '-' task
+        has its largest operand first), times the places a '-' can take among '+'. Level 1 of the
+        defaults: 55 (one-digit pairs); level 2: 4095."""
+        total = 0
+        for digits, operands, minus in self._knob_choices(self._clip(level)):
+            values = 10 if digits == 1 else 9 * 10 ** (digits - 1)
+            places = operands - 1 if minus and "+" in self.cfg.operations else 1
+            total += math.comb(values + operands - 1, operands) * places
+        return total
+
+    def eval_sizes(self, level: float) -> tuple[int, int]:
+        """(validation, test) items at ``level``.
+
+        Levels 2..L (``eval_top_level``) are where the learner moves (bench/results: no run passed 0.05
+        above level 3), so they get ``eval_test_per_level`` test items (default 100: a level's accuracy
+        to within about +-0.05 standard error) and ``eval_validation_per_level`` validation items. The
+        gate is a paired test (one-sided exact McNemar, p < 0.1) on the validation items, so what it
+        needs is discordant pairs: a real regression of 5 points over the 200 validation items of levels
+        2-3 (with answers flipping about 5 % each way otherwise) gives some b = 20, c = 10, p = 0.05,
+        held; 100 items would see b = 10, c = 5, p = 0.15, missed. Other levels get ``eval_per_level``
+        items, half and half (level 1 is near solved, levels above L near zero: few discordant pairs).
+        No level gives validation and test together more than a third of its distinct tasks
+        (``distinct_tasks``: one-digit addition has 55), so both stay a small sample of the level, and
+        most of it is left for training."""
+        top = self.cfg.eval_top_level
+        if 2 <= level <= top:
+            validation, test = self.cfg.eval_validation_per_level, self.cfg.eval_test_per_level
+        else:
+            validation = self.cfg.eval_per_level // 2
+            test = self.cfg.eval_per_level - validation
+        cap = max(2, self.distinct_tasks(level) // 3)
+        if validation + test > cap:  # shrink both in proportion, keeping at least one of each
+            validation = max(1, round(cap * validation / (validation + test)))
+            test = max(1, cap - validation)
+        return validation, test
 
 
 @register("arithmetic")

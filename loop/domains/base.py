@@ -21,6 +21,7 @@ capability             hook                                   called by
 =====================  =====================================  =========================================
 ``Attaches``           ``attach(services)``                   start-up, once the run context exists
 ``OwnEvalSet``         ``eval_items()``                       the frozen eval set (instead of by level)
+``SizesEvalSet``       ``eval_sizes(level)``                  eval set and its split: sizes per level
 ``OwnBootstrap``       ``bootstrap_task(rng)``                the warm-up set (instead of make_task)
 ``Observes``           ``observe(stats, used)``               SYNTHESIZE, before making candidates
 ``EstimatesDifficulty`` ``estimated_difficulty(hash)``        SYNTHESIZE: re-rates eval items (observers)
@@ -124,6 +125,13 @@ class Attaches(Protocol):
 class OwnEvalSet(Protocol):
     def eval_items(self) -> list[Task]:
         """The frozen eval set, carved out by the domain itself (a finite dataset's held-out share)."""
+        ...
+
+
+@runtime_checkable
+class SizesEvalSet(Protocol):
+    def eval_sizes(self, level: float) -> tuple[int, int]:
+        """(validation, test) eval items made at ``level`` (instead of ``eval_per_level``, half and half)."""
         ...
 
 
