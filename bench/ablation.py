@@ -253,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     sets = list(args.sets)
     if args.scale == "gpu":
-        sets = [s for s in GPU_SETS if not (args.dry_run and s.startswith("learner.device"))] + sets
+        from zpd.configs.load import load_config
+
+        load_config(ROOT / "configs" / "default.toml", GPU_SETS + sets)  # one clear line if they do not
+        if args.dry_run:  # CPU: the pipeline on the smoke learner; the GPU settings only validated
+            print(f"GPU scale settings validate: {' '.join(GPU_SETS)}", flush=True)
+        else:
+            sets = GPU_SETS + sets
     lo, hi = (float(x) for x in args.window.split(","))
     cores = os.cpu_count() or 2
     b = Bench(args.config, args.work, args.out, sets, args.budget_tokens, args.rounds, args.pool_size,
@@ -264,10 +270,6 @@ def main(argv: list[str] | None = None) -> int:
             for lr in args.lrs.split(",") for rr in args.replays.split(",")]
     began = time.monotonic()
     b.work.mkdir(parents=True, exist_ok=True)
-    if args.dry_run and args.scale == "gpu":
-        from zpd.configs.load import load_config
-
-        load_config(ROOT / "configs" / "default.toml", sets)  # the GPU scale's settings validate
     archive = b.work / "round0.tar" if args.report_only else round0(b)
     tuning = sweep(arms, grid, b, archive, run=not args.report_only)
     runs = [pool_run(a, s, tuning[a], b, cell_tag(tuning[a])) for s in seeds if s != 0 for a in arms]
