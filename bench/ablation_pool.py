@@ -39,7 +39,7 @@ def make_pool(cfg: ZpdConfig, seed: int, round_n: int, size: int, window: tuple[
                          f"[{dom.min_difficulty}, {dom.max_difficulty}]")
     # An int seed: Python's str seeding is stable too, but this is plainly a function of (seed, round).
     rng = random.Random(1_000_003 * seed + round_n)
-    seen, out = set(exclude), []
+    seen, out = set(exclude), list[Task]()
     for _ in range(size * cfg.synthesis.max_tries_factor):
         if len(out) == size:
             break

@@ -109,8 +109,8 @@ def plots(runs: dict[str, list[RunResult]], out: Path, budget: int) -> list[Path
                 pts = getattr(r, split)
                 if pts[0].accuracy is None:
                     continue
-                xs, ys = zip(*step_curve(pts), strict=True)
-                ax.step(xs, ys, where="post", color=c, alpha=0.8, label=arm if j == 0 else None)
+                tx, ty = zip(*step_curve(pts), strict=True)
+                ax.step(tx, ty, where="post", color=c, alpha=0.8, label=arm if j == 0 else None)
                 rej = [(p.tokens, p.accuracy) for p in pts if not p.promoted and p.accuracy is not None]
                 if rej:  # rejected candidates: their own markers, not a fall of the curve
                     ax.scatter(*zip(*rej, strict=True), marker="x", color=c, alpha=0.6, s=18)
