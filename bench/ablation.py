@@ -239,6 +239,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.rounds = 1
         args.pool_size, args.window, args.replays, args.bootstrap_samples = 12, "1,3", "2.0", 200
         args.budget_tokens = 10**9
+        # A smaller round 0 than smoke's (a pipeline check, not a learner): about a minute less on CI.
+        args.sets = ["bootstrap.num_examples=800", "bootstrap.epochs=2.0", *args.sets]
     if args.seeds is None:
         args.seeds = "0,1,2,3,4" if args.full else "0,1,2"
     for a in args.arms.split(","):
