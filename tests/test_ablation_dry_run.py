@@ -56,7 +56,7 @@ def test_dry_run_end_to_end_and_resume(tmp_path: Path) -> None:
         # The reported test accuracy is rebuilt from the stored per-item outcomes.
         assert run["test_at_b"] == pytest.approx(sum(run["test_items"].values()) / len(run["test_items"]))
         # Target sources at B are round 1's, and every one is a source of the contract.
-        assert run["sources"] == {k: v for k, v in run["rounds"][1]["target_sources"].items() if v}
+        assert run["sources"] == run["rounds"][1]["target_sources"]
         assert set(run["sources"]) <= {"guided", "solo", "reference"}
     # Both arms calibrated the same pool: one file for seed 0's round 1, in the pool source's format.
     pool = (tmp_path / "work" / "pool" / "seed0" / "round_000001.jsonl").read_text().splitlines()
