@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from ablation_pool import make_pool, pool_path, stored_hashes, write_pool  # noqa: E402
 from ablation_read import RunResult, dump, read_run, summary_json  # noqa: E402
-from ablation_report import arm_summary, plots, table  # noqa: E402
+from ablation_report import arm_summary, bar_lines, plots, table  # noqa: E402
 
 ARMS = ["zpd", "random", "all-correct", "r-zero", "learnability"]
 SOURCE_ARMS = {"src-frontier": ("frontier", "zpd"), "src-uniform": ("uniform", "zpd"),
@@ -325,7 +325,7 @@ def report(b: Bench, arms: list[str], seeds: list[int], tuning: dict[str, dict],
              "test items; "
              "AUC: normalised area under the current learner's validation curve over [0, B]; copy rate: "
              "share of guided targets whose worked part is the guidance verbatim.", "",
-             *table(summaries, tuning), "",
+             *table(summaries, tuning), "", *bar_lines(summaries, len(seeds)), "",
              *[f"![{p.stem}]({p.name})" for p in paths], "",
              f"Wall time of this invocation: {wall:.0f} s on {os.cpu_count()} cores ({b.jobs} runs at a "
              f"time, {b.threads} threads each); the machine may have been shared with other jobs, so it is "

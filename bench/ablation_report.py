@@ -124,3 +124,32 @@ def plots(runs: dict[str, list[RunResult]], out: Path, budget: int) -> list[Path
     fig.savefig(paths[1], dpi=110)
     plt.close(fig)
     return paths
+
+
+def bar_lines(summaries: Sequence[dict[str, Any]], n_seeds: int) -> list[str]:
+    """Issue 13's bar, checked on what was measured (judged on --full: 5 seeds and the source table)."""
+    by = {s["arm"]: s for s in summaries}
+    lines = ["## The bar (issue 13)", ""]
+    for arm in ("random", "all-correct"):
+        d = by.get(arm, {}).get("diff_vs_zpd")
+        if d is None:
+            lines.append(f"* zpd vs {arm}: not measured.")
+            continue
+        gain, lo, hi = 0.0 - d["mean"], 0.0 - d["ci"][1], 0.0 - d["ci"][0]  # zpd minus the arm
+        ok = gain >= 0.03 and lo > 0
+        lines.append(f"* zpd vs {arm}: {100 * gain:+.1f} points of test accuracy at B, 95 % CI "
+                     f"[{100 * lo:+.1f}, {100 * hi:+.1f}] over {n_seeds} seeds: "
+                     f"{'meets' if ok else 'does not meet'} '>= 3 points with a CI excluding 0'.")
+    z, u = by["zpd"]["tokens_to_target"], by.get("src-uniform-all", {}).get("tokens_to_target")
+    if u is None:
+        lines.append("* tokens to the validation target vs uniform: needs --full (the source table).")
+    elif None in z or None in u:
+        lines.append(f"* tokens to the validation target: zpd {_tokens(z)}, uniform {_tokens(u)} "
+                     "(some seed did not reach it within B; no ratio).")
+    else:
+        ratio = statistics.mean(z) / statistics.mean(u) if statistics.mean(u) else float("inf")
+        lines.append(f"* tokens to the validation target: zpd / uniform = {ratio:.2f} "
+                     f"({'meets' if ratio <= 0.5 else 'does not meet'} '<= 0.5').")
+    if n_seeds < 5:
+        lines.append(f"* {n_seeds} seeds: the bar is judged on 5 (--full).")
+    return lines
