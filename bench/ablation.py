@@ -23,10 +23,14 @@ What it does, with real ``zpd start`` subprocesses throughout (each run resumabl
    under the round cap; its result is its last round within B (the learner current there).
 5. **Report** (``bench/ablation_report.py``, statistics in ``bench/ablation_stats.py``) into ``--out``.
 
-Sizing of the default command (measured on the 2-core development machine, shared, so upper bounds): a
-round of the default learner takes ~40 s on one thread (train ~60 % of it), and zpd selection spends about
-85k tokens a round, so B = 400k is ~5 rounds. 20 sweep runs (seed 0) + 10 runs (seeds 1-2) ~ 6 rounds each
-at 2 jobs x 1 thread, with a 192-task pool and an 8-round cap: ~55-65 min, round 0 (~3 min) included.
+Sizing of the default command (pilot on the 2-core development machine at load ~6, merged with the
+issue-13 branches; bench/results/ablation/PILOT.md): round 0 (4,000 bootstrap examples, 518 eval items)
+took 360 s on 2 threads; round 1 on a 320-task pool in window [1.5, 3.5] took 106 s a run on one thread
+(calibrate 30, train 35, measure 7, process start and snapshot restore ~34), zpd selecting 78 tasks (52k
+tokens). With the defaults (400-task pools, ~65k tokens a round, so B is ~6-7 rounds; cap 10) the 20 sweep
+runs of seed 0 and the 10 runs of seeds 1-2 come to ~200 run-rounds: about 80-90 min on 2 idle cores at
+2 jobs x 1 thread (phases ~2.5x faster idle than in the pilot), longer on a shared machine. That is over
+the issue's 60 minutes; two thirds of it is the sweep (5 arms x 4 cells), which runs once per work dir.
 """
 
 from __future__ import annotations
@@ -217,9 +221,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--seeds", default=None, help="default 0,1,2 (--full: 0-4)")
     ap.add_argument("--budget-tokens", type=int, default=400_000, help="B: training tokens after round 0")
-    ap.add_argument("--rounds", type=int, default=8, help="round cap per run (B is meant to bind)")
-    ap.add_argument("--pool-size", type=int, default=192, help="tasks per (seed, round) pool")
-    ap.add_argument("--window", default="1,4", help="the pool's fixed difficulty window lo,hi")
+    ap.add_argument("--rounds", type=int, default=10, help="round cap per run (B is meant to bind)")
+    ap.add_argument("--pool-size", type=int, default=400, help="tasks per (seed, round) pool")
+    ap.add_argument("--window", default="1.5,3.5",
+                    help="the pool's fixed difficulty window lo,hi (default: levels 2 and 3, half each)")
     ap.add_argument("--lrs", default="1e-3,3e-3", help="train.learning_rate values of the sweep")
     ap.add_argument("--replays", default="1.0,2.0", help="train.replay_ratio values of the sweep")
     ap.add_argument("--target-delta", type=float, default=0.05,
@@ -324,7 +329,8 @@ def report(b: Bench, arms: list[str], seeds: list[int], tuning: dict[str, dict],
              "seed, then over seeds; 'vs zpd': paired difference; McNemar: exact, two-sided, paired on "
              "test items; "
              "AUC: normalised area under the current learner's validation curve over [0, B]; copy rate: "
-             "share of guided targets whose worked part is the guidance verbatim.", "",
+             "share of guided targets whose worked part is the guidance verbatim (work), or whose step "
+             "results (after each '=') are the guidance's, whatever the rest says (results).", "",
              *table(summaries, tuning), "", *bar_lines(summaries, len(seeds)), "",
              *[f"![{p.stem}]({p.name})" for p in paths], "",
              f"Wall time of this invocation: {wall:.0f} s on {os.cpu_count()} cores ({b.jobs} runs at a "

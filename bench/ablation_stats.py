@@ -179,3 +179,18 @@ def copied(guidance: str, output: str) -> bool:
     if ">" not in output:
         return False
     return output.rsplit(">", 1)[0].strip() == guidance.strip()
+
+
+def _results(work: str) -> list[str]:
+    """The numbers after each '=' of a worked part ('7+8=15;5+6+1=12' -> ['15', '12'])."""
+    return [step.split("=", 1)[1] for step in work.split(";") if "=" in step]
+
+
+def copied_results(guidance: str, output: str) -> bool:
+    """Whether a guided answer takes its step results from the scaffold: the output's worked part has the
+    same step results (the numbers after each '=') as the guidance, whatever its left-hand sides say. A
+    guidance without results (``hint``) is never copied from."""
+    if ">" not in output:
+        return False
+    given = _results(guidance)
+    return bool(given) and _results(output.rsplit(">", 1)[0]) == given

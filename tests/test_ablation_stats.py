@@ -15,6 +15,7 @@ from ablation_stats import (  # noqa: E402
     bootstrap_ci,
     bootstrap_diff_ci,
     copied,
+    copied_results,
     discordant,
     mcnemar,
     normalised_auc,
@@ -118,3 +119,12 @@ def test_copied_means_the_worked_part_is_the_guidance() -> None:
     assert copied("7+8=15;5+6+1=12", "7+8=15;5+6+1=12>125")
     assert not copied("7+8;5+6+1", "7+8=15;5+6+1=12>125")  # the learner did the work the hint left out
     assert not copied("5;2;1", "125")  # no worked part
+
+
+def test_copied_results_reads_the_step_results() -> None:
+    # Seen in a pilot: the learner garbles an operand digit (8+3) but writes the scaffold's sums.
+    assert copied_results("5+3=8;8+2=10", "5+3=8;8+3=10>108")
+    assert not copied("5+3=8;8+2=10", "5+3=8;8+3=10>108")
+    assert not copied_results("5+3=8;8+2=10", "5+3=8;8+2=11>118")  # a result of its own
+    assert not copied_results("5+3;8+2", "5+3=8;8+2=10>108")  # a hint has no results to copy
+    assert not copied_results("5+3=8", "108")
