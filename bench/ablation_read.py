@@ -94,6 +94,8 @@ def read_run(state_dir: Path, budget: int) -> RunResult:
     from zpd.store.ledger_tasks import eval_difficulties
 
     item_outcomes, target_sources = _store_api()
+    if not (state_dir / "state.db").is_file():
+        raise SystemExit(f"{state_dir}: no run there yet (run the bench without --report-only)")
     db = open_readonly(state_dir / "state.db")
     try:
         rows = [read_round(db, n) for n in sorted(committed_rounds(db))]
