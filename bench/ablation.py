@@ -330,7 +330,8 @@ def report(b: Bench, arms: list[str], seeds: list[int], tuning: dict[str, dict],
              "test items; "
              "AUC: normalised area under the current learner's validation curve over [0, B]; copy rate: "
              "share of guided targets whose worked part is the guidance verbatim (work), or whose step "
-             "results (after each '=') are the guidance's, whatever the rest says (results).", "",
+             "results (after each '=') are the guidance's, whatever the rest says (results); right work: "
+             "share of guided targets whose worked part is the right column work.", "",
              *table(summaries, tuning), "", *bar_lines(summaries, len(seeds)), "",
              *[f"![{p.stem}]({p.name})" for p in paths], "",
              f"Wall time of this invocation: {wall:.0f} s on {os.cpu_count()} cores ({b.jobs} runs at a "

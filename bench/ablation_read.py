@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablation_stats import RoundPoint, at_budget, copied, copied_results
+from ablation_stats import RoundPoint, at_budget, copied, copied_results, work_correct
 
 
 @dataclass
@@ -44,6 +44,8 @@ class RunResult:
     """Of those, how many copy their guidance (``ablation_stats.copied``)."""
     result_copies: int
     """Of those, how many take their step results from it (``ablation_stats.copied_results``)."""
+    work_correct: int = 0
+    """Of those, how many have the right column work (``ablation_stats.work_correct``)."""
     raw: list[dict[str, Any]] = field(default_factory=list)
     """Every committed round's figures, for the json."""
 
@@ -72,19 +74,20 @@ def _store_api() -> tuple[Any, Any]:
     return item_outcomes, target_sources
 
 
-def _copies(db: Any, round_n: int) -> tuple[int, int, int]:
-    """(guided targets, of which verbatim copies of their guidance, of which step results copied from it)
-    among the round's selected tasks."""
+def _copies(db: Any, round_n: int) -> tuple[int, int, int, int]:
+    """(guided targets, of which verbatim copies of their guidance, with step results copied from it, with
+    the right column work) among the round's selected tasks."""
     from zpd.store.training import selected_targets
 
-    guided = copies = results = 0
+    guided = copies = results = right = 0
     for row in selected_targets(db, round_n):
         if row.get("target_source") != "guided" or row.get("output") is None:
             continue
         guided += 1
         copies += copied(row["guidance"], row["output"])
         results += copied_results(row["guidance"], row["output"])
-    return guided, copies, results
+        right += work_correct(row["prompt"], row["output"])
+    return guided, copies, results, right
 
 
 def read_run(state_dir: Path, budget: int) -> RunResult:
@@ -122,19 +125,20 @@ def read_run(state_dir: Path, budget: int) -> RunResult:
         for tid, ok in test_items.items():
             by_level[level.get(tid, -1.0)].append(ok)
         sources: dict[str, int] = defaultdict(int)
-        guided = copies = results = 0
+        guided = copies = results = right = 0
         for r in rows[1:i + 1]:
             for k, n in target_sources(db, r.id).items():
                 sources[k] += n
-            g, c, x = _copies(db, r.id)
-            guided, copies, results = guided + g, copies + c, results + x
+            g, c, x, w = _copies(db, r.id)
+            guided, copies, results, right = guided + g, copies + c, results + x, right + w
     finally:
         db.conn.close()
     return RunResult(
         name=state_dir.name, validation=val, test=test, at_b=i, learner_at_b=learner, test_items=test_items,
         validation_at_b=sum(val_items.values()) / len(val_items) if val_items else 0.0,
         test_by_level={lv: sum(v) / len(v) for lv, v in sorted(by_level.items())},
-        sources=dict(sources), guided_targets=guided, guided_copies=copies, result_copies=results, raw=raw)
+        sources=dict(sources), guided_targets=guided, guided_copies=copies, result_copies=results, raw=raw,
+        work_correct=right)
 
 
 def summary_json(r: RunResult) -> dict[str, Any]:
@@ -144,6 +148,7 @@ def summary_json(r: RunResult) -> dict[str, Any]:
             "test_by_level": {str(k): v for k, v in r.test_by_level.items()}, "sources": r.sources,
             "guided_targets": r.guided_targets, "guided_copies": r.guided_copies, "copy_rate": r.copy_rate,
             "result_copies": r.result_copies, "result_copy_rate": r.result_copy_rate,
+            "work_correct": r.work_correct,
             "test_items": {str(k): v for k, v in sorted(r.test_items.items())}, "rounds": r.raw}
 
 

@@ -42,6 +42,7 @@ def arm_summary(arm: str, runs: Sequence[RunResult], ref: Sequence[RunResult] | 
     guided = sum(r.guided_targets for r in runs)
     out["copy_rate"] = sum(r.guided_copies for r in runs) / guided if guided else None
     out["result_copy_rate"] = sum(r.result_copies for r in runs) / guided if guided else None
+    out["work_correct_rate"] = sum(r.work_correct for r in runs) / guided if guided else None
     out["validation_at_b"] = [r.validation_at_b for r in runs]
     out["rounds_at_b"] = [r.validation[r.at_b].round for r in runs]
     return out
@@ -59,8 +60,8 @@ def table(summaries: Sequence[dict[str, Any]], tuning: dict[str, Any]) -> list[s
     """The side-by-side table, one row per arm."""
     lines = ["| arm | lr, replay | test acc at B (95 % CI) | vs zpd (95 % CI) | McNemar p vs zpd per seed "
              "| AUC val [0, B] | tokens to val target | targets guided / solo / reference "
-             "| copy rate: work / results |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| copy rate: work / results | right work |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         cell = tuning.get(s["arm"], {})
         lr_rr = f"{cell.get('learning_rate', '—')}, {cell.get('replay_ratio', '—')}"
@@ -75,7 +76,7 @@ def table(summaries: Sequence[dict[str, Any]], tuning: dict[str, Any]) -> list[s
             f"| {s['arm']} | {lr_rr} | {s['test_mean']:.3f} [{s['test_ci'][0]:.3f}, {s['test_ci'][1]:.3f}] "
             f"| {dtext} | {mtext} | {statistics.mean(auc):.3f} | {_tokens(s['tokens_to_target'])} "
             f"| {_pct(sh['guided'])} / {_pct(sh['solo'])} / {_pct(sh['reference'])} "
-            f"| {_pct(s['copy_rate'])} / {_pct(s['result_copy_rate'])} |")
+            f"| {_pct(s['copy_rate'])} / {_pct(s['result_copy_rate'])} | {_pct(s['work_correct_rate'])} |")
     return lines
 
 

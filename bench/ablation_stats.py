@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -179,6 +180,16 @@ def copied(guidance: str, output: str) -> bool:
     if ">" not in output:
         return False
     return output.rsplit(">", 1)[0].strip() == guidance.strip()
+
+
+def work_correct(prompt: str, output: str) -> bool:
+    """Whether a worked arithmetic answer's work is the right column work for an all-'+' prompt (its
+    ``columns`` scaffold), whatever guidance it was given; False for other prompts or no worked part."""
+    from zpd.loop.domains.arithmetic import column_scaffold
+
+    if ">" not in output or not re.fullmatch(r"[0-9]+(\+[0-9]+)+", prompt):
+        return False
+    return output.rsplit(">", 1)[0].strip() == column_scaffold([int(x) for x in prompt.split("+")])
 
 
 def _results(work: str) -> list[str]:

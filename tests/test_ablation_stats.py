@@ -21,6 +21,7 @@ from ablation_stats import (  # noqa: E402
     normalised_auc,
     step_curve,
     tokens_to_target,
+    work_correct,
 )
 
 
@@ -128,3 +129,10 @@ def test_copied_results_reads_the_step_results() -> None:
     assert not copied_results("5+3=8;8+2=10", "5+3=8;8+2=11>118")  # a result of its own
     assert not copied_results("5+3;8+2", "5+3=8;8+2=10>108")  # a hint has no results to copy
     assert not copied_results("5+3=8", "108")
+
+
+def test_work_correct_checks_the_columns() -> None:
+    assert work_correct("85+23", "5+3=8;8+2=10>108")
+    assert not work_correct("85+23", "5+3=8;8+3=10>108")  # right answer, wrong step
+    assert not work_correct("85-23", "5-3=2>62")  # not an all-'+' prompt
+    assert not work_correct("85+23", "108")
