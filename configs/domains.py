@@ -38,9 +38,9 @@ class ArithmeticConfig(Strict):
     max_operands: int = Field(2, ge=2, le=4)
     """Operands per task; each operand past two adds 1 difficulty."""
 
-    guidance: Literal["columns", "digits"] = "columns"
-    """Guidance scaffold: 'columns' (column sums with carries, right to left) or 'digits' (answer digits
-    reversed)."""
+    guidance: Literal["columns", "digits", "hint"] = "columns"
+    """Guidance scaffold: 'columns' (column sums with carries, right to left), 'digits' (answer digits
+    reversed) or 'hint' (each column's digits and carry-in, no sums: no digit of the answer)."""
 
     response: Literal["worked", "answer"] = "worked"
     """Answer format: 'worked' (the work, then '>' and the answer; only the answer is graded) or 'answer'

@@ -6,7 +6,9 @@ So with the defaults (addition of two operands) difficulty 3 is three-digit addi
 Guidance is a worked scaffold. ``columns`` (addition only) lists each column's sum, right to left,
 with the carry it takes in: ``7+8=15;5+6+1=12`` for 57+68; the learner still has to assemble the
 answer from the last digits. ``digits`` lists the answer's digits right to left (``5;2;1``): the
-learner has to reverse them.
+learner has to reverse them. ``hint`` spells out no digit of the result: each column's digits and the
+carry it takes in, right to left, without the sums (``7+8;5+6+1`` for 57+68); the learner has to do
+every column's sum and the final carry itself, and its worked answer is the full ``columns`` work.
 
 The response format (``response``): ``worked`` answers show the work, then ``>`` and the answer
 (``7+8=15;5+6+1=12>125``); ``answer`` answers are the bare number. Only the final answer is graded.
@@ -52,6 +54,22 @@ def column_scaffold(operands: list[int]) -> str:
         terms = "+".join(str(d) for d in digits) + (f"+{carry}" if carry else "")
         steps.append(f"{terms}={total}")
         carry = total // 10
+    return ";".join(steps)
+
+
+def hint_scaffold(values: list[int], ops: list[str]) -> str:
+    """Each column's digits right to left, with the carry taken in (addition only) and without any sum:
+    [57, 68] -> '7+8;5+6+1'. With a '-' the columns carry their operators and no borrows. No result digit
+    is in it: every run of digits in it is a single operand digit or a carry."""
+    width = max(len(str(x)) for x in values)
+    padded = [str(x).zfill(width) for x in values]
+    all_plus = all(op == "+" for op in ops)
+    carry, steps = 0, []
+    for col in range(width - 1, -1, -1):
+        digits = [int(p[col]) for p in padded]
+        terms = str(digits[0]) + "".join(f"{op}{d}" for op, d in zip(ops, digits[1:], strict=True))
+        steps.append(terms + (f"+{carry}" if all_plus and carry else ""))
+        carry = (sum(digits) + carry) // 10
     return ";".join(steps)
 
 
@@ -118,7 +136,10 @@ class Arithmetic(Domain, Parses, InstructFormat, SizesEvalSet):
         all_plus = all(op == "+" for op in ops)
         canonical = "+".join(str(v) for v in sorted(values)) if all_plus else expr
         columns = all_plus and self.guidance_style == "columns"
-        guidance = column_scaffold(values) if columns else digit_scaffold(result)
+        if self.guidance_style == "hint":
+            guidance = hint_scaffold(values, ops)
+        else:
+            guidance = column_scaffold(values) if columns else digit_scaffold(result)
         digits = max(len(str(v)) for v in values)
         minus = not all_plus
         return Task(
@@ -161,7 +182,14 @@ class Arithmetic(Domain, Parses, InstructFormat, SizesEvalSet):
 
     def solution(self, task: Task) -> str:
         """What a correct guided answer looks like (the bootstrap's target)."""
-        return f"{task.guidance}>{task.answer}" if self.cfg.response == "worked" else task.answer
+        return f"{self._work(task)}>{task.answer}" if self.cfg.response == "worked" else task.answer
+
+    def _work(self, task: Task) -> str:
+        """The worked part of a reference answer: the guidance, except that a ``hint`` (which leaves the
+        sums out) is answered with the full column work the hint stands for."""
+        if self.guidance_style == "hint" and "-" not in task.prompt:
+            return column_scaffold([int(x) for x in re.findall(r"[0-9]+", task.prompt)])
+        return task.guidance
 
     def grade(self, task: Task, output: str) -> bool:
         return output.rsplit(">", 1)[-1].strip() == task.answer
@@ -171,7 +199,8 @@ class Arithmetic(Domain, Parses, InstructFormat, SizesEvalSet):
         """The task as an instruction that states the answer format; guided: with the scaffold, named."""
         hint = ""
         if guided:
-            what = ("Column sums, right to left, with carries" if "=" in task.guidance
+            what = ("Columns, right to left, with the carry each takes in" if self.guidance_style == "hint"
+                    else "Column sums, right to left, with carries" if "=" in task.guidance
                     else "The answer's digits, right to left")
             hint = f" {what}: {task.guidance}."
         return f'Compute {task.prompt}.{hint} End your reply with "Answer: <number>".'
@@ -179,7 +208,7 @@ class Arithmetic(Domain, Parses, InstructFormat, SizesEvalSet):
     def instruct_solution(self, task: Task) -> str:
         """A reference reply in the instruct style: the work (with ``worked``), then the answer line."""
         answer = f"Answer: {task.answer}"
-        return f"{task.guidance}\n{answer}" if self.cfg.response == "worked" else answer
+        return f"{self._work(task)}\n{answer}" if self.cfg.response == "worked" else answer
 
     def grade_final(self, task: Task, answer: str) -> bool:
         """An extracted final answer ("125", "125.", "1,025") is right when its last number is the result."""
