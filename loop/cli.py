@@ -142,6 +142,14 @@ def cmd_start(args: argparse.Namespace) -> int:
     from zpd.loop.logs import set_console_format
 
     set_console_format(args.log_format)
+    if args.from_snapshot is None:  # (with it, the daemon checks the target first: its own exit codes)
+        from zpd.store.lock import StateDirRefused, check_state_dir
+
+        try:  # read-only, as the daemon's own step 1; a refusal exits before torch is imported (seconds)
+            check_state_dir(args.state_dir)
+        except StateDirRefused as exc:
+            print(one_line(f"zpd start: {exc}"), file=sys.stderr)
+            return exc.code
     from zpd.loop.daemon import start
 
     return start(args.state_dir, cfg, args.rounds, from_snapshot=args.from_snapshot, notes=notes)
@@ -338,4 +346,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from zpd.trainer.quick_exit import exit_now  # the torch teardown skipped (1-6 s a command)
+
+    exit_now(main())

@@ -133,6 +133,27 @@ def test_solo_totals_equal_the_join_over_every_attempt(tmp_path: Path) -> None:
         assert stats.solo_stats(db, domain) == joined(domain)
 
 
+def test_a_batch_larger_than_one_statement_is_stored_whole_and_counted_once(tmp_path: Path) -> None:
+    """insert_attempts splits a batch into multi-row INSERTs of _ROWS_PER_STATEMENT rows; a batch of
+    several statements, and one partly stored already, still add each solo answer exactly once."""
+    db = open_store(tmp_path / "state.db")
+    tasks = _tasks(db, random.Random(2), 2, 150)
+    rows = [_attempt(t[0], 3, mode, j, (t[0] + j) % 3 == 0) for t in tasks for mode in ("solo", "guided")
+            for j in range(5)]
+    assert len(rows) > 2 * stats._ROWS_PER_STATEMENT
+    first = len(rows) // 2 + 7  # the second call repeats some of the first's rows
+    assert stats.insert_attempts(db, rows[:first]) == first
+    assert stats.insert_attempts(db, rows[first - 400:]) == len(rows) - first + 400
+    assert db.execute("SELECT count(*) FROM attempts").fetchone()[0] == len(rows)
+    expected = {
+        h: (s, n) for h, s, n in db.execute(
+            """SELECT t.content_hash, sum(a.correct), count(*)
+               FROM attempts a JOIN tasks t ON t.id = a.task_id
+               WHERE t.domain = 'a' AND a.mode = 'solo' GROUP BY t.content_hash""").fetchall()}
+    assert expected and stats.solo_stats(db.conn, "a") == expected
+    assert {n for _, n in expected.values()} == {5}
+
+
 def test_migration_backfills_the_totals_of_an_older_store(tmp_path: Path) -> None:
     db = open_store(tmp_path / "state.db")
     db.execute("DROP TABLE solo_totals")  # as before m007: the tables and triggers of m007 absent

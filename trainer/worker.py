@@ -90,6 +90,9 @@ def serve() -> int:
     """The worker's loop over stdin commands (module docstring)."""
     from . import grpo, sft  # noqa: F401  (the imports every job needs, paid once)
 
+    # The imported modules' objects (torch, transformers: about 450,000) are never garbage; frozen, the
+    # collection after each job scans only what jobs made: 0.6-1.0 s a job at load 6, against 0.000 s.
+    gc.freeze()
     emit({"event": "ready", "pid": os.getpid()})
     for line in sys.stdin:
         if not line.strip():
@@ -256,4 +259,6 @@ class TrainerWorker:
 
 
 if __name__ == "__main__":
-    sys.exit(serve())
+    from zpd.trainer.quick_exit import exit_now  # at the end of input: no torch teardown (1-6 s)
+
+    exit_now(serve())
