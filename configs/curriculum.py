@@ -121,7 +121,7 @@ class CurriculumConfig(Strict):
     pool_dir: Path | None = None
     """pool: the folder of the pool files, ``round_NNNNNN.jsonl`` per round, one candidate per line
     with a Task's fields ``domain, difficulty, prompt, answer, guidance, canonical, meta``. A relative
-    path is relative to the daemon's working directory."""
+    path in a config file is relative to that file (in ``--set``, to the working directory)."""
 
     rzero_band: tuple[float, float] = (0.3, 0.8)
     """r-zero: a task is selected when its solo pass rate p has lo <= p <= hi (R-Zero/Agent0: [0.3, 0.8])."""

@@ -62,7 +62,7 @@ def _set_dotted(data: dict[str, Any], parts: list[str], value: Any, origin: str)
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Relative paths in a config file are relative to that file."""
     for dotted in ("learner.path", "storage.shared_dir", "domains.dataset.path",
-                   "domains.knowledge.corpus_dir"):
+                   "domains.knowledge.corpus_dir", "curriculum.pool_dir"):
         *parents, key = dotted.split(".")
         node: Any = data
         for part in parents:

@@ -130,7 +130,7 @@ def _accuracy(plt: Any, runs: dict[str, list[RunData]], color_of: dict[str, str]
     """(2) eval and exam accuracy vs round."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), squeeze=False)
     panels: list[tuple[str, Callable[[RoundData], float | None]]] = [
-        ("eval accuracy (frozen eval set)", lambda r: r.eval_accuracy),
+        ("test accuracy (frozen eval set, test part)", lambda r: r.eval_accuracy),
         ("exam accuracy (rounds with an exam)", lambda r: r.exam_accuracy if r.exam_items else None),
     ]
     for ax, (what, get) in zip(axes[0], panels, strict=True):

@@ -140,7 +140,14 @@ def _policy(config_json: str | None) -> str | None:
         config = json.loads(config_json or "{}")
     except json.JSONDecodeError:
         config = {}
-    return (config.get("curriculum") or {}).get("policy") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return None
+    cur = config.get("curriculum") or {}
+    if cur.get("policy"):
+        return str(cur["policy"])
+    # A (source, selection) pair without an alias (issue 13's pool arms): named by the pair.
+    pair = [cur.get(k) for k in ("source", "selection")]
+    return "+".join(str(v) for v in pair) if all(pair) else None
 
 
 def _round_data(v: dict[str, Any], cumulative: int, f: _Facts) -> RoundData:

@@ -132,3 +132,10 @@ def test_the_fixed_window_is_clipped_to_the_domain_or_is_its_whole_range(tmp_pat
                                        spread=1.0)
     ds = wide.difficulties(ctx, 1, "arithmetic", 1.0, 8.0, 2000, random.Random(1))
     assert min(ds) >= 1.0 and max(ds) <= 8.0
+
+
+def test_a_relative_pool_dir_in_a_config_file_is_relative_to_that_file(tmp_path: Path) -> None:
+    from zpd.configs.load import load_config
+
+    (tmp_path / "c.toml").write_text('[curriculum]\nsource = "pool"\npool_dir = "pools"\n')
+    assert load_config(tmp_path / "c.toml").curriculum.pool_dir == (tmp_path / "pools").resolve()
