@@ -45,6 +45,7 @@ from typing import Any
 
 from zpd.configs.schema import CalibrationConfig, CurriculumConfig, TeacherConfig
 from zpd.store import ledger_exam, ledger_rounds, ledger_tasks
+from zpd.store.connect import batch_durability
 from zpd.store.stats import insert_attempts
 
 from . import curriculum, exam
@@ -180,29 +181,32 @@ def run(ctx: RunContext, round_n: int) -> None:
     last_id, num_done, unanswered = 0, 0, {"generator": 0, "teacher": 0}
     row = ctx.round_row(round_n)
     drawn_total, fixed_total = row.num_attempts or 0, row.num_attempts_fixed or 0
-    while True:
-        ctx.check_stop()
-        # Earlier rounds' pending tasks too (left by a paused teacher); the id cursor skips tasks this
-        # pass left pending, so each is tried once per pass.
-        batch = ledger_tasks.pending_batch(ctx.db, round_n, last_id, cal.batch_size)
-        if not batch:
-            break
-        last_id = batch[-1]["id"]
-        tasks = {row["id"]: ctx.task_from_row(row) for row in batch}
-        sampled = _sample_batch(p, tasks)
-        with ctx.db.atomic():  # the batch's attempts, fates, exam admissions, failures, ledger: one commit
-            routed = _route(p, tasks, sampled, unanswered)
-            _record_usage(p, sampled)
-            if p.budget is not None:
-                p.budget.write_state()
-            drawn_total += sampled.drawn
-            fixed_total += routed.decided * (cal.num_solo + cal.num_guided)
-            ledger_rounds.update_round(ctx.db, round_n, num_attempts=drawn_total,
-                                       num_attempts_fixed=fixed_total)
-        _count(p, sampled, routed)
-        num_done += sum(routed.routed.values())
-        progress.update(num_done)
-        ctx.beat()
+    # Batch commits without an fsync each; the phase's closing commit below (FULL) makes them durable
+    # against power loss too (``store/connect.py: batch_durability``).
+    with batch_durability(ctx.db.conn):
+        while True:
+            ctx.check_stop()
+            # Earlier rounds' pending tasks too (left by a paused teacher); the id cursor skips tasks this
+            # pass left pending, so each is tried once per pass.
+            batch = ledger_tasks.pending_batch(ctx.db, round_n, last_id, cal.batch_size)
+            if not batch:
+                break
+            last_id = batch[-1]["id"]
+            tasks = {row["id"]: ctx.task_from_row(row) for row in batch}
+            sampled = _sample_batch(p, tasks)
+            with ctx.db.atomic():  # attempts, fates, exam admissions, failures, ledger: one commit
+                routed = _route(p, tasks, sampled, unanswered)
+                _record_usage(p, sampled)
+                if p.budget is not None:
+                    p.budget.write_state()
+                drawn_total += sampled.drawn
+                fixed_total += routed.decided * (cal.num_solo + cal.num_guided)
+                ledger_rounds.update_round(ctx.db, round_n, num_attempts=drawn_total,
+                                           num_attempts_fixed=fixed_total)
+            _count(p, sampled, routed)
+            num_done += sum(routed.routed.values())
+            progress.update(num_done)
+            ctx.beat()
     progress.close()
     if any(unanswered.values()):
         component = "teacher" if unanswered["teacher"] else "generator"

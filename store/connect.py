@@ -49,6 +49,27 @@ def connect(path: Path, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
+@contextlib.contextmanager
+def batch_durability(conn: sqlite3.Connection) -> Iterator[None]:
+    """Commits inside the block do not fsync (``synchronous = NORMAL``); the next commit after it does.
+
+    For CALIBRATE's per-batch commits, the only frequent writes: in WAL mode a NORMAL commit survives
+    any kill of the process (it is in the WAL file when COMMIT returns) and never corrupts the store;
+    only a power loss or an OS crash can roll back the batches committed since the last fsync, which
+    CALIBRATE then redoes alike (each sample has its own seed). The phase's closing commit (selection
+    and phase advance), made after the block under ``synchronous = FULL``, fsyncs the WAL, so every
+    committed round is durable as before. Inside an open transaction the pragma cannot change, so the
+    block then keeps FULL."""
+    relax = not conn.in_transaction
+    if relax:
+        conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        yield
+    finally:
+        if relax and not conn.in_transaction:
+            conn.execute("PRAGMA synchronous = FULL")
+
+
 def table_names(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid")]
 
