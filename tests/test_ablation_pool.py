@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+# Appended, not prepended: bench/ holds scripts named like libraries (bench/reasoning_gym.py), which
+# must not shadow them for the later tests of this worker process.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
 
 from ablation_pool import make_pool, pool_path, read_pool, write_pool  # noqa: E402
 
@@ -38,3 +40,13 @@ def test_pool_file_round_trips(tmp_path: Path) -> None:
     fields = set(json.loads(path.read_text().splitlines()[0]))
     assert fields == {"domain", "difficulty", "prompt", "answer", "guidance", "canonical", "meta"}
     assert not list(tmp_path.glob("pool/*.tmp"))
+
+
+def test_bench_on_the_path_shadows_no_library() -> None:
+    """bench/reasoning_gym.py (the family check) must not stand in for the reasoning_gym library in this
+    worker's later tests once bench/ is on sys.path (it did, when bench/ was prepended)."""
+    import importlib.util
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    spec = importlib.util.find_spec("reasoning_gym")
+    assert spec is None or spec.origin is None or Path(spec.origin).resolve() != bench / "reasoning_gym.py"

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+# Appended, not prepended: bench/ holds scripts named like libraries (bench/reasoning_gym.py), which
+# must not shadow them for the later tests of this worker process.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
 
 from ablation_stats import (  # noqa: E402
     RoundPoint,
