@@ -94,6 +94,30 @@ def sequential_owed(outcomes: list[int], k: int, need: int) -> int:
     return k
 
 
+def exam_hopeful_owed(solo: list[int], guided: list[int], num_solo: int, num_guided: int,
+                      need_solo: int, need_guided: int) -> bool:
+    """Whether these outcomes are what CALIBRATE draws for an exam hopeful (``loop/calibrate.py``, step 3):
+    a task with no solo success whose guided samples were all correct when the sequential test stopped is
+    sampled on while the exam has room, solo until its first success (or k), then, if still without one,
+    guided until its first failure (or k). Room is not in the store, so a task that matches either this or
+    the plain sequential count is owed what it has."""
+    owed_solo = sequential_owed(solo, num_solo, need_solo)
+    owed_guided = sequential_owed(guided, num_guided, need_guided)
+    if any(solo[:owed_solo]) or len(guided) < owed_guided or not all(guided[:owed_guided]):
+        return False  # not a hopeful when the sequential test stopped
+    # Solo, sampled on while it has no success: zeros, then at most one success, which ends it.
+    if 1 in solo:
+        if solo.index(1) != len(solo) - 1:
+            return False
+        return len(guided) == owed_guided  # a solo success ends the hope: no more guided samples
+    if len(solo) != num_solo:
+        return False
+    # Guided, sampled on while every sample is correct: ones, then at most one failure, which ends it.
+    if 0 in guided:
+        return guided.index(0) == len(guided) - 1
+    return len(guided) == num_guided
+
+
 def check_state(state: Path, seen: dict[int, tuple], num_solo: int = 2, num_guided: int = 2,
                 solo_max_ratio: float = 0.25, guided_min_ratio: float = 0.3) -> list[str]:
     """Problems of a stopped daemon's state directory (empty: all checks pass). ``seen`` maps rounds
@@ -136,13 +160,13 @@ def check_state(state: Path, seen: dict[int, tuple], num_solo: int = 2, num_guid
         need_guided = max(0, math.ceil(guided_min_ratio * num_guided - 1e-9))
         for tid, (p_solo, modes) in tasks.items():
             solo, guided = [c for _, c in modes["solo"]], [c for _, c in modes["guided"]]
-            hopeful = not any(solo) and bool(guided) and all(guided)  # an exam candidate: sampled to k/k
-            want_solo = num_solo if hopeful else sequential_owed(solo, num_solo, need_solo)
-            want_guided = 0 if p_solo > solo_max_ratio else (
-                num_guided if hopeful and len(guided) == num_guided
-                else sequential_owed(guided, num_guided, need_guided))
+            want_solo = sequential_owed(solo, num_solo, need_solo)
+            want_guided = 0 if p_solo > solo_max_ratio else sequential_owed(guided, num_guided, need_guided)
+            plain = len(solo) == want_solo and len(guided) == want_guided
+            hopeful = p_solo <= solo_max_ratio and exam_hopeful_owed(solo, guided, num_solo, num_guided,
+                                                                     need_solo, need_guided)
             numbered = all([i for i, _ in modes[m]] == list(range(len(modes[m]))) for m in modes)
-            if not numbered or len(solo) != want_solo or len(guided) != want_guided:
+            if not numbered or not (plain or hopeful):
                 problems.append(f"task {tid}: {len(solo)} solo / {len(guided)} guided attempts "
                                 f"(want {want_solo} / {want_guided}, numbered from 0: {numbered})")
                 break

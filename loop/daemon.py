@@ -228,6 +228,9 @@ class Daemon(StartUp):
             self.metrics.close()
             self.lock.release()
             self.log.info("daemon stopped", extra={"exit_code": code})
+            # Closed here, not whenever the garbage collector gets to it: closing checkpoints the WAL into
+            # state.db, which must not happen after ``zpd start`` returned (to a test, in the same process).
+            self.db.conn.close()
             close_logging()  # a later command in this process (a test's) must not write into this run
         return code
 
