@@ -22,6 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+# The daemon's gate counts and tests the same way (one implementation of each).
+from zpd.loop.measure import binomial_tail, discordant  # noqa: F401  (discordant: part of this API)
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -83,11 +86,6 @@ def bootstrap_diff_ci(a: Sequence[Mapping[int, bool]], b: Sequence[Mapping[int, 
     return _two_level(diffs, n_boot, seed, level)
 
 
-def _binom_tail_ge(k: int, n: int) -> float:
-    """P(X >= k) for X ~ Binomial(n, 1/2)."""
-    return sum(math.comb(n, i) for i in range(max(k, 0), n + 1)) / 2**n
-
-
 def mcnemar(b: int, c: int, alternative: Literal["two-sided", "greater", "less"] = "two-sided") -> float:
     """Exact McNemar p-value. b: pairs where A is right and B wrong; c: A wrong and B right.
 
@@ -99,8 +97,8 @@ def mcnemar(b: int, c: int, alternative: Literal["two-sided", "greater", "less"]
     n = b + c
     if n == 0:
         return 1.0
-    greater = _binom_tail_ge(b, n)
-    less = _binom_tail_ge(c, n)
+    greater = binomial_tail(b, n)
+    less = binomial_tail(c, n)
     if alternative == "greater":
         return greater
     if alternative == "less":
@@ -108,12 +106,6 @@ def mcnemar(b: int, c: int, alternative: Literal["two-sided", "greater", "less"]
     if alternative == "two-sided":
         return min(1.0, 2 * min(greater, less))
     raise ValueError(f"unknown alternative {alternative!r}")
-
-
-def discordant(a: Mapping[int, bool], b: Mapping[int, bool]) -> tuple[int, int]:
-    """(A right and B wrong, A wrong and B right) over the items both were measured on."""
-    common = set(a) & set(b)
-    return (sum(1 for i in common if a[i] and not b[i]), sum(1 for i in common if b[i] and not a[i]))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 from zpd.store import ledger_exam, ledger_rounds, ledger_tasks
@@ -55,15 +56,23 @@ def estimate_frontier(by_level: dict[float, float]) -> float:
     return levels[-1]
 
 
+def discordant(a: Mapping[int, bool], b: Mapping[int, bool]) -> tuple[int, int]:
+    """(A right and B wrong, A wrong and B right) over the items both were measured on."""
+    common = a.keys() & b.keys()
+    return (sum(1 for i in common if a[i] and not b[i]), sum(1 for i in common if b[i] and not a[i]))
+
+
+def binomial_tail(k: int, n: int) -> float:
+    """P(X >= k) for X ~ Binomial(n, 1/2): the exact McNemar test's tail (1 when n = 0)."""
+    return sum(math.comb(n, i) for i in range(max(k, 0), n + 1)) / 2**n
+
+
 def mcnemar_p(parent: dict[int, bool], new: dict[int, bool]) -> float:
     """One-sided exact McNemar p-value for "the new learner is worse", over the items both answered:
     b = parent right and new wrong, c = the reverse, p = P(Binom(b + c, 1/2) >= b) (1 without any
     discordant pair)."""
-    common = parent.keys() & new.keys()
-    b = sum(1 for i in common if parent[i] and not new[i])
-    c = sum(1 for i in common if new[i] and not parent[i])
-    n = b + c
-    return sum(math.comb(n, k) for k in range(b, n + 1)) / 2**n
+    b, c = discordant(parent, new)
+    return binomial_tail(b, b + c)
 
 
 def _accuracy(rows: list[TaskRow], outcomes: dict[int, bool]) -> tuple[float, dict[str, float]]:
