@@ -3,7 +3,8 @@
     python bench/ablation.py             # 5 selection arms x 3 seeds + the tuning sweep, default learner
     python bench/ablation.py --full      # + the source table, 5 seeds (hours; resumable)
     python bench/ablation.py --dry-run   # smoke learner, 1 seed, 2 arms, 1 round (the CI test)
-    python bench/ablation.py --set domains.arithmetic.guidance=hint --work /tmp/zpd-ablation-hint
+    python bench/ablation.py --set domains.arithmetic.guidance=hint --work /tmp/zpd-ablation-hint \
+        --tuning bench/results/ablation/default/results.json   # each arm's stored cell; no sweep
     bash bench/ablation_gpu.sh           # the GPU scale (a larger learner from scratch on CUDA)
 
 What it does, with real ``zpd start`` subprocesses throughout (each run resumable: rerun the command):
@@ -18,7 +19,9 @@ What it does, with real ``zpd start`` subprocesses throughout (each run resumabl
 3. **Same tuning for every arm**: on seed 0 each arm runs every cell of ``--lrs`` x ``--replays``
    (``train.learning_rate``, ``train.replay_ratio``) and keeps the cell with the best *validation*
    accuracy at B (ties: the larger validation AUC, then the first cell); the other seeds run that cell.
-   The choice is stored (``tuning.json``, ``results.json``) and printed.
+   The choice is stored (``tuning.json``, ``results.json``) and printed. ``--tuning FILE`` takes every arm's
+   choice from an earlier run's ``results.json`` or ``tuning.json`` instead (the sweep does not run; seed 0
+   runs the stored cell like the other seeds), for a rerun that changes one setting under the same tuning.
 4. **Budget**: a run advances while its training tokens after round 0 are <= B (``--budget-tokens``) and
    under the round cap; its result is its last round within B (the learner current there).
 5. **Report** (``bench/ablation_report.py``, statistics in ``bench/ablation_stats.py``) into ``--out``.
@@ -215,6 +218,28 @@ def sweep(arms: list[str], grid: list[dict[str, float]], b: Bench, archive: Path
     return tuning
 
 
+def load_tuning(path: Path, arms: list[str]) -> dict[str, dict]:
+    """Every arm's stored cell from an earlier run's ``results.json`` (its "tuning") or ``tuning.json``."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--tuning {path}: cannot read it as JSON ({exc})") from None
+    stored = data.get("tuning", data) if isinstance(data, dict) else {}
+    tuning: dict[str, dict] = {}
+    for a in arms:
+        cell = stored.get(a) if isinstance(stored, dict) else None
+        if not isinstance(cell, dict) or not {"learning_rate", "replay_ratio"} <= cell.keys():
+            raise SystemExit(f"--tuning {path}: no learning_rate and replay_ratio for arm {a!r}")
+        c = {"learning_rate": float(cell["learning_rate"]), "replay_ratio": float(cell["replay_ratio"])}
+        tuning[a] = {**c, "run": f"{a}-s0{cell_tag(c)}", "cells": cell.get("cells", []),
+                     "from": str(path)}
+        print(f"tuning {a}: lr {c['learning_rate']:g}, replay {c['replay_ratio']:g} (from {path})",
+              flush=True)
+    return tuning
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "default.toml")
@@ -233,6 +258,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work", type=Path, default=Path("/tmp/zpd-bench-ablation"))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ablation")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for every run")
+    ap.add_argument("--tuning", type=Path, default=None,
+                    help="each arm's cell from an earlier results.json / tuning.json (skips the sweep)")
     ap.add_argument("--full", action="store_true", help="+ the source table, 5 seeds")
     ap.add_argument("--scale", choices=["cpu", "gpu"], default="cpu")
     ap.add_argument("--dry-run", action="store_true", help="smoke learner, 1 seed, 2 arms, 1 round")
@@ -276,10 +303,16 @@ def main(argv: list[str] | None = None) -> int:
     grid = [{"learning_rate": float(lr), "replay_ratio": float(rr)}
             for lr in args.lrs.split(",") for rr in args.replays.split(",")]
     began = time.monotonic()
+    stored = None if args.tuning is None else load_tuning(args.tuning, arms)  # bad input: before any run
     b.work.mkdir(parents=True, exist_ok=True)
     archive = b.work / "round0.tar" if args.report_only else round0(b)
-    tuning = sweep(arms, grid, b, archive, run=not args.report_only)
-    runs = [pool_run(a, s, tuning[a], b, cell_tag(tuning[a])) for s in seeds if s != 0 for a in arms]
+    if stored is not None:
+        tuning = stored
+        dump(b.work / "tuning.json", tuning)
+    else:
+        tuning = sweep(arms, grid, b, archive, run=not args.report_only)
+    swept = 0 if args.tuning is None else None  # seed 0's chosen cells already ran in the sweep
+    runs = [pool_run(a, s, tuning[a], b, cell_tag(tuning[a])) for s in seeds if s != swept for a in arms]
     if args.full:
         zcell = tuning["zpd"]
         for s in seeds:

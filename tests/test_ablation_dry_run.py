@@ -71,3 +71,19 @@ def test_dry_run_end_to_end_and_resume(tmp_path: Path) -> None:
     assert "GPU scale settings validate" in again.stdout
     assert "round 1:" not in again.stdout  # resumed: nothing left to run
     assert json.loads((tmp_path / "out" / "results.json").read_text())["arms"] == res["arms"]
+    # --tuning: each arm's stored cell instead of the sweep; seed 0's chosen runs are the same runs.
+    (tmp_path / "res.json").write_text(json.dumps(res))
+    stored = _bench(tmp_path, "--tuning", str(tmp_path / "res.json"))
+    assert stored.returncode == 0, stored.stdout[-3000:] + stored.stderr[-3000:]
+    assert f"tuning zpd: lr {res['tuning']['zpd']['learning_rate']:g}" in stored.stdout
+    assert "round 1:" not in stored.stdout
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["arms"] == res["arms"]
+
+
+def test_a_tuning_file_without_an_arm_is_one_line_before_any_run(tmp_path: Path) -> None:
+    bad = tmp_path / "tuning.json"
+    bad.write_text(json.dumps({"zpd": {"learning_rate": 1e-3, "replay_ratio": 2.0}}))
+    proc = _bench(tmp_path, "--tuning", str(bad))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"--tuning {bad}: no learning_rate and replay_ratio for arm 'random'"
+    assert not (tmp_path / "work").exists()
