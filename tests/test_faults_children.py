@@ -86,7 +86,7 @@ def test_without_rounds_the_daemon_stays_up_and_keeps_retrying(tmp_path: Path) -
                      log=tmp_path / "d.log")
     url = wait_for(lambda: metrics_url(state), 60, what="metrics up")
     # max_retries=0: every failure fails the round; the daemon waits with backoff and tries it again.
-    wait_for(lambda: failures(url) >= 3, 180, 0.2, what="three failed attempts, the daemon still up")
+    wait_for(lambda: failures(url) >= 2, 180, 0.2, what="a failed round tried again, the daemon still up")
     assert proc.poll() is None
     nothing_committed(state)
     proc.send_signal(signal.SIGTERM)
@@ -96,8 +96,10 @@ def test_without_rounds_the_daemon_stays_up_and_keeps_retrying(tmp_path: Path) -
 
 def test_trainer_killed_is_retried_and_the_round_commits(tmp_path: Path) -> None:
     state = tmp_path / "state"
+    # A short bootstrap: what is checked is the retry and the commit, not what round 0 learns.
     proc = spawn_zpd("start", "--config", str(SMOKE), "--state-dir", str(state), "--rounds", "0",
-                     "--set", "train.retry_backoff_seconds=0.5", log=tmp_path / "d.log")
+                     "--set", "train.retry_backoff_seconds=0.5", "--set", "bootstrap.num_examples=300",
+                     "--set", "bootstrap.epochs=1.0", log=tmp_path / "d.log")
     url = wait_for(lambda: metrics_url(state), 60, what="metrics up")
     child = wait_for(lambda: trainer_children(proc.pid), 120, 0.02, what="bootstrap trainer child")[0]
     child.send_signal(signal.SIGKILL)
