@@ -25,7 +25,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from zpd.loop.terminal import one_line
 
@@ -345,7 +345,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
-    from zpd.trainer.quick_exit import exit_now  # the torch teardown skipped (1-6 s a command)
+def run() -> NoReturn:
+    """The ``zpd`` command (the console script) and ``python -m zpd.loop.cli``: ``main``, then the process
+    ends through ``exit_now``, without the interpreter's teardown of torch and transformers (1-6 s)."""
+    from zpd.trainer.quick_exit import exit_now
 
     exit_now(main())
+
+
+if __name__ == "__main__":
+    run()

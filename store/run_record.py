@@ -49,6 +49,8 @@ class RoundData:
     num_selected: int | None = None             # tasks of this round selected for training
     decontamination: dict[str, Any] | None = None
     yield_by_domain: dict[str, float] = field(default_factory=dict)   # (zpd + exam) / calibrated, per domain
+    test_by_domain: dict[str, float] = field(default_factory=dict)    # eval accuracy's test part, per domain
+    validation_by_domain: dict[str, float] = field(default_factory=dict)  # its validation part (m010)
 
 
 @dataclass
@@ -85,9 +87,10 @@ BASE_ROUND_COLUMNS = ["id", "eval_accuracy", "exam_accuracy", "exam_items", "pro
                       "config_json"]
 """The ``rounds`` columns of every store format (m002)."""
 LATER_ROUND_COLUMNS = ("yield_ratio", "num_attempts", "num_attempts_fixed", "decontamination_json",
-                       "validation_accuracy")
-"""Read when present: ``yield_ratio`` came with m004, ``validation_accuracy`` with m010, the others with
-m005 (``tasks.selected`` too)."""
+                       "validation_accuracy", "eval_by_domain_json", "validation_by_domain_json")
+"""Read when present: ``yield_ratio`` came with m004, ``validation_accuracy`` and
+``validation_by_domain_json`` with m010, the others with m005 (``tasks.selected`` too);
+``eval_by_domain_json`` is in every store but is read like these (absent: no per-domain figures)."""
 
 
 @dataclass
@@ -177,7 +180,15 @@ def _round_data(v: dict[str, Any], cumulative: int, f: _Facts) -> RoundData:
         num_selected=f.selected.get(n),
         decontamination=_json_dict(v.get("decontamination_json")),
         yield_by_domain=f.yields.get(n, {}),
+        test_by_domain=_accuracies(v.get("eval_by_domain_json")),
+        validation_by_domain=_accuracies(v.get("validation_by_domain_json")),
     )
+
+
+def _accuracies(text: str | None) -> dict[str, float]:
+    """A ``*_by_domain_json`` column: domain -> accuracy ({} when absent or not such a mapping)."""
+    d = _json_dict(text) or {}
+    return {str(k): float(v) for k, v in d.items() if isinstance(v, int | float)}
 
 
 def load_run(db: Any, state_dir: Path | str | None = None) -> RunData:

@@ -41,3 +41,23 @@ def test_exit_now_waits_the_normal_way_for_a_running_thread(tmp_path: Path) -> N
     )
     assert out.returncode == 0, out.stderr
     assert done.read_text() == "ok"  # the interpreter joined the thread before it exited
+
+
+def test_the_zpd_command_ends_through_exit_now(tmp_path: Path) -> None:
+    """The console script's entry point (pyproject: ``zpd = "zpd.loop.cli:run"``) skips the teardown."""
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["zpd"] == "zpd.loop.cli:run"
+    out = _run(
+        "import sys\n"
+        "class Loud:\n"
+        "    def __del__(self):\n"
+        "        print('teardown ran', flush=True)\n"
+        "keep = Loud()\n"
+        f"sys.argv = ['zpd', 'status', '--state-dir', {str(tmp_path / 'none')!r}]\n"
+        "from zpd.loop.cli import run\n"
+        "run()\n"
+    )
+    assert out.returncode != 0 and "teardown ran" not in out.stdout, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.strip()  # the command's own one-line error

@@ -90,6 +90,12 @@ def test_report_of_a_smoke_run_while_and_after_the_daemon_runs(tmp_path: Path, r
     fresh = load_state_dir(state)
     assert runs == {"state": [fresh]}
     assert [r.eval_accuracy for r in fresh.rounds] == [r[1] for r in committed]
+    # Per domain: the test and validation parts as MEASURE stored them (the families plot's third panel).
+    by_domain = query(state, "SELECT eval_by_domain_json, validation_by_domain_json FROM rounds "
+                             "WHERE status = 'committed' ORDER BY id")
+    assert [r.test_by_domain for r in fresh.rounds] == [json.loads(t) for t, _ in by_domain]
+    assert [r.validation_by_domain for r in fresh.rounds] == [json.loads(v) for _, v in by_domain]
+    assert set(fresh.rounds[2].test_by_domain) == {"arithmetic"}
     assert fresh.policy == "zpd-band" and fresh.domains == ["arithmetic"]
     tokens = [r[0] for r in query(state, "SELECT coalesce(train_tokens, 0) FROM rounds ORDER BY id")]
     assert [r.cumulative_train_tokens for r in fresh.rounds] == [sum(tokens[: i + 1]) for i in range(3)]
