@@ -23,7 +23,8 @@ ROUND0_TIMEOUT = 900.0
 """Seconds the round-0 build (bootstrap, then snapshot) may take on a loaded 2-core machine."""
 
 EARLY = ("test_train_checkpoint.py", "test_user_model.py", "test_reasoning_gym.py", "test_knowledge.py",
-         "test_knowledge_corpus.py", "test_trainer_job.py", "test_trainer_worker.py", "test_cpt.py")
+         "test_knowledge_corpus.py", "test_trainer_job.py", "test_trainer_worker.py", "test_cpt.py",
+         "test_gpu_round_dry_run.py")
 """Slow modules that need no round 0: run first, while the round-0 build runs beside them (measured,
 bench/results/ci-time.md; slowest first)."""
 ROUND0_FIRST = ("test_snapshot_rollback_export.py", "test_served.py", "test_daemon.py", "test_faults_kill.py",

@@ -66,17 +66,15 @@ def test_dry_run_end_to_end_and_resume(tmp_path: Path) -> None:
     assert res["arms"][1]["mcnemar_vs_zpd"][0]["p_two_sided"] <= 1.0
     assert (tmp_path / "out" / "accuracy_vs_tokens.png").stat().st_size > 0
     assert (tmp_path / "out" / "accuracy_by_level.png").stat().st_size > 0
-    again = _bench(tmp_path, "--scale", "gpu")
+    # Again on the same work directory, at the GPU scale (its settings only validated on the CPU) and
+    # with --tuning (each arm's stored cell instead of the sweep): seed 0's chosen runs are the same runs,
+    # so it resumes with nothing left to run and reports the same arms.
+    (tmp_path / "res.json").write_text(json.dumps(res))
+    again = _bench(tmp_path, "--scale", "gpu", "--tuning", str(tmp_path / "res.json"))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "GPU scale settings validate" in again.stdout
+    assert f"tuning zpd: lr {res['tuning']['zpd']['learning_rate']:g}" in again.stdout
     assert "round 1:" not in again.stdout  # resumed: nothing left to run
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["arms"] == res["arms"]
-    # --tuning: each arm's stored cell instead of the sweep; seed 0's chosen runs are the same runs.
-    (tmp_path / "res.json").write_text(json.dumps(res))
-    stored = _bench(tmp_path, "--tuning", str(tmp_path / "res.json"))
-    assert stored.returncode == 0, stored.stdout[-3000:] + stored.stderr[-3000:]
-    assert f"tuning zpd: lr {res['tuning']['zpd']['learning_rate']:g}" in stored.stdout
-    assert "round 1:" not in stored.stdout
     assert json.loads((tmp_path / "out" / "results.json").read_text())["arms"] == res["arms"]
 
 
