@@ -1,7 +1,7 @@
 """The controlled ablation (issue 13): which calibrated tasks to train on, on one shared pool, equal budgets.
 
     python bench/ablation.py             # 5 selection arms x 3 seeds + the tuning sweep, default learner
-    python bench/ablation.py --full      # + the source table, 5 seeds (hours; resumable)
+    python bench/ablation.py --full      # + the source table, 5 seeds (hours; resumable; seed after seed)
     python bench/ablation.py --dry-run   # smoke learner, 1 seed, 2 arms, 1 round (the CI test)
     python bench/ablation.py --set domains.arithmetic.guidance=hint --work /tmp/zpd-ablation-hint \
         --tuning bench/results/ablation/default/results.json   # each arm's stored cell; no sweep
@@ -166,8 +166,17 @@ def ensure_pool(seed: int, r: int, runs: list[Run], b: Bench) -> None:
     write_pool(path, make_pool(cfg, seed, r, b.pool_size, b.window, exclude))
 
 
-def lockstep(runs: list[Run], b: Bench, archive: Path) -> None:
-    """Every run one round at a time, up to the budget or the round cap; pools made between rounds."""
+def lockstep(runs: list[Run], b: Bench, archive: Path, by_seed: bool = False) -> None:
+    """Every run one round at a time, up to the budget or the round cap; pools made between rounds.
+    ``by_seed`` (``--full``): seed after seed, so that an interrupted bench has whole seeds to report
+    (``--report-only --seeds``); a seed's pools depend only on its own runs, so the runs are the same,
+    at the cost of a core left idle at the end of more rounds."""
+    groups = [[run for run in runs if run.seed == s] for s in sorted({run.seed for run in runs})]
+    for group in groups if by_seed else [runs]:
+        _lockstep(group, b, archive)
+
+
+def _lockstep(runs: list[Run], b: Bench, archive: Path) -> None:
     for r in range(1, b.cap + 1):
         active = []
         for run in runs:
@@ -178,7 +187,8 @@ def lockstep(runs: list[Run], b: Bench, archive: Path) -> None:
             return
         for seed in sorted({run.seed for run in active if run.pooled}):
             ensure_pool(seed, r, runs, b)
-        print(f"round {r}: {len(active)} runs, {b.jobs} at a time", flush=True)
+        seeds = ", ".join(str(x) for x in sorted({run.seed for run in active}))
+        print(f"round {r}: {len(active)} runs (seeds {seeds}), {b.jobs} at a time", flush=True)
         with ThreadPoolExecutor(max_workers=b.jobs) as ex:
             for f in [ex.submit(step, run, r, b, archive) for run in active]:
                 f.result()
@@ -323,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"train.replay_ratio={cell['replay_ratio']}"]
                 runs.append(Run(f"{name}-s{s}", name, s, own, False, cell))
     if not args.report_only:
-        lockstep(runs, b, archive)
+        lockstep(runs, b, archive, by_seed=args.full)
     return report(b, arms, seeds, tuning, runs, args, time.monotonic() - began)
 
 

@@ -85,3 +85,21 @@ def test_a_tuning_file_without_an_arm_is_one_line_before_any_run(tmp_path: Path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"--tuning {bad}: no learning_rate and replay_ratio for arm 'random'"
     assert not (tmp_path / "work").exists()
+
+
+def test_full_runs_seed_after_seed_and_the_default_all_seeds_together() -> None:
+    """``lockstep(by_seed=True)`` (``--full``) advances one seed's runs to their end before the next seed's;
+    without it every run of every seed takes each round together. Checked in a subprocess (importing the
+    bench puts bench/ first on sys.path, where its reasoning_gym.py would shadow the library)."""
+    code = (
+        "import sys; sys.path.insert(0, 'bench')\n"
+        "import ablation\n"
+        "calls = []\n"
+        "ablation._lockstep = lambda runs, b, archive: calls.append(sorted({r.seed for r in runs}))\n"
+        "runs = [ablation.Run(f'a{s}{k}', 'zpd', s, [], True) for s in (2, 0, 1) for k in range(2)]\n"
+        "ablation.lockstep(runs, None, None, by_seed=True); print(calls); calls.clear()\n"
+        "ablation.lockstep(runs, None, None); print(calls)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[:2] == ["[[0], [1], [2]]", "[[0, 1, 2]]"]
