@@ -194,15 +194,16 @@ def _lockstep(runs: list[Run], b: Bench, archive: Path) -> None:
                 f.result()
 
 
-def pool_run(arm: str, seed: int, cell: dict[str, float], b: Bench, tag: str = "") -> Run:
+def pool_run(arm: str, seed: int, cell: dict[str, float], b: Bench) -> Run:
     pool = b.work / "pool" / f"seed{seed}"
     sets = ['curriculum.source="pool"', f'curriculum.pool_dir="{pool}"', f'curriculum.selection="{arm}"',
             f"train.learning_rate={cell['learning_rate']}", f"train.replay_ratio={cell['replay_ratio']}"]
-    return Run(f"{arm}-s{seed}{tag}", arm, seed, sets, True, dict(cell))
+    return Run(run_name(arm, seed, cell), arm, seed, sets, True, dict(cell))
 
 
-def cell_tag(cell: dict[str, float]) -> str:
-    return f"-lr{cell['learning_rate']:g}-rr{cell['replay_ratio']:g}"
+def run_name(arm: str, seed: int, cell: dict[str, float]) -> str:
+    """The state directory's name (under ``<work>/runs``) of a pooled arm at a seed and tuning cell."""
+    return f"{arm}-s{seed}-lr{cell['learning_rate']:g}-rr{cell['replay_ratio']:g}"
 
 
 def sweep(arms: list[str], grid: list[dict[str, float]], b: Bench, archive: Path,
@@ -210,17 +211,17 @@ def sweep(arms: list[str], grid: list[dict[str, float]], b: Bench, archive: Path
     """Seed 0, every arm x every cell; each arm's choice by validation accuracy at B (then AUC)."""
     from ablation_stats import normalised_auc
 
-    runs = [pool_run(a, 0, c, b, cell_tag(c)) for a in arms for c in grid]
+    runs = [pool_run(a, 0, c, b) for a in arms for c in grid]
     if run:
         lockstep(runs, b, archive)
     tuning: dict[str, dict] = {}
     for a in arms:
         scored = []
         for k, c in enumerate(grid):
-            res = read_run(b.work / "runs" / f"{a}-s0{cell_tag(c)}", b.budget)
+            res = read_run(b.work / "runs" / run_name(a, 0, c), b.budget)
             scored.append((res.validation_at_b, normalised_auc(res.validation, b.budget), -k, c))
         best = max(scored, key=lambda t: t[:3])
-        tuning[a] = {**best[3], "run": f"{a}-s0{cell_tag(best[3])}",
+        tuning[a] = {**best[3], "run": run_name(a, 0, best[3]),
                      "cells": [{**c, "validation_at_b": v, "validation_auc": u} for v, u, _, c in scored]}
         print(f"tuning {a}: lr {best[3]['learning_rate']:g}, replay {best[3]['replay_ratio']:g} "
               f"(validation at B {best[0]:.3f})", flush=True)
@@ -243,7 +244,7 @@ def load_tuning(path: Path, arms: list[str]) -> dict[str, dict]:
         if not isinstance(cell, dict) or not {"learning_rate", "replay_ratio"} <= cell.keys():
             raise SystemExit(f"--tuning {path}: no learning_rate and replay_ratio for arm {a!r}")
         c = {"learning_rate": float(cell["learning_rate"]), "replay_ratio": float(cell["replay_ratio"])}
-        tuning[a] = {**c, "run": f"{a}-s0{cell_tag(c)}", "cells": cell.get("cells", []),
+        tuning[a] = {**c, "run": run_name(a, 0, c), "cells": cell.get("cells", []),
                      "from": str(path)}
         print(f"tuning {a}: lr {c['learning_rate']:g}, replay {c['replay_ratio']:g} (from {path})",
               flush=True)
@@ -321,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         dump(b.work / "tuning.json", tuning)
     else:
         tuning = sweep(arms, grid, b, archive, run=not args.report_only)
-    swept = 0 if args.tuning is None else None  # seed 0's chosen cells already ran in the sweep
-    runs = [pool_run(a, s, tuning[a], b, cell_tag(tuning[a])) for s in seeds if s != swept for a in arms]
+    # Seed 0's chosen cells already ran in the sweep; with stored tuning they run here like the others.
+    runs = [pool_run(a, s, tuning[a], b) for s in seeds if s != 0 or stored is not None for a in arms]
     if args.full:
         zcell = tuning["zpd"]
         for s in seeds:
@@ -352,9 +353,7 @@ def report(b: Bench, arms: list[str], seeds: list[int], tuning: dict[str, dict],
         raise SystemExit(f"{b.work / 'round0'}: round 0 has no validation accuracy "
                          "(rounds.validation_accuracy)")
     target = v0 + b.target_delta
-    def name(a: str, s: int) -> str:
-        return tuning[a]["run"] if s == 0 else f"{a}-s{s}{cell_tag(tuning[a])}"
-    results: dict[str, list[RunResult]] = {a: [read_run(b.work / "runs" / name(a, s), b.budget)
+    results: dict[str, list[RunResult]] = {a: [read_run(b.work / "runs" / run_name(a, s, tuning[a]), b.budget)
                                                for s in seeds] for a in arms}
     for name_ in dict.fromkeys(r.arm for r in extra if not r.pooled):
         tuning.setdefault(name_, tuning["zpd"])
