@@ -89,8 +89,8 @@ def test_a_tuning_file_without_an_arm_is_one_line_before_any_run(tmp_path: Path)
 
 def test_full_runs_seed_after_seed_and_the_default_all_seeds_together() -> None:
     """``lockstep(by_seed=True)`` (``--full``) advances one seed's runs to their end before the next seed's;
-    without it every run of every seed takes each round together. Checked in a subprocess (importing the
-    bench puts bench/ first on sys.path, where its reasoning_gym.py would shadow the library)."""
+    without it every run of every seed takes each round together. Checked in a subprocess, which patches
+    the bench module's ``_lockstep`` without touching this process."""
     code = (
         "import sys; sys.path.insert(0, 'bench')\n"
         "import ablation\n"

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-# Appended, not prepended: bench/ holds scripts named like libraries (bench/reasoning_gym.py), which
-# must not shadow them for the later tests of this worker process.
+# Appended, not prepended: a bench/ script must never stand in for a library in this worker's later tests
+# (test_no_bench_script_is_named_like_an_installed_module).
 sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
 
 from ablation_pool import make_pool, pool_path, read_pool, write_pool  # noqa: E402
@@ -42,11 +42,14 @@ def test_pool_file_round_trips(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("pool/*.tmp"))
 
 
-def test_bench_on_the_path_shadows_no_library() -> None:
-    """bench/reasoning_gym.py (the family check) must not stand in for the reasoning_gym library in this
-    worker's later tests once bench/ is on sys.path (it did, when bench/ was prepended)."""
-    import importlib.util
+def test_no_bench_script_is_named_like_an_installed_module() -> None:
+    """bench/ is put on sys.path by the bench scripts and these tests: a script named like an installed
+    top-level module (bench/reasoning_gym.py was, now bench/rg_check.py) would shadow that library for
+    every later import in the process."""
+    import importlib.metadata
 
+    installed = importlib.metadata.packages_distributions()  # top-level module -> its distributions
+    assert "reasoning_gym" in installed or "torch" in installed  # the map is real here
     bench = Path(__file__).resolve().parents[1] / "bench"
-    spec = importlib.util.find_spec("reasoning_gym")
-    assert spec is None or spec.origin is None or Path(spec.origin).resolve() != bench / "reasoning_gym.py"
+    clashes = sorted(p.stem for p in bench.glob("*.py") if p.stem in installed)
+    assert clashes == [], f"bench scripts named like installed modules: {clashes}"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-# Appended, not prepended: bench/ holds scripts named like libraries (bench/reasoning_gym.py), which
-# must not shadow them for the later tests of this worker process.
+# Appended, not prepended: a bench/ script must never stand in for a library in this worker's later tests
+# (test_ablation_pool.py: test_no_bench_script_is_named_like_an_installed_module).
 sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
 
 from ablation_stats import (  # noqa: E402

@@ -1,7 +1,7 @@
 """The grading check and the offline-guidance check over every reasoning-gym family.
 
-    python bench/reasoning_gym.py                       # all families, both response formats
-    python bench/reasoning_gym.py --families chain_sum leg_counting --json out.json
+    python bench/rg_check.py                       # all families, both response formats
+    python bench/rg_check.py --families chain_sum leg_counting --json out.json
 
 For each family (``loop/domains/rg_grading.py:check_family``, 20 items over its levels): does the reference
 answer score 1.0 while a garbage string and another item's answer score below the threshold; and
