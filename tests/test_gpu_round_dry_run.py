@@ -11,15 +11,12 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
+from optional import require
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-if os.environ.get("ZPD_REQUIRE_VERL") == "1":
-    import verl  # noqa: F401  (a missing verl is an error here, not a skip)
-else:
-    pytest.importorskip("verl", reason="the dry run checks zpd's overrides against verl's Hydra config")
+require("verl", reason="the dry run checks zpd's overrides against verl's Hydra config")
 
 
 def test_the_gpu_round_script_dry_runs_on_the_cpu(tmp_path: Path) -> None:

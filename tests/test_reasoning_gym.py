@@ -7,18 +7,15 @@ Skipped where reasoning-gym is not installed, unless ZPD_REQUIRE_REASONING_GYM=1
 from __future__ import annotations
 
 import json
-import os
 import random
 import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from optional import require
 
-if os.environ.get("ZPD_REQUIRE_REASONING_GYM") == "1":
-    import reasoning_gym  # noqa: F401  (a missing library is an error here, not a skip)
-else:
-    pytest.importorskip("reasoning_gym")
+require("reasoning_gym")
 
 from harness import run_zpd, status  # noqa: E402
 from prometheus_client import generate_latest  # noqa: E402

@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 from harness import ROOT, query, run_zpd, spawn_zpd, wait_for
+from optional import require
 
 from zpd.configs.served import ServedConfig
 from zpd.trainer.replicas import REGISTRY, ReplicaFailed
@@ -282,8 +283,7 @@ def test_lora_learners_reload_into_the_running_replicas(tmp_path, tiny):
 # -- Ray placement: one job per replica on a local CPU cluster ----------------------------------------------
 @pytest.fixture(scope="module")
 def ray_cluster(ray_head_slot):
-    if os.environ.get("ZPD_REQUIRE_VERL") != "1":
-        pytest.importorskip("ray")
+    require("ray")
     from test_verl_backend import _free_port
 
     from zpd.trainer.job import kill_tree

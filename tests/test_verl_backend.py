@@ -19,11 +19,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from optional import require
 
-if os.environ.get("ZPD_REQUIRE_VERL") == "1":
-    import verl  # noqa: F401  (a missing verl is an error here, not a skip)
-else:
-    pytest.importorskip("verl")
+require("verl")
 
 from zpd.configs.schema import LearnerConfig, ZpdConfig  # noqa: E402
 from zpd.trainer.job import TrainJobFailed, TrainJobStopped  # noqa: E402

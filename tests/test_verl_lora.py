@@ -17,12 +17,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
+from optional import require
 
-if os.environ.get("ZPD_REQUIRE_VERL") == "1":
-    import verl  # noqa: F401
-else:
-    pytest.importorskip("verl")
+require("verl")
 
 from zpd.configs.schema import LearnerConfig, ZpdConfig  # noqa: E402
 from zpd.trainer.model import create_learner  # noqa: E402

@@ -21,11 +21,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from optional import require
 
-if os.environ.get("ZPD_REQUIRE_VERL") == "1":
-    import verl  # noqa: F401
-else:
-    pytest.importorskip("verl")
+require("verl")
 
 from zpd.configs.schema import ZpdConfig  # noqa: E402
 from zpd.trainer.verl import build_grpo_overrides, build_sft_overrides  # noqa: E402
