@@ -19,8 +19,8 @@ from zpd.store.corpus import chunk_stamp, chunks
 from zpd.store.db import Database, get_meta, set_meta
 from zpd.store.replies import ReplyLog
 from zpd.store.rounds import work_dir
+from zpd.trainer.completion import Completion
 from zpd.trainer.embed import load_embedder
-from zpd.trainer.generate import Completion
 
 from .context import RunContext
 from .domains.services import Embedder

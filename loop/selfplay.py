@@ -158,7 +158,7 @@ def _sample_groups(ctx: RunContext, round_n: int, domain_name: str, gen: Any, pr
     new samples are the ones an uninterrupted phase makes. Failed samples are not logged."""
     from zpd.store.replies import ReplyLog
     from zpd.store.rounds import work_dir
-    from zpd.trainer.generate import Completion
+    from zpd.trainer.completion import Completion
 
     log = ReplyLog(work_dir(ctx.state_dir, round_n) / "proposals.jsonl")
     cfg = ctx.cfg.curriculum

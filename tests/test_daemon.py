@@ -121,6 +121,37 @@ def test_help_is_fast_and_lists_commands() -> None:
     assert probe.stdout.strip() == "False False"
 
 
+def test_start_up_refusals_import_neither_torch_nor_transformers(tmp_path: Path) -> None:
+    """The daemon's read-only checks run before the model code is imported (``trainer/completion.py``
+    keeps the phases' result type free of it): a refused start answers in well under a second of CPU,
+    not the 5-6 s that importing torch and transformers takes on a 2-core machine."""
+    import subprocess
+    import sys
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("a user's file\n")
+    cases = {
+        "snapshot into a non-empty dir": (["--config", str(configs / "smoke.toml"), "--state-dir", str(busy),
+                                           "--from-snapshot", str(tmp_path / "x.tar")], 2, "is not empty"),
+        "a replica program not on PATH": (["--config", str(configs / "served.toml"), "--state-dir",
+                                           str(tmp_path / "s"), "--set",
+                                           'served.command="no-such-vllm serve {learner} --port {port}"'],
+                                          1, "is not on PATH"),
+    }
+    for name, (args, code, message) in cases.items():
+        argv = ["start", *args]
+        probe = ("import json, sys\nfrom zpd.loop.cli import main\n"
+                 f"code = main({argv!r})\n"
+                 "print(json.dumps([code, [m for m in ('torch', 'transformers') if m in sys.modules]]))\n")
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, (name, out.stderr)
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == [code, []], name
+        assert message in out.stderr, (name, out.stderr)
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"] and not (tmp_path / "s").exists()
+
+
 def test_folders_install_as_subpackages_of_zpd_only(tmp_path: Path) -> None:
     """trainer, store, configs and loop are names taken on PyPI: ours are importable only as zpd.*."""
     import subprocess

@@ -23,28 +23,9 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .chat import stop_strings, stop_token_ids
+from .completion import Completion
 from .model import load_learner
 from .tokenizer import encode_user_prompts
-
-
-@dataclass(slots=True)
-class Completion:
-    text: str
-    num_tokens: int
-    """Tokens generated, the end-of-turn token included when there was one."""
-    finish_reason: Literal["stop", "length", "error"]
-    """stop: ended by itself or a stop string; length: cut at max_tokens (graded as given); error: no answer
-    (endpoint down after retries, malformed response): a failed attempt, never graded as a wrong answer."""
-    latency_seconds: float
-    """Wall time of the row's batch divided by the rows in it."""
-    prompt_tokens: int = 0
-    """Tokens of the prompt as the model read it (for cost accounting)."""
-    error: str | None = None
-    """Why the attempt failed (finish_reason "error"); None otherwise."""
-
-    @property
-    def failed(self) -> bool:
-        return self.finish_reason == "error"
 
 
 @dataclass(slots=True)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from .generate import Completion
+from .completion import Completion
 
 __all__ = ["BACKENDS", "Completion", "Generator", "backend", "build_generator", "error_completion"]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from .generate import Completion
+from .completion import Completion
 from .generation import Generator, backend, error_completion
 
 RETRY_AFTER_CAP_SECONDS = 60.0

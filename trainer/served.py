@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from .generate import Completion
+from .completion import Completion
 from .generation import Generator, backend
 from .replicas import Launcher, Replica, ReplicaFailed, sweep
 

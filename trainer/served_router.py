@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from .generate import Completion
+from .completion import Completion
 from .generation import error_completion
 from .openai_backend import BadResponse, _parse
 from .replicas import Replica, ReplicaFailed

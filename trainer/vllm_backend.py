@@ -41,7 +41,7 @@ from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
-from .generate import Completion
+from .completion import Completion
 from .generation import Generator, backend
 
 GREEDY_EPS = 1e-5
