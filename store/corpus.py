@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlite_utils import Database
+from .sqlite import Database
 
 log = logging.getLogger("zpd.corpus")
 

@@ -35,8 +35,6 @@ import os
 import sqlite3
 from pathlib import Path
 
-from sqlite_utils import Database, Migrations
-
 from . import scale_schema, split_schema
 from .connect import (
     APP_ID,
@@ -48,6 +46,7 @@ from .connect import (
     open_readonly_conn,
 )
 from .connect import IO_MESSAGES as _IO_MESSAGES
+from .sqlite import Database, Migrations
 
 __all__ = [
     "APP_ID",

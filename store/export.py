@@ -12,9 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from .atomic import atomic_path
+from .sqlite import Database
 
 WHAT = ("train", "exam", "pretrain", "review")
 FORMATS = ("parquet", "jsonl")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from sqlite_utils import Database
+from .sqlite import Database
 
 
 def controller_started(db: Database, *, pid: int, round_n: int, metrics_url: str | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sqlite_utils import Database
+from .sqlite import Database
 
 Split = Literal["validation", "test"]
 """The two parts of the frozen eval set: validation (read by decisions) and test (read by reports)."""

@@ -5,7 +5,7 @@ The functions run their statement in the caller's transaction; they never commit
 
 from __future__ import annotations
 
-from sqlite_utils import Database
+from .sqlite import Database
 
 
 def answer_in_review(db: Database, task_id: int) -> str | None:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any, TypedDict, Unpack
 
-from sqlite_utils import Database
+from .sqlite import Database
 
 
 @dataclass(frozen=True)

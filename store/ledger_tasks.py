@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlite_utils import Database
-
 from zpd.configs.vocabulary import CALIBRATED_FATES
+
+from .sqlite import Database
 
 TaskRow = dict[str, Any]
 """A row of ``tasks``: id, domain, difficulty, prompt, answer, guidance, canonical, content_hash, parent_id,

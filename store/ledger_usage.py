@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlite_utils import Database
+from .sqlite import Database
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from sqlite_utils import Database
+from .sqlite import Database
 
 
 def create(db: Database) -> None:

@@ -10,7 +10,7 @@ MEASURE assigns their splits in its next round, by the same deterministic rule a
 
 from __future__ import annotations
 
-from sqlite_utils import Database
+from .sqlite import Database
 
 
 def create(db: Database) -> None:

@@ -399,3 +399,31 @@ def test_report_counts_rounds_as_bootstrap_plus_n() -> None:
     run = RunData(rounds=[RoundData(round=n) for n in range(3)], policy="zpd-band")
     assert "round 0 (bootstrap) + 2 rounds committed" in _markdown({"run": [run]}, "t")
     assert rounds_phrase(1, 1) == "round 0 (bootstrap) + 1 round" and rounds_phrase(0, None) == "no round yet"
+
+
+def test_the_store_imports_sqlite_utils_without_pandas_or_numpy(tmp_path: Path) -> None:
+    """Every store module takes sqlite-utils from ``store/sqlite.py``, which imports it without its optional
+    pandas and numpy (0.35 s of each zpd process's start); both stay importable afterwards."""
+    import ast
+
+    store = ROOT / "store"
+    direct = []
+    for path in sorted(store.glob("*.py")):
+        if path.name == "sqlite.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            direct += [f"{path.name}:{node.lineno}" for n in names if n.split(".")[0] == "sqlite_utils"]
+    assert direct == [], f"import Database from zpd.store.sqlite instead: {direct}"
+    probe = (
+        "import json, sys\n"
+        "from zpd.store.db import open_store\n"
+        f"db = open_store({str(tmp_path / 'state.db')!r})\n"
+        "loaded = [m for m in ('pandas', 'numpy') if m in sys.modules]\n"
+        "import sqlite_utils.db as s, pandas, numpy\n"
+        "print(json.dumps([loaded, s.pd is None, pandas.DataFrame([[1]]).shape[0], int(numpy.int64(2))]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[], True, 1, 2]
