@@ -9,8 +9,9 @@
 
 What it does, with real ``zpd start`` subprocesses throughout (each run resumable: rerun the command):
 
-1. **Round 0 once** (``zpd start --rounds 0``, ``zpd snapshot``): every run starts from it
-   (``--from-snapshot``), so all arms share the learner and the frozen validation/test items.
+1. **Round 0 once** (``zpd start --rounds 0``, ``zpd snapshot``; or ``--round0 SNAPSHOT``, one made
+   before): every run starts from it (``--from-snapshot``), so all arms share the learner and the frozen
+   validation/test items.
 2. **One pool per (seed, round)** (``bench/ablation_pool.py``): drawn from a fixed difficulty window
    (``--window``) by zpd's own domain code, deterministic from (seed, round), minus every task any run of
    that seed has stored; every arm reads it (``curriculum.source = "pool"``) and selects from it with its
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -94,6 +96,8 @@ class Bench:
     threads: int
     target_delta: float
     n_boot: int
+    round0_from: Path | None = None
+    """``--round0``: a round-0 snapshot to start every run from, instead of building one."""
 
 
 def zpd(args: list[str], log: Path, threads: int) -> None:
@@ -113,8 +117,11 @@ def _sets(values: list[str]) -> list[str]:
 
 
 def round0(b: Bench) -> Path:
-    """The shared round-0 snapshot (made once)."""
+    """The shared round-0 snapshot (made once, or copied from ``--round0``)."""
     archive = b.work / "round0.tar"
+    if not archive.is_file() and b.round0_from is not None:
+        shutil.copyfile(b.round0_from, archive.with_suffix(".tmp"))
+        os.replace(archive.with_suffix(".tmp"), archive)
     if not archive.is_file():
         state, log = b.work / "round0", b.work / "round0.log"
         zpd(["start", "--config", str(b.config), "--state-dir", str(state), "--rounds", "0",
@@ -272,6 +279,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tuning", type=Path, default=None,
                     help="each arm's cell from an earlier results.json / tuning.json (skips the sweep)")
     ap.add_argument("--full", action="store_true", help="+ the source table, 5 seeds")
+    ap.add_argument("--round0", type=Path, default=None, metavar="SNAPSHOT",
+                    help="start every run from this round-0 snapshot (`zpd snapshot` of a `zpd start "
+                         "--rounds 0` of the same config) instead of building one in --work")
     ap.add_argument("--scale", choices=["cpu", "gpu"], default="cpu")
     ap.add_argument("--dry-run", action="store_true", help="smoke learner, 1 seed, 2 arms, 1 round")
     ap.add_argument("--bootstrap-samples", type=int, default=2000)
@@ -282,8 +292,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.rounds = 1
         args.pool_size, args.window, args.replays, args.bootstrap_samples = 12, "1,3", "2.0", 200
         args.budget_tokens = 10**9
-        # A smaller round 0 than smoke's (a pipeline check, not a learner): about a minute less on CI.
-        args.sets = ["bootstrap.num_examples=800", "bootstrap.epochs=2.0", *args.sets]
+        if args.round0 is None:  # a smaller round 0 than smoke's (a pipeline check, not a learner)
+            args.sets = ["bootstrap.num_examples=800", "bootstrap.epochs=2.0", *args.sets]
     if args.seeds is None:
         args.seeds = "0,1,2,3,4" if args.full else "0,1,2"
     for a in args.arms.split(","):
@@ -309,12 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 2
     b = Bench(args.config, args.work, args.out, sets, args.budget_tokens, args.rounds, args.pool_size,
               (lo, hi), args.jobs, max(1, cores // max(1, args.jobs)), args.target_delta,
-              args.bootstrap_samples)
+              args.bootstrap_samples, args.round0)
     arms, seeds = args.arms.split(","), [int(s) for s in args.seeds.split(",")]
     grid = [{"learning_rate": float(lr), "replay_ratio": float(rr)}
             for lr in args.lrs.split(",") for rr in args.replays.split(",")]
     began = time.monotonic()
     stored = None if args.tuning is None else load_tuning(args.tuning, arms)  # bad input: before any run
+    if args.round0 is not None and not args.round0.is_file():
+        raise SystemExit(f"--round0 {args.round0}: no such file")
     b.work.mkdir(parents=True, exist_ok=True)
     archive = b.work / "round0.tar" if args.report_only else round0(b)
     if stored is not None:
@@ -344,14 +356,18 @@ def report(b: Bench, arms: list[str], seeds: list[int], tuning: dict[str, dict],
     from zpd.store.db import open_readonly
     from zpd.store.ledger_rounds import read_round
 
-    db = open_readonly(b.work / "round0" / "state.db")
+    # Round 0 as every run has it: the bench's own round-0 state, or (--round0) the zpd arm's first run,
+    # which was seeded from that snapshot.
+    where = b.work / "round0" / "state.db"
+    if not where.is_file():
+        where = b.work / "runs" / run_name("zpd", seeds[0], tuning["zpd"]) / "state.db"
+    db = open_readonly(where)
     try:
         v0 = getattr(read_round(db, 0), "validation_accuracy", None)
     finally:
         db.conn.close()
     if v0 is None:
-        raise SystemExit(f"{b.work / 'round0'}: round 0 has no validation accuracy "
-                         "(rounds.validation_accuracy)")
+        raise SystemExit(f"{where}: round 0 has no validation accuracy (rounds.validation_accuracy)")
     target = v0 + b.target_delta
     results: dict[str, list[RunResult]] = {a: [read_run(b.work / "runs" / run_name(a, s, tuning[a]), b.budget)
                                                for s in seeds] for a in arms}

@@ -1,7 +1,7 @@
-"""``bench/ablation.py --dry-run``: the whole bench on the smoke learner (round 0, a seed-0 sweep of 2 cells x
-2 arms on the shared pool, one round each, the report), with real ``zpd start`` subprocesses; then the GPU
-scale's dry run on the same work directory, which validates the GPU settings and resumes without running a
-round again."""
+"""``bench/ablation.py --dry-run``: the whole bench on the smoke learner (round 0 from the suite's snapshot
+through ``--round0``, a seed-0 sweep of 2 cells x 2 arms on the shared pool, one round each, the report),
+with real ``zpd start`` subprocesses; then the GPU scale's dry run on the same work directory, which
+validates the GPU settings and resumes without running a round again."""
 
 from __future__ import annotations
 
@@ -38,10 +38,14 @@ def _bench(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
 
 
-def test_dry_run_end_to_end_and_resume(tmp_path: Path) -> None:
-    first = _bench(tmp_path)
+def test_dry_run_end_to_end_and_resume(tmp_path: Path, round0_archive: Path) -> None:
+    # Every run starts from the suite's smoke round 0 (--round0: the bench copies it instead of building one).
+    first = _bench(tmp_path, "--round0", str(round0_archive))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "| zpd |" in first.stdout and "| random |" in first.stdout
+    work = tmp_path / "work"
+    assert (work / "round0.tar").read_bytes() == round0_archive.read_bytes()  # copied, not built again
+    assert not (work / "round0").exists()
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     grid = [(1e-3, 2.0), (3e-3, 2.0)]
     for arm in ("zpd", "random"):
@@ -84,6 +88,13 @@ def test_a_tuning_file_without_an_arm_is_one_line_before_any_run(tmp_path: Path)
     proc = _bench(tmp_path, "--tuning", str(bad))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"--tuning {bad}: no learning_rate and replay_ratio for arm 'random'"
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_missing_round0_snapshot_is_one_line_before_any_run(tmp_path: Path) -> None:
+    proc = _bench(tmp_path, "--round0", str(tmp_path / "nope.tar"))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"--round0 {tmp_path / 'nope.tar'}: no such file"
     assert not (tmp_path / "work").exists()
 
 
