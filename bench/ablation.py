@@ -190,8 +190,8 @@ def _lockstep(runs: list[Run], b: Bench, archive: Path) -> None:
             last, tokens = progress(run, b)
             if last < r and tokens <= b.budget:
                 active.append(run)
-        if not active:
-            return
+        if not active:  # every run has this round already (a resumed bench): on to the next one
+            continue
         for seed in sorted({run.seed for run in active if run.pooled}):
             ensure_pool(seed, r, runs, b)
         seeds = ", ".join(str(x) for x in sorted({run.seed for run in active}))
@@ -199,6 +199,12 @@ def _lockstep(runs: list[Run], b: Bench, archive: Path) -> None:
         with ThreadPoolExecutor(max_workers=b.jobs) as ex:
             for f in [ex.submit(step, run, r, b, archive) for run in active]:
                 f.result()
+
+
+def finished(result: RunResult, b: Bench) -> bool:
+    """Whether a run is over: past the budget B, or at the round cap."""
+    last = result.validation[-1]
+    return last.tokens > b.budget or last.round >= b.cap
 
 
 def pool_run(arm: str, seed: int, cell: dict[str, float], b: Bench) -> Run:
@@ -374,6 +380,11 @@ def report(b: Bench, arms: list[str], seeds: list[int], tuning: dict[str, dict],
     for name_ in dict.fromkeys(r.arm for r in extra if not r.pooled):
         tuning.setdefault(name_, tuning["zpd"])
         results[name_] = [read_run(b.work / "runs" / f"{name_}-s{s}", b.budget) for s in seeds]
+    unfinished = [f"{r.name} (round {r.validation[-1].round}, {r.validation[-1].tokens:,} tokens)"
+                  for rs in results.values() for r in rs if not finished(r, b)]
+    if unfinished:  # its result would be an early round, not the one at B
+        raise SystemExit(f"{len(unfinished)} runs stopped before B and before the round cap {b.cap}: "
+                         f"{', '.join(unfinished)}; run the same command again to advance them")
     summaries = [arm_summary(a, rs, results["zpd"], b.budget, target, b.n_boot) for a, rs in results.items()]
     b.out.mkdir(parents=True, exist_ok=True)
     paths = plots(results, b.out, b.budget)

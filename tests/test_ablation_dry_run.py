@@ -114,3 +114,33 @@ def test_full_runs_seed_after_seed_and_the_default_all_seeds_together() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split("\n")[:2] == ["[[0], [1], [2]]", "[[0, 1, 2]]"]
+
+
+def test_a_resumed_lockstep_advances_runs_past_rounds_they_all_have() -> None:
+    """A bench resumed after every run of a seed committed round 1 (or more) goes on from there: round 1
+    having no run left to advance is no reason to stop (it stopped there once, and --full reported seed 0
+    at round 3 of 10). The report refuses runs that stopped before B and before the round cap."""
+    code = (
+        "import sys; sys.path.insert(0, 'bench')\n"
+        "from types import SimpleNamespace as N\n"
+        "import ablation\n"
+        "from ablation_stats import RoundPoint\n"
+        "done, calls = {'a': 2, 'b': 3}, []\n"
+        "ablation.progress = lambda run, b: (done[run.name], 0)\n"
+        "def step(run, r, b, archive):\n"
+        "    calls.append((run.name, r)); done[run.name] = r\n"
+        "ablation.step, ablation.ensure_pool = step, lambda *a: None\n"
+        "runs = [ablation.Run(n, 'zpd', 0, [], True) for n in ('a', 'b')]\n"
+        "ablation._lockstep(runs, N(cap=5, budget=100, jobs=1), None)\n"
+        "print(sorted(calls))\n"
+        "b = N(budget=400_000, cap=10)\n"
+        "print([ablation.finished(N(validation=[RoundPoint(n, t, 0.1, True)]), b)\n"
+        "       for n, t in ((3, 154_792), (4, 402_180), (10, 300_000))])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    *printed, calls, finished = out.stdout.strip().split("\n")
+    assert calls == "[('a', 3), ('a', 4), ('a', 5), ('b', 4), ('b', 5)]"
+    assert printed == ["round 3: 1 runs (seeds 0), 1 at a time", "round 4: 2 runs (seeds 0), 1 at a time",
+                       "round 5: 2 runs (seeds 0), 1 at a time"]
+    assert finished == "[False, True, True]"
