@@ -98,12 +98,20 @@ def test_a_missing_round0_snapshot_is_one_line_before_any_run(tmp_path: Path) ->
     assert not (tmp_path / "work").exists()
 
 
+def _patched_bench(code: str) -> str:
+    """Run ``code`` with bench/ on the path in a subprocess (it patches the bench module's functions without
+    touching this process) and return its stdout."""
+    out = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'bench')\n" + code],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
 def test_full_runs_seed_after_seed_and_the_default_all_seeds_together() -> None:
     """``lockstep(by_seed=True)`` (``--full``) advances one seed's runs to their end before the next seed's;
     without it every run of every seed takes each round together. Checked in a subprocess, which patches
     the bench module's ``_lockstep`` without touching this process."""
     code = (
-        "import sys; sys.path.insert(0, 'bench')\n"
         "import ablation\n"
         "calls = []\n"
         "ablation._lockstep = lambda runs, b, archive: calls.append(sorted({r.seed for r in runs}))\n"
@@ -111,9 +119,7 @@ def test_full_runs_seed_after_seed_and_the_default_all_seeds_together() -> None:
         "ablation.lockstep(runs, None, None, by_seed=True); print(calls); calls.clear()\n"
         "ablation.lockstep(runs, None, None); print(calls)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split("\n")[:2] == ["[[0], [1], [2]]", "[[0, 1, 2]]"]
+    assert _patched_bench(code).split("\n")[:2] == ["[[0], [1], [2]]", "[[0, 1, 2]]"]
 
 
 def test_a_resumed_lockstep_advances_runs_past_rounds_they_all_have() -> None:
@@ -121,7 +127,6 @@ def test_a_resumed_lockstep_advances_runs_past_rounds_they_all_have() -> None:
     having no run left to advance is no reason to stop (it stopped there once, and --full reported seed 0
     at round 3 of 10). The report refuses runs that stopped before B and before the round cap."""
     code = (
-        "import sys; sys.path.insert(0, 'bench')\n"
         "from types import SimpleNamespace as N\n"
         "import ablation\n"
         "from ablation_stats import RoundPoint\n"
@@ -137,9 +142,7 @@ def test_a_resumed_lockstep_advances_runs_past_rounds_they_all_have() -> None:
         "print([ablation.finished(N(validation=[RoundPoint(n, t, 0.1, True)]), b)\n"
         "       for n, t in ((3, 154_792), (4, 402_180), (10, 300_000))])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    *printed, calls, finished = out.stdout.strip().split("\n")
+    *printed, calls, finished = _patched_bench(code).strip().split("\n")
     assert calls == "[('a', 3), ('a', 4), ('a', 5), ('b', 4), ('b', 5)]"
     assert printed == ["round 3: 1 runs (seeds 0), 1 at a time", "round 4: 2 runs (seeds 0), 1 at a time",
                        "round 5: 2 runs (seeds 0), 1 at a time"]
