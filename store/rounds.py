@@ -193,7 +193,8 @@ def mark_committed(db: Any, round_n: int) -> None:
 
 
 def reconcile(db: Any, state_dir: Path) -> list[int]:
-    """Make the store agree with the disk after a kill; returns rounds newly marked committed."""
+    """Make the store and ``LATEST`` agree with the disk after a kill; returns rounds newly marked
+    committed."""
     clean_stale(state_dir)
     on_disk = set(committed_on_disk(state_dir))
     conn = getattr(db, "conn", db)
@@ -205,6 +206,11 @@ def reconcile(db: Any, state_dir: Path) -> list[int]:
                        "finished_at = coalesce(finished_at, ?) WHERE id = ?", [time.time(), n])
     for (n,) in conn.execute("SELECT id FROM rounds WHERE status = 'committed'").fetchall():
         shutil.rmtree(work_dir(state_dir, n), ignore_errors=True)
+    # A kill between a round directory's rename and the rewrite of LATEST (in ``commit_round``, in
+    # seeding, in rollback) leaves LATEST behind the disk or absent: the newest COMPLETE round is the
+    # truth (a rollback moves the later rounds aside before it rewrites LATEST).
+    if on_disk and read_latest(state_dir) != max(on_disk):
+        atomic_write_text(Path(state_dir) / "LATEST", f"{max(on_disk)}\n")
     return fixed
 
 

@@ -80,6 +80,19 @@ def test_a_stale_seed_stage_of_a_dead_pid_is_recovered(round0_archive: Path, tmp
     assert (half / "state.db").is_file() and (half / "rounds" / "round_000000" / "COMPLETE").is_file()
 
 
+def test_a_seeding_killed_before_latest_is_repaired_by_the_next_start(round0_archive: Path,
+                                                                     tmp_path: Path) -> None:
+    # The last instant of a seeding: the round and the store are published, LATEST is not yet written.
+    state = tmp_path / "s"
+    code, err = cli("start", "--config", SMOKE, "--state-dir", state, "--rounds", "0", "--from-snapshot",
+                    round0_archive)
+    assert code == 0, err
+    (state / "LATEST").unlink()
+    code, err = cli("start", "--config", SMOKE, "--state-dir", state, "--rounds", "0")
+    assert code == 0, err
+    assert (state / "LATEST").read_text() == "0\n"
+
+
 def test_a_late_refusal_leaves_nothing_and_the_corrected_retry_starts(tmp_path: Path) -> None:
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
