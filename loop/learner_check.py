@@ -56,7 +56,7 @@ def check_learner(cfg: ZpdConfig, origin: Callable[[str], str]) -> list[str]:
 
     if not path.is_dir():
         fail("does not exist" if not path.exists() else "is not a directory")
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+    from zpd.trainer.hf import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
     try:
         config = AutoConfig.from_pretrained(path)
@@ -175,7 +175,8 @@ def _mismatch(config: Any, shapes: dict[str, list[int]]) -> str | None:
     """Parameters of the model ``config`` describes that the weights lack or shape otherwise (tied
     parameters count once: any of their names will do)."""
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from zpd.trainer.hf import AutoModelForCausalLM
 
     with torch.device("meta"):  # shapes without memory
         model = AutoModelForCausalLM.from_config(config)

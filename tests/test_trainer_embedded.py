@@ -109,3 +109,44 @@ def test_grpo_runs_and_writes_a_loadable_model(tiny: Path, tmp_path: Path) -> No
     assert all(0.0 <= r <= 1.0 for r in result.loss_history)
     model, _ = load_learner(tmp_path / "grpo", "cpu")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+_MODEL_NAMES = {"AutoModelForCausalLM", "PreTrainedModel", "DynamicCache", "AutoConfig"}
+
+
+def test_model_loading_processes_import_transformers_without_sklearn(tiny: Path) -> None:
+    """transformers would import scikit-learn (with pandas and scipy.stats: 1.6 s of each model-loading
+    process's start) for a generation feature zpd never uses; ``trainer/hf.py`` hides it for that import.
+    The modules take the model names from there (a direct import elsewhere would run first and undo it),
+    a fresh process that loads, generates, and serves has no sklearn, and ``import sklearn`` still works."""
+    import ast
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    direct = []
+    for path in sorted([*(root / "trainer").rglob("*.py"), *(root / "loop").rglob("*.py")]):
+        if path.name == "hf.py":
+            continue
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and getattr(node.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.ImportFrom) and node.module == "transformers"
+                    and id(node) not in typing_only and _MODEL_NAMES & {a.name for a in node.names}):
+                direct.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert direct == [], f"import the model names from zpd.trainer.hf instead: {direct}"
+    pytest.importorskip("sklearn")
+    probe = (
+        "import json, sys\n"
+        "from zpd.trainer.generate import EmbeddedGenerator\n"
+        "import zpd.trainer.openai_server, zpd.trainer.worker, zpd.trainer.job\n"
+        f"out = EmbeddedGenerator({str(tiny)!r}).generate(['1+2'], n=1, temperature=0.0, max_tokens=4)\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn')\n"
+        "from sklearn.metrics import roc_curve\n"
+        "print(json.dumps([loaded, len(out[0]), callable(roc_curve)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[], 1, True]

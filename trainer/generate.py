@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .chat import stop_strings, stop_token_ids
 from .completion import Completion
+from .hf import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from .model import load_learner
 from .tokenizer import encode_user_prompts
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import (
+from transformers.utils import logging as transformers_logging
+
+from zpd.configs.schema import LearnerConfig
+
+from .chat import pad_token_fallback
+from .hf import (
     AutoModelForCausalLM,
     LlamaConfig,
     PreTrainedModel,
@@ -17,11 +22,6 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
-from transformers.utils import logging as transformers_logging
-
-from zpd.configs.schema import LearnerConfig
-
-from .chat import pad_token_fallback
 from .tokenizer import build_char_tokenizer
 
 # Progress bars on every save/load would flood the daemon's logs (it loads a learner every phase).

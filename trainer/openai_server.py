@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .generate import sample_rows
+from .hf import PreTrainedModel, PreTrainedTokenizerBase
 from .http_server import server_class
 from .model import load_learner
 from .openai_requests import RequestError, Sampling, sampling

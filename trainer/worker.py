@@ -55,7 +55,7 @@ RELEASE_TIMEOUT_SECONDS = 60.0
 
 # -- worker side -----------------------------------------------------------------------------------
 def _live_models() -> int:
-    from transformers import PreTrainedModel
+    from .hf import PreTrainedModel
 
     return sum(1 for o in gc.get_objects() if isinstance(o, PreTrainedModel))
 

@@ -81,7 +81,8 @@ def merge_lora(base_dir: Path, adapter_dir: Path, out_dir: Path) -> None:
     """Fold a PEFT adapter into its base weights and save plain HF weights into ``out_dir``."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+
+    from ..hf import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
