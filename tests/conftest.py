@@ -24,10 +24,9 @@ ROUND0_TIMEOUT = 900.0
 
 EARLY = ("test_train_checkpoint.py", "test_user_model.py", "test_reasoning_gym.py", "test_knowledge.py",
          "test_knowledge_corpus.py", "test_trainer_job.py", "test_trainer_worker.py", "test_cpt.py",
-         "test_gpu_round_dry_run.py", "test_verl_backend.py")
+         "test_gpu_round_dry_run.py")
 """Slow modules that need no round 0: run first, while the round-0 build runs beside them (measured,
-bench/results/ci-time.md; slowest first, but test_verl_backend last: its Ray head mostly waits, which at
-the suite's end left a core idle for ~25 s, and here the build's CPU fills that wait)."""
+bench/results/ci-time.md; slowest first)."""
 ROUND0_FIRST = ("test_snapshot_rollback_export.py", "test_served.py", "test_daemon.py", "test_faults_kill.py",
                 "test_kill_resume.py", "test_generation.py", "test_curriculum.py", "test_faults_storage.py")
 """The slowest modules that start from round 0, in this order after EARLY; then the other modules that
