@@ -11,7 +11,8 @@ Here that first import sees scikit-learn as missing (``is_sklearn_available()`` 
 ``sys.modules`` is restored after, so a later ``import sklearn`` anywhere in the process
 (sentence-transformers' does) imports the real package. Where transformers' generation was already
 imported, nothing changes. The modules that load models take these names from here, never from
-``transformers`` directly (tests/test_imports.py).
+``transformers`` directly (tests/test_trainer_embedded.py::
+``test_model_loading_processes_import_transformers_without_sklearn`` checks both).
 """
 
 from __future__ import annotations
