@@ -16,21 +16,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _contract() -> bool:
-    """The issue-13 pieces the bench drives (h2-select's pool source, h2-valtest's split and outcomes)."""
-    try:
-        from zpd.configs.curriculum import CurriculumConfig
-        from zpd.store.ledger_exam import item_outcomes  # noqa: F401
-        from zpd.store.ledger_tasks import target_sources  # noqa: F401
-    except ImportError:
-        return False
-    return "pool_dir" in CurriculumConfig.model_fields
-
-
-pytestmark = pytest.mark.skipif(not _contract(), reason="needs the issue-13 pool source and eval split "
-                                "(h2-select, h2-valtest); runs once they are merged")
-
-
 def _bench(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
     return subprocess.run([sys.executable, str(ROOT / "bench" / "ablation.py"), "--dry-run", "--jobs", "2",
