@@ -122,9 +122,12 @@ class RunContext:
             self.release_trainer(exit=name == "vllm")
             for old in [k for k in self._generators if k.startswith("learner:")]:
                 self._generators.pop(old).close()
+            from zpd.trainer.device import resolve_device
             from zpd.trainer.generation import build_generator
-            from zpd.trainer.model import resolve_device
 
+            if (worker := self._generating_worker(name)) is not None:
+                self._generators[key] = self._worker_generator(worker, learner_dir)
+                return self._generators[key]
             settings: Any = gen_cfg.openai if name == "openai" else gen_cfg.vllm
             model = gen_cfg.openai.model if name == "openai" else learner_dir
             # served: replicas on this learner (trainer/served.py); their registry in the state dir
@@ -147,6 +150,38 @@ class RunContext:
             )
         return self._generators[key]
 
+    def _generating_worker(self, backend: str) -> Any:
+        """The trainer worker when it serves this generation (the embedded backend on the CPU), else None."""
+        from zpd.trainer.device import resolve_device
+
+        if backend != "embedded" or resolve_device(self.cfg.learner.device) != "cpu":
+            return None
+        return self.worker()
+
+    def _worker_generator(self, worker: Any, model: str | Path) -> Any:
+        from zpd.trainer.threads import learner_size
+        from zpd.trainer.worker import WorkerGenerator
+
+        cfg = self.cfg
+        return WorkerGenerator(worker, model, device="cpu", batch_size=cfg.calibration.batch_size,
+                               torch_threads=cfg.runtime.torch_threads, num_params=learner_size(cfg),
+                               timeout_seconds=cfg.train.timeout_seconds)
+
+    def worker(self) -> Any:
+        """The run's persistent trainer worker (``train.persistent_worker``; auto: on for a CPU learner),
+        made on first use and shared by every round's view; None when each training job gets a fresh
+        child (then no worker runs). It trains, and on the CPU it serves the embedded generation too."""
+        from zpd.trainer.device import resolve_device
+        from zpd.trainer.worker import TrainerWorker
+
+        setting = self.cfg.train.persistent_worker
+        if setting == "off" or (setting == "auto" and resolve_device(self.cfg.learner.device) != "cpu"):
+            self.close_trainer()
+            return None
+        if self.trainer_worker is None:
+            self.trainer_worker = TrainerWorker(cwd=self.state_dir)
+        return self.trainer_worker
+
     def teacher_generator(self) -> Any:
         """The teacher's generator (``[teacher]``); None when no teacher is configured."""
         t = self.cfg.teacher
@@ -155,9 +190,12 @@ class RunContext:
         key = f"teacher:{t.backend}:{t.model}"
         if key not in self._generators:
             self.release_trainer(exit=t.backend == "vllm")
+            from zpd.trainer.device import resolve_device
             from zpd.trainer.generation import build_generator
-            from zpd.trainer.model import resolve_device
 
+            if (worker := self._generating_worker(t.backend)) is not None:
+                self._generators[key] = self._worker_generator(worker, t.model)
+                return self._generators[key]
             settings = t if t.backend == "openai" else self.cfg.generation.vllm
             self._generators[key] = build_generator(
                 t.backend,
@@ -171,7 +209,7 @@ class RunContext:
     def release_trainer(self, *, exit: bool = False) -> None:
         """Before a generator is made on a GPU: the trainer worker drops its model and frees CUDA's cache
         (``exit``, for vLLM, which sizes itself to the free memory: the worker exits). On the CPU: nothing."""
-        from zpd.trainer.model import resolve_device
+        from zpd.trainer.device import resolve_device
 
         if self.trainer_worker is not None and resolve_device(self.cfg.learner.device) == "cuda":
             self.trainer_worker.release(exit=exit)

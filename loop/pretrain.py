@@ -57,7 +57,7 @@ def job_fields(ctx: RunContext, round_n: int, out: Path) -> Pretrain | None:
     texts = pretrain_texts(ctx, round_n)
     if not texts:
         return None
-    from zpd.trainer.model import resolve_device
+    from zpd.trainer.device import resolve_device
 
     path = JobFiles(out).cpt_data
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -214,7 +214,7 @@ def _figures(scored: list[Scored]) -> RoundUpdate:
 def train_proposer(ctx: RunContext, round_n: int, *, solver: Path, out: Path) -> RoundUpdate:
     """TRAIN's second step under self-play: the proposer's GRPO update of ``solver`` into ``out`` (see the
     module docstring). Returns the round's proposer figures (``rounds`` columns)."""
-    from zpd.trainer.model import resolve_device
+    from zpd.trainer.device import resolve_device
 
     scored = score_proposals(ctx, round_n)
     figures = _figures(scored)

@@ -120,7 +120,7 @@ def _run(
     what: str,
     fixed: bool = True,
 ) -> int:
-    from zpd.trainer.model import resolve_device
+    from zpd.trainer.device import resolve_device
     from zpd.trainer.openai_server import LearnerServer
 
     server = LearnerServer(

@@ -28,7 +28,7 @@ from .trainjob import reuse_learner, run_trainer
 
 def train_params(ctx: RunContext, round_n: int) -> TrainParams | None:
     """The round's parameters for the configured backend (seeded by round)."""
-    from zpd.trainer.model import resolve_device  # torch: imported when a round trains, not at start-up
+    from zpd.trainer.device import resolve_device
 
     seed = rng_for(ctx.cfg.run.seed, round_n, "train").randrange(2**31)
     device = resolve_device(ctx.cfg.learner.device)

@@ -112,17 +112,8 @@ def _run_job(ctx: RunContext, job: TrainJob, progress: _ProgressLog) -> TrainRes
 
 
 def trainer_worker(ctx: RunContext) -> TrainerWorker | None:
-    """The run's persistent trainer worker (``train.persistent_worker``; auto: on for a CPU learner), made on
-    first use and kept on ``ctx``; None when jobs get a fresh child each."""
-    from zpd.trainer.model import resolve_device
-
-    setting = ctx.cfg.train.persistent_worker
-    if setting == "off" or (setting == "auto" and resolve_device(ctx.cfg.learner.device) != "cpu"):
-        ctx.close_trainer()
-        return None
-    if ctx.trainer_worker is None:
-        ctx.trainer_worker = TrainerWorker(cwd=ctx.state_dir)
-    worker: TrainerWorker = ctx.trainer_worker
+    """The run's persistent trainer worker; None when jobs get a fresh child each (``RunContext.worker``)."""
+    worker: TrainerWorker | None = ctx.worker()
     return worker
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
-from harness import run_zpd, spawn_zpd, status, wait_for
+from harness import run_zpd, spawn_zpd, status, wait_for, zpd_env
 
 from zpd.store.rounds import committed_on_disk, read_latest, round_dir, verify_round
 
@@ -35,8 +37,17 @@ def test_smoke_two_rounds_then_status(tmp_path: Path, smoke_config: Path, round0
     again = run_zpd("start", "--config", str(smoke_config), "--state-dir", str(state), "--rounds", "2")
     assert again.returncode == 0
     assert status(state)["committed_rounds"] == 2
-    more = run_zpd("start", "--config", str(smoke_config), "--state-dir", str(state), "--rounds", "3")
+    # Round 3 runs in a probe that reports what the daemon imported: with the CPU learner's generation
+    # served by the trainer worker (trainer/worker.py:WorkerGenerator), a whole round of calibration,
+    # training and measurement leaves torch and transformers to the worker.
+    argv = ["start", "--config", str(smoke_config), "--state-dir", str(state), "--rounds", "3"]
+    probe = ("import json, sys\nfrom zpd.loop.cli import main\n"
+             f"code = main({argv!r})\n"
+             "print(json.dumps([code, [m for m in ('torch', 'transformers') if m in sys.modules]]))\n")
+    more = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True, timeout=300,
+                          env=zpd_env())
     assert more.returncode == 0, more.stderr[-2000:]
+    assert json.loads(more.stdout.strip().splitlines()[-1]) == [0, []], more.stderr[-2000:]
     assert status(state)["last_committed_round"] == 3
 
 

@@ -147,3 +147,64 @@ def test_a_zpd_folder_in_the_working_directory_cannot_shadow_the_trainer(
     create_learner(tmp_path / "learner", TINY, seed=0)
     monkeypatch.chdir(fake)
     assert run_job(_job(tmp_path, "s"), timeout_seconds=300).num_steps == 4
+
+
+def test_the_worker_serves_generation_sample_for_sample_as_in_process(tmp_path: Path) -> None:
+    """``WorkerGenerator`` (the embedded backend run in the worker) answers exactly what
+    ``EmbeddedGenerator`` answers in this process, greedy and seeded; the worker that serves it is the one
+    that trains; ``close`` makes the worker drop the model; a worker SIGKILLed between calls is replaced
+    by the next call, with the same answers; a command the worker fails raises, naming the error."""
+    from zpd.trainer.generate import EmbeddedGenerator
+    from zpd.trainer.worker import WorkerGenerator
+
+    create_learner(tmp_path / "learner", TINY, seed=0)
+    prompts = ["1+2", "17+25", "3+4"]
+    calls = [dict(n=1, temperature=0.0, max_tokens=6, seed=0),
+             dict(n=3, temperature=1.0, max_tokens=6, seed=7, stop=["\n"]),
+             dict(n=2, temperature=1.0, max_tokens=5, seed=1, sample_seeds=[[11, 12], [13, 14], [15, 16]])]
+    local = EmbeddedGenerator(tmp_path / "learner", batch_size=4)
+    expected = [[[(c.text, c.num_tokens, c.finish_reason, c.prompt_tokens) for c in row]
+                 for row in local.generate(prompts, **kw)] for kw in calls]
+    worker = TrainerWorker(cwd=tmp_path)
+    gen = WorkerGenerator(worker, tmp_path / "learner", device="cpu", batch_size=4, torch_threads=1,
+                          num_params=10_000, timeout_seconds=300)
+    try:
+        def answers() -> list:
+            return [[[(c.text, c.num_tokens, c.finish_reason, c.prompt_tokens) for c in row]
+                     for row in gen.generate(prompts, **kw)] for kw in calls]
+
+        assert answers() == expected
+        assert any(c[0] for call in expected for row in call for c in row)  # not all empty texts
+        first = worker.pid
+        assert gen.generate([], max_tokens=4) == []
+        worker.run(_job(tmp_path, "a"), timeout_seconds=300)
+        assert worker.pid == first  # one process generates and trains
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: not worker.alive(), timeout=30)
+        assert answers() == expected and worker.pid != first
+        gen.close()
+        assert worker.release() == {"event": "released", "models": 0, "cuda_allocated_bytes": 0}
+        bad = WorkerGenerator(worker, tmp_path / "no-such-learner", device="cpu", batch_size=4,
+                              torch_threads=1, num_params=10_000, timeout_seconds=300)
+        pid = worker.pid
+        with pytest.raises(TrainJobFailed, match="generate failed"):
+            bad.generate(["1+1"], max_tokens=2)
+        assert not worker.alive() and _gone(pid)
+    finally:
+        worker.close()
+
+
+def test_auto_device_on_a_cpu_build_does_not_import_torch() -> None:
+    """``resolve_device("auto")`` agrees with torch, and on a CPU-only build answers without importing it."""
+    import importlib.metadata
+
+    probe = ("import json, sys\nfrom zpd.trainer.device import resolve_device\n"
+             "d = resolve_device('auto'); imported = 'torch' in sys.modules\n"
+             "import torch\n"
+             "print(json.dumps([d, imported, 'cuda' if torch.cuda.is_available() else 'cpu']))\n")
+    out = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    device, imported, torch_says = json.loads(out.stdout.strip().splitlines()[-1])
+    assert device == torch_says
+    if importlib.metadata.version("torch").endswith("+cpu"):
+        assert device == "cpu" and imported is False

@@ -14,6 +14,7 @@ from transformers.utils import logging as transformers_logging
 from zpd.configs.schema import LearnerConfig
 
 from .chat import pad_token_fallback
+from .device import resolve_device
 from .hf import (
     AutoModelForCausalLM,
     LlamaConfig,
@@ -26,13 +27,6 @@ from .tokenizer import build_char_tokenizer
 
 # Progress bars on every save/load would flood the daemon's logs (it loads a learner every phase).
 transformers_logging.disable_progress_bar()
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other values pass through."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def create_learner(out_dir: Path, cfg: LearnerConfig, seed: int) -> None:

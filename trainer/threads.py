@@ -109,12 +109,16 @@ def own_load() -> float:
     return max(0.0, min(float(usable_cpus()), (cpu - last[1]) / (now - last[0])))
 
 
+def learner_size(cfg: ZpdConfig) -> int:
+    """The run's learner's parameter count (read from a user model's files, else estimated)."""
+    learner = cfg.learner
+    return learner_parameters(learner.path, learner.hidden_size, learner.num_layers,
+                              learner.intermediate_size)
+
+
 def threads_for(cfg: ZpdConfig) -> int:
     """``runtime.torch_threads`` of the run resolved for its learner and this machine now."""
-    learner = cfg.learner
-    size = learner_parameters(learner.path, learner.hidden_size, learner.num_layers,
-                              learner.intermediate_size)
-    return choose_threads(cfg.runtime.torch_threads, num_params=size, own_load=own_load())
+    return choose_threads(cfg.runtime.torch_threads, num_params=learner_size(cfg), own_load=own_load())
 
 
 def apply_threads(num_threads: int) -> int:
