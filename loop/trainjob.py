@@ -77,8 +77,11 @@ def run_trainer(ctx: RunContext, *, backend: str, learner: Path, data: list[dict
     if files.tmp.exists():
         shutil.rmtree(files.tmp)
     progress = _ProgressLog(ctx, round_n)
+    # The persistent worker's generation since the last job is this run's own work, not competition.
+    worker_pid = ctx.trainer_worker.pid if ctx.trainer_worker is not None else None
+    threads = threads_for(ctx.cfg, [worker_pid] if worker_pid else [])
     request = TrainRequest(cfg=ctx.cfg, learner=learner, rows=data, files=files, round_n=round_n,
-                           params=params, pretrain=pretrain, resume=resume, threads=threads_for(ctx.cfg),
+                           params=params, pretrain=pretrain, resume=resume, threads=threads,
                            on_progress=progress, should_stop=ctx.stop.is_set)
     ctx.release_generators()  # give the memory back before training
     began = time.monotonic()

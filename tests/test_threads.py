@@ -4,6 +4,9 @@ and the parameter count it sizes by matches a real learner's."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,25 @@ def test_big_models_get_the_free_cpus_and_no_more(four_cpus) -> None:
     four_cpus(2.0)  # two of the busy ones are the caller's own work
     assert threads.choose_threads("auto", num_params=big, own_load=2.0) == 4
     assert threads.choose_threads("auto", num_params=3 * threads.PARAMS_PER_THREAD) == 2  # size-bound
+
+
+def test_a_running_childs_cpu_is_the_callers_own_load_when_named() -> None:
+    """The persistent worker generates between training jobs: its CPU is the run's own work, so the next
+    job's thread count must not see it as competition (a real child burning one CPU for about 1.5 s)."""
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                             "while time.process_time() - t < 1.5: pass\ntime.sleep(30)"])
+    try:
+        threads.own_load([busy.pid])  # the first sample
+        time.sleep(2.0)
+        named = threads.own_load([busy.pid])
+        time.sleep(0.6)
+        unnamed = threads.own_load()  # the child idles now, and unnamed it never counts
+    finally:
+        busy.kill()
+        busy.wait()
+    assert 0.4 < named <= threads.usable_cpus()
+    assert unnamed < 0.3
+    assert threads._process_cpu_seconds(busy.pid) == 0.0  # gone: nothing to read
 
 
 def test_a_number_overrides_auto(four_cpus) -> None:

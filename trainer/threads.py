@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -97,12 +98,23 @@ def choose_threads(setting: Literal["auto"] | int, *, num_params: int, own_load:
 _last_sample: tuple[float, float] | None = None
 
 
-def own_load() -> float:
-    """CPUs this process and its reaped children kept busy since the previous call (0 on the first): the
-    share of the load average that is the caller's own work, not competition."""
+def _process_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a live process and its reaped children (``/proc/PID/stat``; 0 where unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def own_load(live_children: Iterable[int] = ()) -> float:
+    """CPUs this process, its reaped children and ``live_children`` (pids of children still running, e.g.
+    the persistent trainer worker, which generates between training jobs) kept busy since the previous
+    call (0 on the first): the share of the load average that is the caller's own work, not competition."""
     global _last_sample
     t = os.times()
     now, cpu = time.monotonic(), t.user + t.system + t.children_user + t.children_system
+    cpu += sum(_process_cpu_seconds(pid) for pid in live_children)
     last, _last_sample = _last_sample, (now, cpu)
     if last is None or now - last[0] < 0.5:
         return 0.0
@@ -116,9 +128,11 @@ def learner_size(cfg: ZpdConfig) -> int:
                               learner.intermediate_size)
 
 
-def threads_for(cfg: ZpdConfig) -> int:
-    """``runtime.torch_threads`` of the run resolved for its learner and this machine now."""
-    return choose_threads(cfg.runtime.torch_threads, num_params=learner_size(cfg), own_load=own_load())
+def threads_for(cfg: ZpdConfig, live_children: Iterable[int] = ()) -> int:
+    """``runtime.torch_threads`` of the run resolved for its learner and this machine now
+    (``live_children``: the caller's running children, whose work is not competition)."""
+    return choose_threads(cfg.runtime.torch_threads, num_params=learner_size(cfg),
+                          own_load=own_load(live_children))
 
 
 def apply_threads(num_threads: int) -> int:
