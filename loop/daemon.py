@@ -9,6 +9,7 @@ write. A refused start leaves no trace. Signals only set a stop flag; the loop s
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import shutil
 import signal
@@ -213,10 +214,16 @@ class Daemon(StartUp):
             raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        # What start-up made (the imports, config, domains, eval sets: ~400k objects) lives as long as the
+        # daemon: out of the garbage collector's sight, so that a full collection in a round scans only
+        # the round's own objects (it took 0.28 s of a 0.8 s smoke round otherwise). Still freed by
+        # reference counting; undone when the run ends (a test may run the daemon in its own process).
+        gc.freeze()
         code = EXIT_OK
         try:
             code = self._loop()
         finally:
+            gc.unfreeze()
             self.ctx.release_generators(final=True)
             self.ctx.close_trainer()
             try:  # best effort: on a full or read-only disk these writes fail too

@@ -39,15 +39,22 @@ def test_smoke_two_rounds_then_status(tmp_path: Path, smoke_config: Path, round0
     assert status(state)["committed_rounds"] == 2
     # Round 3 runs in a probe that reports what the daemon imported: with the CPU learner's generation
     # served by the trainer worker (trainer/worker.py:WorkerGenerator), a whole round of calibration,
-    # training and measurement leaves torch and transformers to the worker.
+    # training and measurement leaves torch and transformers to the worker. It also reports how many
+    # objects were frozen out of the garbage collector's sight when the rounds began (the daemon's
+    # start-up: loop/daemon.py), and that the freeze is undone when the run ends.
     argv = ["start", "--config", str(smoke_config), "--state-dir", str(state), "--rounds", "3"]
-    probe = ("import json, sys\nfrom zpd.loop.cli import main\n"
+    probe = ("import gc, json, sys\nfrom zpd.loop.cli import main\nfrom zpd.loop.daemon import Daemon\n"
+             "frozen, loop = [], Daemon._loop\n"
+             "Daemon._loop = lambda self: frozen.append(gc.get_freeze_count()) or loop(self)\n"
              f"code = main({argv!r})\n"
-             "print(json.dumps([code, [m for m in ('torch', 'transformers') if m in sys.modules]]))\n")
+             "print(json.dumps([code, [m for m in ('torch', 'transformers') if m in sys.modules], frozen,"
+             " gc.get_freeze_count()]))\n")
     more = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True, timeout=300,
                           env=zpd_env())
     assert more.returncode == 0, more.stderr[-2000:]
-    assert json.loads(more.stdout.strip().splitlines()[-1]) == [0, []], more.stderr[-2000:]
+    code, heavy, frozen, after = json.loads(more.stdout.strip().splitlines()[-1])
+    assert (code, heavy) == (0, []), more.stderr[-2000:]
+    assert len(frozen) == 1 and frozen[0] > 50_000 and after == 0
     assert status(state)["last_committed_round"] == 3
 
 
