@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 from harness import SMOKE, query, run_zpd, spawn_zpd, status, trainer_children, wait_for
 
-from zpd.store.rounds import committed_on_disk, round_dir, verify_round
+from zpd.store.rounds import committed_on_disk, round_dir, verify_round, work_dir
 
 # Small calibration batches widen the CALIBRATE window so the kill lands between two batch commits.
 ARGS = ["--set", "calibration.batch_size=4", "--set", "synthesis.num_candidates=48", "--set",
@@ -43,10 +43,13 @@ def test_sigkill_in_calibrate_and_in_train_then_resume(tmp_path: Path, round0_ar
     assert pending > 0, "the kill landed after CALIBRATE had finished; widen the window"
     assert phase_of(state, 1) == "calibrate"
 
-    # 2. Restart with the same command; kill in the middle of TRAIN, while the trainer child runs.
+    # 2. Restart with the same command; kill in the middle of TRAIN, while the trainer child runs. The
+    # persistent worker is a child from CALIBRATE on (it serves generation), so TRAIN is under way once
+    # the job's training rows are written (after the round's examples are committed), not at the phase.
     proc = start(state, tmp_path / "b.log", round0_archive)
-    children = wait_for(lambda: phase_of(state, 1) == "train" and trainer_children(proc.pid), 240, 0.02,
-                        what="TRAIN under way")
+    training_rows = work_dir(state, 1) / "learner.data.jsonl"
+    children = wait_for(lambda: phase_of(state, 1) == "train" and training_rows.exists()
+                        and trainer_children(proc.pid), 240, 0.02, what="TRAIN under way")
     examples_before = query(state, "SELECT count(*) FROM train_examples WHERE round = 1")[0][0]
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
