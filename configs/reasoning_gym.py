@@ -40,8 +40,19 @@ class ReasoningGymConfig(BaseModel):
     stored with each calibration attempt)."""
 
     max_level: int | None = Field(None, ge=0, le=100)
-    """Highest curriculum level used (the global level: every attribute at min(level, its last level)).
-    None: the family's own last level."""
+    """Highest scalar level used (see ``difficulty``). None: the family's own last level."""
+
+    difficulty: Literal["global", "attributes"] = "global"
+    """A family's scalar difficulty, its level: ``global``, reasoning-gym's global level (every attribute at
+    min(level, its last level)); ``attributes``, the sum of the attribute levels (each item at one
+    combination summing to its level, drawn from its seed), so that one attribute can grow while the
+    others stay: chain_sum's level 1 is three one-digit terms or two two-digit ones, not three two-digit
+    ones."""
+
+    attribute_max: dict[str, int] = Field(default_factory=dict)
+    """Highest level per curriculum attribute, by name, in every family that has the attribute (others
+    ignore it), under either ``difficulty``: ``{num_digits = 0}`` keeps chain_sum's terms one digit, its
+    level then the number of terms less two."""
 
     range_mode: Literal["upper_bound", "inclusive"] = "upper_bound"
     """How a level becomes a configuration: ``upper_bound`` draws ranged attributes from the level's own
@@ -114,12 +125,24 @@ class ReasoningGymConfig(BaseModel):
                 raise ValueError("names a family twice")
         return v
 
+    @field_validator("attribute_max")
+    @classmethod
+    def _attribute_max(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = [k for k, level in v.items() if level < 0]
+        if bad:
+            raise ValueError(f"{bad[0]}: an attribute level is 0 or more")
+        return v
+
     @field_validator("hint_prompt")
     @classmethod
     def _hint_prompt(cls, v: str) -> str:
         if "{question}" not in v:
             raise ValueError("must contain {question}")
         return v
+
+    def ladder(self) -> tuple[str, tuple[tuple[str, int], ...]]:
+        """``difficulty`` and ``attribute_max`` as the domain's ``Ladder`` fields (mode, sorted caps)."""
+        return self.difficulty, tuple(sorted(self.attribute_max.items()))
 
     def family_names(self) -> list[str] | None:
         """The configured families (None: the group ``all``, resolved by the domain)."""

@@ -394,3 +394,63 @@ def test_the_example_config_loads_and_its_families_pass_the_checks():
     families, left_out = build_families(cfg)
     assert cfg.enabled and not left_out and len(families) == len(cfg.family_names() or [])
     assert sum(len(f.eval_items()) for f in families.values()) <= cfg.max_eval_items
+
+
+def test_attribute_difficulty_is_the_sum_of_attribute_levels_under_their_caps():
+    ladder = g.Ladder("attributes")
+    # chain_sum: num_terms 11 levels, num_digits 10: scalar levels 0..19, each item one combination.
+    assert g.last_level("chain_sum", ladder) == 19 and g.last_level("chain_sum") == 10
+    for level in (0, 1, 3, 19):
+        settings = {g.setting_of("chain_sum", level, seed, ladder) for seed in range(40)}
+        assert all(sum(k for _, k in s) == level for s in settings)
+        assert len(settings) == min(level + 1, 20 - level)  # every combination is drawn
+    # The global ladder is reasoning-gym's own set_global_level: the same item from the same seed.
+    from reasoning_gym.factory import DATASETS, create_curriculum
+
+    cur = create_curriculum("chain_sum")
+    cur.set_global_level(2)
+    raw = DATASETS["chain_sum"][0](config=cur.generate_configuration({"seed": 5, "size": 1}))[0]
+    assert g.make_entry("chain_sum", 2, 5, "inclusive")["question"] == raw["question"]
+    # Capped: one-digit terms, the level is the number of terms less two; the levels are in the meta and
+    # the stored task grades alike wherever it is rebuilt.
+    cfg = _cfg(difficulty="attributes", attribute_max={"num_digits": 0}, response="worked", max_level=6)
+    families, left_out = build_families(cfg)
+    fam = families["rg:chain_sum"]
+    assert not left_out and fam.levels == list(range(7))
+    rng = random.Random(1)
+    for level in range(7):
+        task = fam.make_task(float(level), rng)
+        meta = task.meta["rg"]
+        assert meta["attributes"] == {"num_digits": 0, "num_terms": level}
+        assert meta["entry"]["metadata"]["num_terms"] == level + 2
+        assert all(len(term) == 1 for term in meta["entry"]["metadata"]["expression"].split()[::2])
+        rebuilt = Task(**json.loads(json.dumps(asdict(task))))
+        assert grader_for(task.domain)(rebuilt, fam.solution(task)) and not fam.grade(task, ">zzz")
+    with pytest.raises(ValueError, match="num_digits"):
+        _cfg(attribute_max={"num_digits": -1})
+
+
+def test_chain_sum_worked_steps_are_the_running_total_and_the_guidance_leaves_the_last_result_out():
+    from zpd.loop.domains.reasoning_gym import chain_steps
+
+    entry = {"answer": "5", "metadata": {"expression": "3 - 5 + 7"}}
+    assert chain_steps(entry) == ["3-5=-2", "-2+7=5"]
+    assert chain_steps({**entry, "answer": "6"}) == []  # a total that is not the answer: no steps
+    assert chain_steps({"answer": "1", "metadata": {"expression": "3 * 5"}}) == []
+    cfg = _cfg(difficulty="attributes", attribute_max={"num_digits": 0}, response="worked", max_level=6)
+    fam = build_families(cfg)[0]["rg:chain_sum"]
+    guided = 0
+    for i in range(60):
+        task = fam.make_task(float(i % 7), random.Random(100 + i))
+        steps = fam.solution(task).rsplit(">", 1)[0].split(";")
+        total = int(steps[0].split("=")[0][0])
+        for step in steps:  # each step is right and starts from the total before it
+            lhs, rhs = step.rsplit("=", 1)
+            assert lhs.startswith(str(total)) and eval(lhs) == int(rhs)  # noqa: S307 (digits and +/-)
+            total = int(rhs)
+        assert str(total) == task.answer and fam.grade(task, fam.solution(task))
+        assert task.answer not in task.guidance
+        if task.guidance:
+            guided += 1
+            assert fam.solution(task).startswith(task.guidance)  # the attempt finishes the last step
+    assert guided >= 30 and fam.offline_guidance_ratio() >= 0.5

@@ -16,8 +16,14 @@ Grading: ``rg_grading`` (the stored entry scored by the family's ``score_answer`
 Frozen eval sets (``eval_items``): per family and level, items from seeds of ``eval_seed`` (not the run
 seed), at most ``max_eval_items`` over all families; each item's meta says ``validation`` or ``test``.
 
+Difficulty may also be the sum of the attribute levels, with caps per attribute (``difficulty``,
+``attribute_max``; ``rg_grading.Ladder``): each item's attribute levels are then stored in its meta.
+
 Guidance without a teacher: worked steps from the entry's metadata where reasoning-gym has them
-(``WORKED_KEYS``), else ``num_demos`` solved items of the same family and level (in-context examples).
+(``WORKED_KEYS``), or worked steps zpd computes from it (``COMPUTED_STEPS``: chain_sum's running total, left
+to right, ``3-5=-2;-2+7=5``; the guidance is those steps without the last result, ``3-5=-2;-2+7=``, and the
+worked answer the full steps), else ``num_demos`` solved items of the same family and level (in-context
+examples).
 A guidance that would contain the answer string is not given (the item gets none); a family where fewer
 than half of the check items get a guidance has no offline guidance, and is left out unless
 ``unguided = "keep"`` (a [teacher] then makes its guided attempts).
@@ -41,6 +47,26 @@ PREFIX = "rg:"
 # Metadata fields that hold worked steps towards the answer (reasoning-gym 0.1.25).
 WORKED_KEYS = {"gsm_symbolic": "answer_cot", "count_bits": "binary", "fraction_simplification": "factor"}
 _SPACES = re.compile(r"\s+")
+_CHAIN = re.compile(r"-?[0-9]+(?: [+-] [0-9]+)+")
+
+
+def chain_steps(entry: dict[str, Any]) -> list[str]:
+    """chain_sum's running total, left to right: ``3 - 5 + 7`` -> ``['3-5=-2', '-2+7=5']`` ([] when the
+    expression is not a plain chain or its total is not the item's answer)."""
+    expression = str(entry["metadata"].get("expression", "")).strip()
+    if not _CHAIN.fullmatch(expression):
+        return []
+    tokens = expression.split()
+    total, steps = int(tokens[0]), []
+    for op, term in zip(tokens[1::2], tokens[2::2], strict=True):
+        new = total + int(term) if op == "+" else total - int(term)
+        steps.append(f"{total}{op}{term}={new}")
+        total = new
+    return steps if str(total) == str(entry["answer"]).strip() else []
+
+
+# Worked steps zpd computes from an entry's metadata (the last step ends with the answer).
+COMPUTED_STEPS = {"chain_sum": chain_steps}
 
 
 def _seed(*parts: object) -> int:
@@ -55,6 +81,7 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
         self.name = PREFIX + family
         self.min_difficulty, self.max_difficulty = float(levels[0]), float(levels[-1])
         self.eval_budget = eval_budget
+        self.ladder = g.Ladder(*cfg.ladder())
         self.grader_name = f"reasoning-gym:{family}"
         self._services: DomainServices | None = None
         self._held_out: set[str] | None = None
@@ -70,23 +97,32 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
         return int(min(self.max_difficulty, lo + (1 if rng.random() < d - lo else 0)))
 
     def steps(self, entry: dict[str, Any]) -> str:
+        """The worked steps reasoning-gym stores in the entry's metadata ('' when none)."""
         key = WORKED_KEYS.get(self.family)
         value = entry["metadata"].get(key) if key else None
         return str(value).strip() if value not in (None, "") else ""
+
+    def computed(self, entry: dict[str, Any]) -> list[str]:
+        """The worked steps zpd computes for the entry ([] for a family without them)."""
+        make = COMPUTED_STEPS.get(self.family)
+        return make(entry) if make else []
 
     def _demos(self, level: int, seed: int, entry: dict[str, Any]) -> str:
         answer, out = str(entry["answer"]), list[str]()
         for j in range(self.cfg.num_demos * 4):
             if len(out) == self.cfg.num_demos:
                 break
-            demo = g.make_entry(self.family, level, _seed(seed, "demo", j), self.cfg.range_mode)
+            demo = g.make_entry(self.family, level, _seed(seed, "demo", j), self.cfg.range_mode, self.ladder)
             text = f"{demo['question']}\n{g.render(str(demo['answer']), self.work(demo), self.cfg.response)}"
             if answer not in text and demo["question"] != entry["question"]:
                 out.append(text)
         return "\n".join(out) if len(out) == self.cfg.num_demos else ""
 
     def work(self, entry: dict[str, Any]) -> str:
-        """Worked steps of the worked response form ('' unless the entry has clean ones)."""
+        """Worked steps of the worked response form ('' unless the entry has clean ones): zpd's computed
+        steps in full, or the metadata's steps when they hold neither the answer nor a '>'."""
+        if self.cfg.response == "worked" and self.computed(entry):
+            return ";".join(self.computed(entry))
         steps = self.steps(entry) if self.cfg.response == "worked" else ""
         return steps if steps and str(entry["answer"]) not in steps and ">" not in steps else ""
 
@@ -95,6 +131,12 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
         kind, answer = self.cfg.guidance, str(entry["answer"])
         if kind == "none":
             return ""
+        if kind in ("auto", "worked") and self.computed(entry):
+            # The steps but the last result: the attempt finishes the last step (no demos: a chain's
+            # worked demos would not fit a small learner's context).
+            own = self.computed(entry)
+            hint = ";".join([*own[:-1], own[-1].rsplit("=", 1)[0] + "="])
+            return hint if answer not in hint else ""
         if kind in ("auto", "worked"):
             steps = self.steps(entry)
             if steps and answer not in steps:
@@ -105,7 +147,7 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
 
     def task_at(self, level: int, seed: int, split: str | None = None) -> Task:
         cfg = self.cfg
-        entry = g.make_entry(self.family, level, seed, cfg.range_mode)
+        entry = g.make_entry(self.family, level, seed, cfg.range_mode, self.ladder)
         question = entry["question"]
         prompt = f"{question}\n{cfg.instruction}" if cfg.response == "answer_tags" else question
         meta: dict[str, Any] = {"rg": {"family": self.family, "level": level, "seed": seed, "entry": entry,
@@ -114,6 +156,8 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
                                        "version": g.library_version()}}
         if split is not None:
             meta["rg"]["split"] = split
+        if self.ladder != g.GLOBAL:  # the item's attribute levels: its scorer's (rg_grading.score_task)
+            meta["rg"]["attributes"] = dict(g.setting_of(self.family, level, seed, self.ladder))
         return Task(domain=self.name, difficulty=float(level), prompt=prompt, answer=str(entry["answer"]),
                     guidance=self.guidance_for(level, seed, entry),
                     canonical=_SPACES.sub(" ", question).strip(), meta=meta)
@@ -249,7 +293,8 @@ def build_families(cfg: Any) -> tuple[dict[str, Family], dict[str, str]]:
     for name in names:
         result = g.check_family(name, num_items=cfg.check_items, seed=_seed(cfg.eval_seed, "rg-check", name),
                                 threshold=cfg.pass_threshold, range_mode=cfg.range_mode,
-                                max_level=cfg.max_level, response=cfg.response)
+                                max_level=cfg.max_level, response=cfg.response,
+                                ladder=g.Ladder(*cfg.ladder()))
         if not result.ok:
             left_out[name] = f"grading check: {result.reason}"
             continue

@@ -8,6 +8,11 @@ agree. A pass is ``score >= pass_threshold`` (also in the meta). ``score_answer`
 some families score garbage well, hence the grading check (``check_family``) that decides which families
 are enabled at all.
 
+A family's scalar difficulty (an integer level) becomes attribute levels through its ``Ladder``: the global
+level (every attribute at min(level, its last level): reasoning-gym's ``set_global_level``), or the attribute
+levels that sum to it (one combination drawn per item from its seed), each attribute capped where the config
+says. The attribute levels an item was made at are its ``Setting``.
+
 reasoning-gym 0.1.25's ``__version__`` says 0.1.19; ``library_version`` reads the installed distribution.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import random
 import re
 import signal
 import threading
@@ -52,17 +58,69 @@ def all_families() -> list[str]:
     return sorted(set(DATASETS) - EXCLUDED)
 
 
-def last_level(family: str) -> int:
-    """The family's highest global curriculum level (0 for a family without a curriculum)."""
+Setting = tuple[tuple[str, int], ...]
+"""One item's attribute levels, ``(attribute, level)`` sorted by attribute name (``()``: no curriculum)."""
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """How a family's scalar difficulty (a level 0, 1, ...) maps to its curriculum's attribute levels."""
+
+    mode: str = "global"
+    """``global``: every attribute at min(level, its top); ``attributes``: the attribute levels sum to the
+    level (so one attribute can grow while the others stay), one combination drawn per item."""
+    caps: tuple[tuple[str, int], ...] = ()
+    """Highest level per attribute name, ``(attribute, level)``; attributes a family lacks are ignored."""
+
+
+GLOBAL = Ladder()
+
+
+def _tops(family: str, ladder: Ladder) -> Setting:
+    """Each attribute's highest level under the ladder's caps (``()`` for a family without a curriculum)."""
     from reasoning_gym.factory import create_curriculum, has_curriculum
 
     if not has_curriculum(family):
+        return ()
+    caps = dict(ladder.caps)
+    attrs = create_curriculum(family).attributes
+    return tuple(sorted((name, max(0, min(len(a.levels) - 1, caps.get(name, len(a.levels)))))
+                        for name, a in attrs.items()))
+
+
+def last_level(family: str, ladder: Ladder = GLOBAL) -> int:
+    """The family's highest scalar level (0 for a family without a curriculum)."""
+    tops = [top for _, top in _tops(family, ladder)]
+    if not tops:
         return 0
-    attrs = create_curriculum(family).attributes.values()
-    return max((len(a.levels) for a in attrs), default=1) - 1
+    return sum(tops) if ladder.mode == "attributes" else max(tops)
 
 
-def _config(family: str, level: int, range_mode: str, seed: int) -> Any:
+@functools.lru_cache(maxsize=4096)
+def _ways(tops: tuple[int, ...], total: int) -> int:
+    """Combinations of levels 0..tops[i] that sum to ``total``."""
+    if not tops:
+        return 1 if total == 0 else 0
+    return sum(_ways(tops[1:], total - k) for k in range(min(tops[0], total) + 1))
+
+
+def setting_of(family: str, level: int, seed: int, ladder: Ladder = GLOBAL) -> Setting:
+    """The attribute levels of the item made from ``seed`` at scalar ``level`` (under ``attributes``, one of
+    the combinations summing to the level, uniformly, from the seed; a level past the top is the top)."""
+    tops = _tops(family, ladder)
+    if ladder.mode != "attributes":
+        return tuple((name, min(level, top)) for name, top in tops)
+    caps = tuple(top for _, top in tops)
+    remaining, rng, out = min(level, sum(caps)), random.Random(seed), []
+    for i, (name, top) in enumerate(tops):
+        weights = [_ways(caps[i + 1:], remaining - k) for k in range(min(top, remaining) + 1)]
+        k = rng.choices(range(len(weights)), weights=weights)[0]
+        out.append((name, k))
+        remaining -= k
+    return tuple(out)
+
+
+def _config(family: str, setting: Setting, range_mode: str, seed: int) -> Any:
     from reasoning_gym.coaching.base_curriculum import DefaultCurriculumContext, RangeAttributeMode
     from reasoning_gym.factory import DATASETS, create_curriculum, has_curriculum
 
@@ -70,16 +128,17 @@ def _config(family: str, level: int, range_mode: str, seed: int) -> Any:
     if not has_curriculum(family):
         return DATASETS[family][1](**defaults)
     cur = create_curriculum(family)
-    cur.set_global_level(level)
+    for name, level in setting:
+        cur.set_attr_level(name, level)
     mode = RangeAttributeMode.UPPER_BOUND if range_mode == "upper_bound" else RangeAttributeMode.INCLUSIVE
     return cur.generate_configuration(defaults, DefaultCurriculumContext(mode=mode))
 
 
-def _dataset(family: str, level: int, range_mode: str, seed: int) -> Any:
+def _dataset(family: str, setting: Setting, range_mode: str, seed: int) -> Any:
     from reasoning_gym.factory import DATASETS
 
     library()
-    return DATASETS[family][0](config=_config(family, level, range_mode, seed))
+    return DATASETS[family][0](config=_config(family, setting, range_mode, seed))
 
 
 def _jsonable(x: Any) -> Any:
@@ -96,49 +155,56 @@ def _stored(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=256)
-def _shared(family: str, level: int, range_mode: str) -> Any:
-    return _dataset(family, level, range_mode, 0)
+def _shared(family: str, setting: Setting, range_mode: str) -> Any:
+    return _dataset(family, setting, range_mode, 0)
 
 
-def _reseeded(family: str, level: int, range_mode: str, seed: int) -> dict[str, Any]:
-    ds = _shared(family, level, range_mode)
+def _reseeded(family: str, setting: Setting, range_mode: str, seed: int) -> dict[str, Any]:
+    ds = _shared(family, setting, range_mode)
     ds.seed = seed
     if hasattr(ds.config, "seed"):
         ds.config.seed = seed
     return _stored(ds[0])
 
 
-_RESEEDABLE: dict[tuple[str, int, str], bool] = {}
+_RESEEDABLE: dict[tuple[str, Setting, str], bool] = {}
 
 
-def make_entry(family: str, level: int, seed: int, range_mode: str) -> dict[str, Any]:
-    """The item of ``family`` at ``level`` made from ``seed``, as it is stored (after a JSON round trip):
-    item 0 of the dataset whose seed is ``seed``. Building a dataset can be slow (word lists, ARC files), so
-    where re-seeding one built dataset gives exactly the items fresh ones give (checked on one seed per
-    family and level; most families draw each item from ``Random(seed + idx)``), that one is reused."""
-    key = (family, level, range_mode)
+def make_entry(family: str, level: int, seed: int, range_mode: str,
+               ladder: Ladder = GLOBAL) -> dict[str, Any]:
+    """The item of ``family`` at scalar ``level`` made from ``seed``, as it is stored (after a JSON round
+    trip): item 0 of the dataset whose seed is ``seed``, at the attribute levels ``setting_of`` gives.
+    Building a dataset can be slow (word lists, ARC files), so where re-seeding one built dataset gives
+    exactly the items fresh ones give (checked on one seed per family and setting; most families draw each
+    item from ``Random(seed + idx)``), that one is reused."""
+    setting = setting_of(family, level, seed, ladder)
+    key = (family, setting, range_mode)
     if key not in _RESEEDABLE:
-        probes = [_seed_probe(family, level, range_mode, 12345)]
+        probes = [_seed_probe(family, setting, range_mode, 12345)]
         _RESEEDABLE[key] = all(fresh == again for fresh, again in probes)
     if _RESEEDABLE[key]:
-        return _reseeded(family, level, range_mode, seed)
-    return _stored(_dataset(family, level, range_mode, seed)[0])
+        return _reseeded(family, setting, range_mode, seed)
+    return _stored(_dataset(family, setting, range_mode, seed)[0])
 
 
-def _seed_probe(family: str, level: int, range_mode: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    fresh = _stored(_dataset(family, level, range_mode, seed)[0])
-    return fresh, _reseeded(family, level, range_mode, seed)
+def _seed_probe(family: str, setting: Setting, range_mode: str,
+                seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    fresh = _stored(_dataset(family, setting, range_mode, seed)[0])
+    return fresh, _reseeded(family, setting, range_mode, seed)
 
 
 @functools.lru_cache(maxsize=512)
-def _scorer(family: str, level: int, range_mode: str) -> Any:
-    return _dataset(family, level, range_mode, 0).score_answer
+def _scorer(family: str, setting: Setting, range_mode: str) -> Any:
+    return _dataset(family, setting, range_mode, 0).score_answer
 
 
-def score_entry(family: str, level: int, range_mode: str, answer: str | None, entry: dict[str, Any]) -> float:
-    """reasoning-gym's score of ``answer`` for ``entry`` (0.0 when the scorer fails on it)."""
+def score_entry(family: str, level: int, range_mode: str, answer: str | None, entry: dict[str, Any],
+                setting: Setting | None = None) -> float:
+    """reasoning-gym's score of ``answer`` for ``entry`` (0.0 when the scorer fails on it), with the scorer
+    of the item's attribute levels (``setting``; the global ``level``'s when not given)."""
     try:
-        return float(_scorer(family, level, range_mode)(answer, entry))
+        scorer = _scorer(family, setting_of(family, level, 0) if setting is None else setting, range_mode)
+        return float(scorer(answer, entry))
     except Exception:  # noqa: BLE001  (a family's scorer may raise on malformed answers: that is a fail)
         return 0.0
 
@@ -165,7 +231,9 @@ def meta_of(task: Any) -> dict[str, Any]:
 def score_task(task: Any, output: str) -> float:
     """The raw score of ``output`` for a stored ``rg:`` task (config-independent: all is in its meta)."""
     m = meta_of(task)
-    return score_entry(m["family"], m["level"], m["range_mode"], extract(output, m["response"]), m["entry"])
+    setting = tuple(sorted(m["attributes"].items())) if "attributes" in m else None
+    return score_entry(m["family"], m["level"], m["range_mode"], extract(output, m["response"]), m["entry"],
+                       setting)
 
 
 def grade_task(task: Any, output: str) -> bool:
@@ -203,13 +271,13 @@ class CheckResult:
 
 
 def usable_levels(family: str, top: int, range_mode: str, seed: int,
-                  seconds: float = 20.0) -> tuple[list[int], str]:
+                  seconds: float = 20.0, ladder: Ladder = GLOBAL) -> tuple[list[int], str]:
     """Levels 0.. up to the first whose item cannot be made (an error, or none within ``seconds``)."""
     levels: list[int] = []
     for level in range(top + 1):
         try:
             with time_limit(seconds):
-                make_entry(family, level, seed + level, range_mode)
+                make_entry(family, level, seed + level, range_mode, ladder)
         except Exception as exc:  # noqa: BLE001  (a level reasoning-gym cannot make is cut, with why)
             return levels, f"level {level}: {type(exc).__name__}: {exc}"[:200]
         levels.append(level)
@@ -217,35 +285,41 @@ def usable_levels(family: str, top: int, range_mode: str, seed: int,
 
 
 def check_family(family: str, *, num_items: int, seed: int, threshold: float, range_mode: str,
-                 max_level: int | None, response: str, seconds: float = 60.0) -> CheckResult:
+                 max_level: int | None, response: str, seconds: float = 60.0,
+                 ladder: Ladder = GLOBAL) -> CheckResult:
     """The grading check: on ``num_items`` items spread over the usable levels, the reference answer
     (through the response format's extractor) scores 1.0, while a garbage string and another item's
     (different) answer score below ``threshold``. Deterministic for ``seed`` (a level whose probe item
     takes over 20 s is cut, as are the items past ``seconds``: a family too slow to make items fails)."""
     try:
-        top = last_level(family)
+        top = last_level(family, ladder)
     except Exception as exc:  # noqa: BLE001
         return CheckResult(family, False, f"curriculum: {type(exc).__name__}: {exc}"[:200])
     top = top if max_level is None else min(top, max_level)
-    levels, why = usable_levels(family, top, range_mode, seed)
+    levels, why = usable_levels(family, top, range_mode, seed, ladder=ladder)
     if not levels:
         return CheckResult(family, False, why or "no level")
+    seeds = [(levels[i % len(levels)], seed + 1000 + i) for i in range(num_items)]
     try:
         with time_limit(seconds):
-            entries = [(levels[i % len(levels)], make_entry(family, levels[i % len(levels)], seed + 1000 + i,
-                                                            range_mode)) for i in range(num_items)]
+            entries = [(setting_of(family, level, s, ladder),
+                        make_entry(family, level, s, range_mode, ladder)) for level, s in seeds]
     except Exception as exc:  # noqa: BLE001
         return CheckResult(family, False, f"items: {type(exc).__name__}: {exc}"[:200], levels)
     answers = [str(e["answer"]) for _, e in entries]
-    for i, (level, entry) in enumerate(entries):
+    for i, ((level, _), (setting, entry)) in enumerate(zip(seeds, entries, strict=True)):
+        def score(answer: str | None, entry: dict[str, Any] = entry, setting: Setting = setting,
+                  level: int = level) -> float:
+            return score_entry(family, level, range_mode, answer, entry, setting)
+
         ref = extract(render(answers[i], "", response), response)
-        if score_entry(family, level, range_mode, ref, entry) < 1.0:
+        if score(ref) < 1.0:
             return CheckResult(family, False, f"reference answer {answers[i][:40]!r} scores below 1", levels)
-        if score_entry(family, level, range_mode, GARBAGE, entry) >= threshold:
+        if score(GARBAGE) >= threshold:
             return CheckResult(family, False, f"garbage {GARBAGE!r} passes", levels)
         other = next((a for a in answers[i + 1:] + answers[:i] if a != answers[i]), None)
         if other is None:
             return CheckResult(family, False, "every item has the same answer", levels)
-        if score_entry(family, level, range_mode, other, entry) >= threshold:
+        if score(other) >= threshold:
             return CheckResult(family, False, f"another item's answer {other[:40]!r} passes", levels)
     return CheckResult(family, True, "", levels)
