@@ -2,11 +2,12 @@
 
     python bench/rg_learn.py --families products,chain_sum --examples 800 --epochs 2 [--rounds 2]
 
-One tiny learner (the sizes of ``configs/reasoning-gym.toml``) is trained on a bootstrap set over all the
-families at once (``loop.bootstrap.bootstrap_set``: bare tasks up to ``--solo-level``, guided ones up to
-``--guided-level``), then its greedy solo accuracy is measured per family and level on the family's frozen
-eval items (``Family.eval_items``). With ``--rounds`` it then trains that many more times on fresh bare
-tasks at level 0 it fails alone but solves guided (a crude ZPD round) and measures again. CPU only.
+One tiny learner (by default the smoke config's sizes; ``--hidden``, ``--layers``) is trained on a
+bootstrap set over all the families at once (``loop.bootstrap.bootstrap_set``: bare tasks up to
+``--solo-level``, guided ones up to ``--guided-level``), then its greedy solo accuracy is measured per
+family and level on the family's frozen eval items (``Family.eval_items``). With ``--rounds`` it then
+trains that many more times on fresh bare tasks at level 0 it fails alone but solves guided (a crude ZPD
+round) and measures again. CPU only.
 """
 
 from __future__ import annotations

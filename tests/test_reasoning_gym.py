@@ -431,8 +431,7 @@ def test_attribute_difficulty_is_the_sum_of_attribute_levels_under_their_caps():
 
 
 def test_chain_sum_worked_steps_are_the_running_total_and_the_guidance_leaves_the_last_result_out():
-    from zpd.loop.domains.reasoning_gym import chain_steps
-
+    chain_steps = g.chain_steps
     entry = {"answer": "5", "metadata": {"expression": "3 - 5 + 7"}}
     assert chain_steps(entry) == ["3-5=-2", "-2+7=5"]
     assert chain_steps({**entry, "answer": "6"}) == []  # a total that is not the answer: no steps
@@ -453,4 +452,18 @@ def test_chain_sum_worked_steps_are_the_running_total_and_the_guidance_leaves_th
         if task.guidance:
             guided += 1
             assert fam.solution(task).startswith(task.guidance)  # the attempt finishes the last step
-    assert guided >= 30 and fam.offline_guidance_ratio() >= 0.5
+    # Every candidate has a guidance: an item whose guidance would hold the answer is drawn again (about
+    # a third of the items made from fixed seeds have none).
+    assert guided == 60 and 0.5 <= fam.offline_guidance_ratio() < 1.0
+    # The work is graded too: the right last number after a wrong step fails; a bare answer is graded alone.
+    task = next(t for t in (fam.task_at(2, s) for s in range(50)) if t.meta["rg"]["entry"]["metadata"]
+                ["expression"].startswith(("1 + ", "2 + ", "3 + ")))
+    steps = fam.solution(task).rsplit(">", 1)[0].split(";")
+    lhs, rhs = steps[0].split("=")
+    wrong = ";".join([f"{lhs}={int(rhs) + 1}", *steps[1:]])
+    assert not fam.grade(task, f"{wrong}>{task.answer}") and fam.score(task, f"{wrong}>{task.answer}") == 0
+    assert fam.grade(task, f">{task.answer}") and not fam.grade(task, f">{int(task.answer) + 1}")
+    rebuilt = Task(**json.loads(json.dumps(asdict(task))))
+    assert not grader_for(task.domain)(rebuilt, f"{wrong}>{task.answer}")
+    assert compute_score("zpd/rg:chain_sum", f"{wrong}>{task.answer}", task.answer,
+                         {"task_json": json.dumps(asdict(task))}) == 0.0

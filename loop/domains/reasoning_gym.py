@@ -47,26 +47,10 @@ PREFIX = "rg:"
 # Metadata fields that hold worked steps towards the answer (reasoning-gym 0.1.25).
 WORKED_KEYS = {"gsm_symbolic": "answer_cot", "count_bits": "binary", "fraction_simplification": "factor"}
 _SPACES = re.compile(r"\s+")
-_CHAIN = re.compile(r"-?[0-9]+(?: [+-] [0-9]+)+")
-
-
-def chain_steps(entry: dict[str, Any]) -> list[str]:
-    """chain_sum's running total, left to right: ``3 - 5 + 7`` -> ``['3-5=-2', '-2+7=5']`` ([] when the
-    expression is not a plain chain or its total is not the item's answer)."""
-    expression = str(entry["metadata"].get("expression", "")).strip()
-    if not _CHAIN.fullmatch(expression):
-        return []
-    tokens = expression.split()
-    total, steps = int(tokens[0]), []
-    for op, term in zip(tokens[1::2], tokens[2::2], strict=True):
-        new = total + int(term) if op == "+" else total - int(term)
-        steps.append(f"{total}{op}{term}={new}")
-        total = new
-    return steps if str(total) == str(entry["answer"]).strip() else []
-
-
 # Worked steps zpd computes from an entry's metadata (the last step ends with the answer).
-COMPUTED_STEPS = {"chain_sum": chain_steps}
+COMPUTED_STEPS = {"chain_sum": g.chain_steps}
+# ... and the check of a worked response's work that goes with them (``rg_grading.score_task``).
+WORK_CHECKS = {"chain_sum": "chain"}
 
 
 def _seed(*parts: object) -> int:
@@ -154,6 +138,8 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
                                        "range_mode": cfg.range_mode, "response": cfg.response,
                                        "pass_threshold": cfg.pass_threshold, "work": self.work(entry),
                                        "version": g.library_version()}}
+        if cfg.response == "worked" and self.family in WORK_CHECKS:
+            meta["rg"]["work_check"] = WORK_CHECKS[self.family]
         if split is not None:
             meta["rg"]["split"] = split
         if self.ladder != g.GLOBAL:  # the item's attribute levels: its scorer's (rg_grading.score_task)
@@ -164,10 +150,15 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
 
     # -- the Domain interface -------------------------------------------------------------------
     def make_task(self, difficulty: float, rng: random.Random) -> Task:
-        for _ in range(64):  # a candidate is never a held-out test item (eval_split = "validation")
+        # A candidate is never a held-out test item (eval_split = "validation"), and gets an offline guidance
+        # where the family has any (an item whose guidance would contain the answer is drawn again: without
+        # a guidance its guided attempt is a solo one, so it could only enter the ZPD by chance). Up to 64
+        # draws; the last is kept.
+        wants_guidance = self.cfg.guidance != "none" and not self.teacher_hints
+        for _ in range(64):
             level, seed = self._level(difficulty, rng), rng.getrandbits(32)
             task = self.task_at(level, seed)
-            if task.content_hash not in self.held_out():
+            if task.content_hash not in self.held_out() and (task.guidance or not wants_guidance):
                 break
         # Hints from round 1 on: round 0's bootstrap set (made with this hook too) keeps offline guidance.
         if self.teacher_hints and self._services is not None and (self._services.current_round() or 0) >= 1:

@@ -228,9 +228,40 @@ def meta_of(task: Any) -> dict[str, Any]:
     return task.meta["rg"]
 
 
+_CHAIN = re.compile(r"-?[0-9]+(?: [+-] [0-9]+)+")
+
+
+def chain_steps(entry: dict[str, Any]) -> list[str]:
+    """chain_sum's running total, left to right: ``3 - 5 + 7`` -> ``['3-5=-2', '-2+7=5']`` ([] when the
+    expression is not a plain chain or its total is not the item's answer)."""
+    expression = str(entry["metadata"].get("expression", "")).strip()
+    if not _CHAIN.fullmatch(expression):
+        return []
+    tokens = expression.split()
+    total, steps = int(tokens[0]), []
+    for op, term in zip(tokens[1::2], tokens[2::2], strict=True):
+        new = total + int(term) if op == "+" else total - int(term)
+        steps.append(f"{total}{op}{term}={new}")
+        total = new
+    return steps if str(total) == str(entry["answer"]).strip() else []
+
+
+def work_ok(m: dict[str, Any], output: str) -> bool:
+    """Whether the work of a worked response is right, for a task whose meta asks for the check
+    (``work_check``; zpd's own worked form, so the check is zpd's): ``chain``, the work shown is exactly the
+    running total (``chain_steps``). A response without work (nothing before its last '>') is graded on
+    its answer alone; a task without the check always passes it."""
+    if m.get("work_check") != "chain" or ">" not in output:
+        return True
+    work = output.rsplit(">", 1)[0].replace(" ", "").strip()
+    return not work or work == ";".join(chain_steps(m["entry"]))
+
+
 def score_task(task: Any, output: str) -> float:
     """The raw score of ``output`` for a stored ``rg:`` task (config-independent: all is in its meta)."""
     m = meta_of(task)
+    if not work_ok(m, output):
+        return 0.0  # the right last number after wrong steps is not a worked solution
     setting = tuple(sorted(m["attributes"].items())) if "attributes" in m else None
     return score_entry(m["family"], m["level"], m["range_mode"], extract(output, m["response"]), m["entry"],
                        setting)
