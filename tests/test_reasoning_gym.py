@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 from dataclasses import asdict
 from pathlib import Path
@@ -444,9 +445,10 @@ def test_chain_sum_worked_steps_are_the_running_total_and_the_guidance_leaves_th
         steps = fam.solution(task).rsplit(">", 1)[0].split(";")
         total = int(steps[0].split("=")[0][0])
         for step in steps:  # each step is right and starts from the total before it
-            lhs, rhs = step.rsplit("=", 1)
-            assert lhs.startswith(str(total)) and eval(lhs) == int(rhs)  # noqa: S307 (digits and +/-)
-            total = int(rhs)
+            first, op, term, result = re.fullmatch(r"(-?[0-9]+)([+-])([0-9]+)=(-?[0-9]+)", step).groups()
+            assert int(first) == total
+            assert int(result) == (total + int(term) if op == "+" else total - int(term))
+            total = int(result)
         assert str(total) == task.answer and fam.grade(task, fam.solution(task))
         assert task.answer not in task.guidance
         if task.guidance:

@@ -20,10 +20,10 @@ Difficulty may also be the sum of the attribute levels, with caps per attribute 
 ``attribute_max``; ``rg_grading.Ladder``): each item's attribute levels are then stored in its meta.
 
 Guidance without a teacher: worked steps from the entry's metadata where reasoning-gym has them
-(``WORKED_KEYS``), or worked steps zpd computes from it (``COMPUTED_STEPS``: chain_sum's running total, left
-to right, ``3-5=-2;-2+7=5``; the guidance is those steps without the last result, ``3-5=-2;-2+7=``, and the
-worked answer the full steps), else ``num_demos`` solved items of the same family and level (in-context
-examples).
+(``WORKED_KEYS``), or worked steps zpd computes from it (``rg_grading.COMPUTED_STEPS``: chain_sum's
+running total, left to right, ``3-5=-2;-2+7=5``; the guidance is those steps without the last result,
+``3-5=-2;-2+7=``, and the worked answer the full steps; zpd grades that work too), else ``num_demos``
+solved items of the same family and level (in-context examples).
 A guidance that would contain the answer string is not given (the item gets none); a family where fewer
 than half of the check items get a guidance has no offline guidance, and is left out unless
 ``unguided = "keep"`` (a [teacher] then makes its guided attempts).
@@ -47,10 +47,6 @@ PREFIX = "rg:"
 # Metadata fields that hold worked steps towards the answer (reasoning-gym 0.1.25).
 WORKED_KEYS = {"gsm_symbolic": "answer_cot", "count_bits": "binary", "fraction_simplification": "factor"}
 _SPACES = re.compile(r"\s+")
-# Worked steps zpd computes from an entry's metadata (the last step ends with the answer).
-COMPUTED_STEPS = {"chain_sum": g.chain_steps}
-# ... and the check of a worked response's work that goes with them (``rg_grading.score_task``).
-WORK_CHECKS = {"chain_sum": "chain"}
 
 
 def _seed(*parts: object) -> int:
@@ -88,7 +84,7 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
 
     def computed(self, entry: dict[str, Any]) -> list[str]:
         """The worked steps zpd computes for the entry ([] for a family without them)."""
-        make = COMPUTED_STEPS.get(self.family)
+        make = g.COMPUTED_STEPS.get(self.family)
         return make(entry) if make else []
 
     def _demos(self, level: int, seed: int, entry: dict[str, Any]) -> str:
@@ -105,9 +101,12 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
     def work(self, entry: dict[str, Any]) -> str:
         """Worked steps of the worked response form ('' unless the entry has clean ones): zpd's computed
         steps in full, or the metadata's steps when they hold neither the answer nor a '>'."""
-        if self.cfg.response == "worked" and self.computed(entry):
-            return ";".join(self.computed(entry))
-        steps = self.steps(entry) if self.cfg.response == "worked" else ""
+        if self.cfg.response != "worked":
+            return ""
+        own = self.computed(entry)
+        if own:
+            return ";".join(own)
+        steps = self.steps(entry)
         return steps if steps and str(entry["answer"]) not in steps and ">" not in steps else ""
 
     def guidance_for(self, level: int, seed: int, entry: dict[str, Any]) -> str:
@@ -115,10 +114,10 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
         kind, answer = self.cfg.guidance, str(entry["answer"])
         if kind == "none":
             return ""
-        if kind in ("auto", "worked") and self.computed(entry):
+        own = self.computed(entry) if kind in ("auto", "worked") else []
+        if own:
             # The steps but the last result: the attempt finishes the last step (no demos: a chain's
             # worked demos would not fit a small learner's context).
-            own = self.computed(entry)
             hint = ";".join([*own[:-1], own[-1].rsplit("=", 1)[0] + "="])
             return hint if answer not in hint else ""
         if kind in ("auto", "worked"):
@@ -138,8 +137,8 @@ class Family(Domain, OwnEvalSet, Scores, NamesGrader, Attaches):
                                        "range_mode": cfg.range_mode, "response": cfg.response,
                                        "pass_threshold": cfg.pass_threshold, "work": self.work(entry),
                                        "version": g.library_version()}}
-        if cfg.response == "worked" and self.family in WORK_CHECKS:
-            meta["rg"]["work_check"] = WORK_CHECKS[self.family]
+        if cfg.response == "worked" and self.family in g.COMPUTED_STEPS:
+            meta["rg"]["work_check"] = True  # zpd grades the work it computes (rg_grading.work_ok)
         if split is not None:
             meta["rg"]["split"] = split
         if self.ladder != g.GLOBAL:  # the item's attribute levels: its scorer's (rg_grading.score_task)

@@ -76,6 +76,7 @@ class Ladder:
 GLOBAL = Ladder()
 
 
+@functools.lru_cache(maxsize=1024)
 def _tops(family: str, ladder: Ladder) -> Setting:
     """Each attribute's highest level under the ladder's caps (``()`` for a family without a curriculum)."""
     from reasoning_gym.factory import create_curriculum, has_curriculum
@@ -246,15 +247,20 @@ def chain_steps(entry: dict[str, Any]) -> list[str]:
     return steps if str(total) == str(entry["answer"]).strip() else []
 
 
+# Worked steps zpd computes from an entry's metadata, per family (the last step ends with the answer).
+COMPUTED_STEPS = {"chain_sum": chain_steps}
+
+
 def work_ok(m: dict[str, Any], output: str) -> bool:
     """Whether the work of a worked response is right, for a task whose meta asks for the check
-    (``work_check``; zpd's own worked form, so the check is zpd's): ``chain``, the work shown is exactly the
-    running total (``chain_steps``). A response without work (nothing before its last '>') is graded on
-    its answer alone; a task without the check always passes it."""
-    if m.get("work_check") != "chain" or ">" not in output:
+    (``work_check``; zpd's own worked form, so the check is zpd's): the work shown is exactly the family's
+    ``COMPUTED_STEPS`` (chain_sum: the running total). A response without work (nothing before its last
+    '>') is graded on its answer alone; a task without the check always passes it."""
+    steps = COMPUTED_STEPS.get(m["family"]) if m.get("work_check") else None
+    if steps is None or ">" not in output:
         return True
     work = output.rsplit(">", 1)[0].replace(" ", "").strip()
-    return not work or work == ";".join(chain_steps(m["entry"]))
+    return not work or work == ";".join(steps(m["entry"]))
 
 
 def score_task(task: Any, output: str) -> float:
